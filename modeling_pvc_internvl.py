@@ -1,0 +1,1266 @@
+"""PVC-InternVL: InternViT (+ PVC progressive temporal encoding) -> pixel shuffle -> mlp1 -> native LLM.
+
+The vision encoder keeps the official InternVL parameter names (``vision_model.*``, ``mlp1.*``), so
+official InternVL2 and PVC checkpoints map 1:1 for those parts. The PVC temporal modules (causal temporal
+attention, AdaLN, time embedding) start at zero, so a freshly initialised temporal model computes exactly
+what plain InternViT computes. The language model is a native transformers causal LM built with
+``AutoModelForCausalLM.from_config``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.modeling_outputs import BaseModelOutput, CausalLMOutputWithPast
+from transformers.utils import logging
+
+from .prunevid import can_merge, llm_prefill_flops, merge_video_tokens, pruned_generate
+from .configuration_pvc_internvl import PruneVidConfig, PVCInternVisionConfig, PVCInternVLConfig
+from .conversation import get_template
+
+try:  # transformers >= 4.48
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+except ImportError:  # pragma: no cover - older transformers
+    ALL_ATTENTION_FUNCTIONS = {}
+
+logger = logging.get_logger(__name__)
+
+IMAGE_FLAG, MULTI_IMAGE_FLAG, VIDEO_FLAG = 1, 2, 3
+DATA_FLAGS = (IMAGE_FLAG, MULTI_IMAGE_FLAG, VIDEO_FLAG)
+
+
+# ============================================================================================ attention
+def eager_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None, scale: float
+) -> torch.Tensor:
+    """Plain softmax attention. q/k/v ``(B, H, S, D)``; ``mask`` bool ``(S_q, S_k)`` (True = attend)."""
+    scores = torch.matmul(query * scale, key.transpose(-2, -1))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    return torch.matmul(scores.softmax(dim=-1), value)
+
+
+def attend(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor | None,
+    attn_implementation: str | None,
+) -> torch.Tensor:
+    """Dispatch attention: ``eager``, ``sdpa`` (default) or a registered kernel such as flash attention.
+
+    q/k/v ``(B, H, S, D)`` -> ``(B, H, S_q, D)``. Masked calls never go to kernels that take no masks.
+    """
+    scale = query.shape[-1] ** -0.5
+    if attn_implementation == "eager":
+        return eager_attention(query, key, value, mask, scale)
+    if attn_implementation in (None, "sdpa") or mask is not None or attn_implementation not in ALL_ATTENTION_FUNCTIONS:
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scale)
+    kernel: Callable = ALL_ATTENTION_FUNCTIONS[attn_implementation]
+    module = _KernelShim()
+    out, _ = kernel(module, query, key, value, None, dropout=0.0, scaling=scale, is_causal=False)
+    return out.transpose(1, 2)
+
+
+class _KernelShim(nn.Module):
+    """Stand-in module for attention kernels that read ``is_causal`` / ``training`` from their module."""
+
+    is_causal = False
+
+
+# ================================================================================================ norms
+class InternRMSNorm(nn.Module):
+    """RMSNorm computed in float32, as in InternViT-6B."""
+
+    def __init__(self, hidden_size: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.variance_epsilon = eps
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        input_dtype = hidden_states.dtype
+        hidden_states = hidden_states.to(torch.float32)
+        variance = hidden_states.pow(2).mean(-1, keepdim=True)
+        hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
+        return self.weight * hidden_states.to(input_dtype)
+
+
+def make_norm(config: PVCInternVisionConfig, size: int | None = None) -> nn.Module:
+    """LayerNorm or RMSNorm of width ``size`` (default: hidden size), as ``config.norm_type`` says."""
+    size = size or config.hidden_size
+    if config.norm_type == "rms_norm":
+        return InternRMSNorm(size, eps=config.layer_norm_eps)
+    return nn.LayerNorm(size, eps=config.layer_norm_eps)
+
+
+# =========================================================================================== embeddings
+class PVCInternVisionEmbeddings(nn.Module):
+    """Patch embedding + CLS token + learned absolute position embedding (bicubically resized)."""
+
+    def __init__(self, config: PVCInternVisionConfig):
+        super().__init__()
+        self.embed_dim = config.hidden_size
+        self.image_size = config.image_size
+        self.patch_size = config.patch_size
+        self.class_embedding = nn.Parameter(torch.randn(1, 1, self.embed_dim))
+        self.patch_embedding = nn.Conv2d(config.num_channels, self.embed_dim, config.patch_size, config.patch_size)
+        self.num_patches = (self.image_size // self.patch_size) ** 2
+        self.position_embedding = nn.Parameter(torch.randn(1, self.num_patches + 1, self.embed_dim))
+
+    def _patch_position_embedding(self, height: int, width: int) -> torch.Tensor:
+        """Position embedding of the patch grid resized to ``(height, width)``: ``(1, height * width, C)``."""
+        grid = self.image_size // self.patch_size
+        pos = self.position_embedding[:, 1:, :].float().reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
+        pos = F.interpolate(pos, size=(height, width), mode="bicubic", align_corners=False)
+        return pos.reshape(1, -1, height * width).permute(0, 2, 1)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, H, W)`` -> ``(N, 1 + (H / patch) * (W / patch), C)``."""
+        dtype = self.patch_embedding.weight.dtype
+        patches = self.patch_embedding(pixel_values.to(dtype))  # (N, C, h, w)
+        batch, _, height, width = patches.shape
+        patches = patches.flatten(2).transpose(1, 2)
+        cls = self.class_embedding.expand(batch, 1, -1).to(dtype)
+        position = torch.cat(
+            [self.position_embedding[:, :1, :], self._patch_position_embedding(height, width).to(dtype)], dim=1
+        )
+        return torch.cat([cls, patches], dim=1) + position.to(dtype)
+
+
+def timestep_sinusoid(t: torch.Tensor, dim: int, max_period: float, order: str) -> torch.Tensor:
+    """Sinusoidal encoding of (possibly fractional) timestamps ``t`` ``(N,)`` -> ``(N, dim)`` in float32."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]
+    parts = [torch.cos(args), torch.sin(args)] if order == "cos_sin" else [torch.sin(args), torch.cos(args)]
+    return torch.cat(parts, dim=-1)
+
+
+class TimeEmbedder(nn.Module):
+    """Frame timestamp -> sinusoid (``time_embed_dim``) -> Linear -> SiLU -> Linear -> ``(N, C)``."""
+
+    def __init__(self, config: PVCInternVisionConfig):
+        super().__init__()
+        self.config = config
+        self.mlp = nn.Sequential(
+            nn.Linear(config.time_embed_dim, config.hidden_size),
+            nn.SiLU(),
+            nn.Linear(config.hidden_size, config.hidden_size),
+        )
+
+    def forward(self, frame_index: torch.Tensor, clip_len: int) -> torch.Tensor:
+        """``frame_index`` ``(N,)`` are 0-based positions inside clips of ``clip_len`` frames."""
+        t = frame_index.float() / clip_len if self.config.time_input == "normalized" else frame_index.float()
+        emb = timestep_sinusoid(t, self.config.time_embed_dim, self.config.time_embed_max_period, self.config.time_embed_order)
+        return self.mlp(emb.to(self.mlp[0].weight.dtype))
+
+
+# ============================================================================================ attention
+class InternAttention(nn.Module):
+    """Spatial multi-head self-attention over the tokens of one frame (fused qkv, optional qk-norm)."""
+
+    def __init__(self, config: PVCInternVisionConfig):
+        super().__init__()
+        self.config = config
+        self.embed_dim = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.head_dim = self.embed_dim // self.num_heads
+        self.qkv = nn.Linear(self.embed_dim, 3 * self.embed_dim, bias=config.qkv_bias)
+        self.qk_normalization = config.qk_normalization
+        if self.qk_normalization:
+            self.q_norm = InternRMSNorm(self.embed_dim, eps=config.layer_norm_eps)
+            self.k_norm = InternRMSNorm(self.embed_dim, eps=config.layer_norm_eps)
+        self.proj = nn.Linear(self.embed_dim, self.embed_dim)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """``(N, S, C)`` -> ``(N, S, C)``."""
+        batch, seq, _ = hidden_states.shape
+        qkv = self.qkv(hidden_states).reshape(batch, seq, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (N, H, S, D)
+        if self.qk_normalization:
+            q = self.q_norm(q.transpose(1, 2).flatten(-2)).view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
+            k = self.k_norm(k.transpose(1, 2).flatten(-2)).view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
+        out = attend(q, k, v, None, self.config._attn_implementation)
+        return self.proj(out.transpose(1, 2).reshape(batch, seq, self.embed_dim))
+
+
+class TemporalAttention(nn.Module):
+    """PVC causal temporal attention (T-MHA): a token attends to the tokens at the same spatial position
+    of the frames of its clip (earlier ones only when ``temporal_causal``). The output projection starts
+    at zero, so a fresh module adds nothing.
+    """
+
+    def __init__(self, config: PVCInternVisionConfig):
+        super().__init__()
+        self.config = config
+        self.embed_dim = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.head_dim = self.embed_dim // self.num_heads
+        self.norm = make_norm(config) if config.temporal_attn_norm else None
+        self.qkv = nn.Linear(self.embed_dim, 3 * self.embed_dim, bias=True)
+        self.proj = nn.Linear(self.embed_dim, self.embed_dim)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(
+        self, hidden_states: torch.Tensor, clip_len: int, past: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Temporal attention over clips.
+
+        Args:
+            hidden_states: ``(n_clips * t, S, C)``, frames of each clip consecutive (``t`` = ``clip_len``
+                new frames of every clip).
+            past: keys and values of the clips' earlier frames, each ``(n_clips * S', H, P, D)``.
+
+        Returns:
+            The residual update ``(n_clips * t, S, C)`` and the keys/values including the new frames.
+        """
+        frames, seq, dim = hidden_states.shape
+        n_clips = frames // clip_len
+        start = 0 if self.config.temporal_include_cls else 1
+        x = hidden_states[:, start:]
+        if self.norm is not None:
+            x = self.norm(x)
+        spatial = x.shape[1]
+        # (n_clips, t, S', C) -> (n_clips * S', t, C): one temporal sequence per clip and position.
+        x = x.reshape(n_clips, clip_len, spatial, dim).transpose(1, 2).reshape(n_clips * spatial, clip_len, dim)
+        qkv = self.qkv(x).reshape(n_clips * spatial, clip_len, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (n_clips * S', H, t, D)
+        if past is not None:
+            k = torch.cat([past[0], k], dim=2)
+            v = torch.cat([past[1], v], dim=2)
+        mask = None
+        if self.config.temporal_causal and clip_len > 1:
+            num_past = k.shape[2] - clip_len
+            rows = torch.arange(clip_len, device=x.device)[:, None] + num_past
+            mask = torch.arange(k.shape[2], device=x.device)[None, :] <= rows  # (t, P + t)
+        impl = self.config._attn_implementation
+        out = attend(q, k, v, mask, "eager" if impl == "eager" else "sdpa")
+        out = out.transpose(1, 2).reshape(n_clips, spatial, clip_len, dim).transpose(1, 2)
+        out = self.proj(out.reshape(frames, spatial, dim))
+        if start:
+            out = torch.cat([out.new_zeros(frames, start, dim), out], dim=1)
+        return out, (k, v)
+
+
+class InternMLP(nn.Module):
+    def __init__(self, config: PVCInternVisionConfig):
+        super().__init__()
+        self.act = ACT2FN[config.hidden_act]
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(hidden_states)))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth (training only): drops whole residual branches per sample."""
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+
+# ================================================================================================ layer
+class PVCInternVisionLayer(nn.Module):
+    """InternViT block with optional PVC parts.
+
+    ``x = x + ls1 * Attn(AdaLN1(x, e))``; ``x = x + TMHA(x)`` (temporal layers);
+    ``x = x + ls2 * MLP(AdaLN2(x, e))``, with ``AdaLN(x, e) = norm(x) * (1 + scale(e)) + shift(e)``.
+    Modulations come from ``adaLN_modulation = SiLU -> Linear(C, n * C)`` (zero-initialised), chunked as
+    ``[shift1, scale1, shift2, scale2]`` (n = 4) or ``[shift1, scale1, gate1, shift2, scale2, gate2]``
+    (n = 6; a gate multiplies its branch by ``1 + gate``).
+    """
+
+    def __init__(self, config: PVCInternVisionConfig, drop_path_rate: float, temporal: bool, adaln: bool):
+        super().__init__()
+        self.embed_dim = config.hidden_size
+        self.attn = InternAttention(config)
+        self.mlp = InternMLP(config)
+        self.norm1 = make_norm(config)
+        self.norm2 = make_norm(config)
+        self.ls1 = nn.Parameter(config.initializer_factor * torch.ones(self.embed_dim))
+        self.ls2 = nn.Parameter(config.initializer_factor * torch.ones(self.embed_dim))
+        self.drop_path1 = DropPath(drop_path_rate)
+        self.drop_path2 = DropPath(drop_path_rate)
+        self.temporal_attn = TemporalAttention(config) if temporal else None
+        self.num_modulations = config.adaln_num_modulations
+        self.adaLN_modulation = None
+        if adaln:
+            self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(self.embed_dim, self.num_modulations * self.embed_dim))
+            nn.init.zeros_(self.adaLN_modulation[1].weight)
+            nn.init.zeros_(self.adaLN_modulation[1].bias)
+
+    def _modulations(self, time_emb: torch.Tensor | None) -> list[torch.Tensor | None]:
+        """``[shift1, scale1, gate1, shift2, scale2, gate2]``, each ``(N, 1, C)`` or None."""
+        if self.adaLN_modulation is None or time_emb is None:
+            return [None] * 6
+        mods = [m.unsqueeze(1) for m in self.adaLN_modulation(time_emb).chunk(self.num_modulations, dim=-1)]
+        if self.num_modulations == 4:
+            return [mods[0], mods[1], None, mods[2], mods[3], None]
+        return mods
+
+    @staticmethod
+    def _modulate(x: torch.Tensor, shift: torch.Tensor | None, scale: torch.Tensor | None) -> torch.Tensor:
+        return x if shift is None else x * (1 + scale) + shift
+
+    @staticmethod
+    def _gate(x: torch.Tensor, gate: torch.Tensor | None) -> torch.Tensor:
+        return x if gate is None else x * (1 + gate)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        time_emb: torch.Tensor | None = None,
+        clip_len: int = 1,
+        temporal_past: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """``(N, S, C)`` frames (clip-major) -> ``(N, S, C)`` and this layer's temporal keys/values."""
+        shift1, scale1, gate1, shift2, scale2, gate2 = self._modulations(time_emb)
+        dtype = hidden_states.dtype
+        normed = self._modulate(self.norm1(hidden_states).to(dtype), shift1, scale1)
+        hidden_states = hidden_states + self.drop_path1(self._gate(self.attn(normed) * self.ls1, gate1))
+        temporal_kv = None
+        if self.temporal_attn is not None:
+            update, temporal_kv = self.temporal_attn(hidden_states, clip_len, temporal_past)
+            hidden_states = hidden_states + update
+        normed = self._modulate(self.norm2(hidden_states).to(dtype), shift2, scale2)
+        hidden_states = hidden_states + self.drop_path2(self._gate(self.mlp(normed) * self.ls2, gate2))
+        return hidden_states, temporal_kv
+
+
+# ======================================================================================== vision model
+class PVCInternVisionPreTrainedModel(PreTrainedModel):
+    config_class = PVCInternVisionConfig
+    base_model_prefix = "vision_model"
+    main_input_name = "pixel_values"
+    _no_split_modules = ["PVCInternVisionLayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flash_attn_2 = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.trunc_normal_(module.weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Conv2d):
+            nn.init.trunc_normal_(module.weight, std=std)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, (nn.LayerNorm, InternRMSNorm)):
+            nn.init.ones_(module.weight)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, PVCInternVisionEmbeddings):
+            nn.init.trunc_normal_(module.class_embedding, std=std)
+            nn.init.trunc_normal_(module.position_embedding, std=std)
+        elif isinstance(module, PVCInternVisionLayer):
+            nn.init.constant_(module.ls1, self.config.initializer_factor)
+            nn.init.constant_(module.ls2, self.config.initializer_factor)
+        # Zero starts of the PVC parts: they run after the generic Linear init of their children.
+        if isinstance(module, TemporalAttention):
+            nn.init.zeros_(module.proj.weight)
+            nn.init.zeros_(module.proj.bias)
+        elif isinstance(module, PVCInternVisionLayer) and module.adaLN_modulation is not None:
+            nn.init.zeros_(module.adaLN_modulation[1].weight)
+            nn.init.zeros_(module.adaLN_modulation[1].bias)
+
+
+@dataclass
+class TemporalCache:
+    """Keys/values of the temporal-attention layers for the frames of the current clips seen so far."""
+
+    layers: dict[int, tuple[torch.Tensor, torch.Tensor]]
+    num_frames: int = 0
+
+    def nbytes(self) -> int:
+        return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in self.layers.values())
+
+
+class PVCInternVisionModel(PVCInternVisionPreTrainedModel):
+    """InternViT encoder with PVC temporal modules.
+
+    Frames arrive flattened clip-major: ``(n_clips * clip_len, 3, H, W)``. Spatial attention, MLP and AdaLN
+    act per frame; temporal attention mixes the frames of each clip at every spatial position.
+    """
+
+    def __init__(self, config: PVCInternVisionConfig):
+        super().__init__(config)
+        self.embeddings = PVCInternVisionEmbeddings(config)
+        temporal_ids = set(config.temporal_layer_ids())
+        adaln_ids = set(config.adaln_layer_ids())
+        rates = [config.drop_path_rate * i / max(config.num_hidden_layers - 1, 1) for i in range(config.num_hidden_layers)]
+        self.encoder = nn.Module()
+        self.encoder.layers = nn.ModuleList(
+            PVCInternVisionLayer(config, rates[i], i in temporal_ids, i in adaln_ids) for i in range(config.num_hidden_layers)
+        )
+        self.time_embedder = TimeEmbedder(config) if adaln_ids else None
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embeddings.patch_embedding
+
+    def encode_chunk(
+        self,
+        pixel_values: torch.Tensor,
+        clip_len: int,
+        num_layers: int | None = None,
+        cache: TemporalCache | None = None,
+        total_clip_len: int | None = None,
+        output_hidden_states: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """Encode ``clip_len`` new frames of every clip.
+
+        Args:
+            pixel_values: ``(n_clips * clip_len, 3, H, W)``, clip-major.
+            clip_len: new frames per clip in this call.
+            num_layers: run only the first ``num_layers`` blocks (for ``select_layer``).
+            cache: temporal keys/values of the clips' earlier frames; updated in place.
+            total_clip_len: full clip length (for ``time_input="normalized"``).
+        Returns:
+            The hidden state after block ``num_layers`` ``(n_clips * clip_len, S, C)`` and, if asked, all
+            hidden states ``(embeddings, block 1, ...)``.
+        """
+        num_layers = len(self.encoder.layers) if num_layers is None else num_layers
+        hidden = self.embeddings(pixel_values)
+        time_emb = None
+        if self.time_embedder is not None:
+            offset = cache.num_frames if cache is not None else 0
+            frame_index = torch.arange(clip_len, device=hidden.device) + offset
+            per_frame = self.time_embedder(frame_index, total_clip_len or clip_len)  # (clip_len, C)
+            time_emb = per_frame.repeat(hidden.shape[0] // clip_len, 1).to(hidden.dtype)
+        states = [hidden] if output_hidden_states else None
+        for index, layer in enumerate(self.encoder.layers[:num_layers]):
+            past = cache.layers.get(index) if cache is not None else None
+            hidden, kv = layer(hidden, time_emb, clip_len, past)
+            if cache is not None and kv is not None:
+                cache.layers[index] = kv
+            if states is not None:
+                states.append(hidden)
+        if cache is not None:
+            cache.num_frames += clip_len
+        return hidden, (tuple(states) if states is not None else None)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        clip_len: int = 1,
+        output_hidden_states: bool = False,
+        return_dict: bool = True,
+    ) -> BaseModelOutput | tuple:
+        """Encode whole clips at once. ``pixel_values`` ``(n_clips * clip_len, 3, H, W)``."""
+        if pixel_values.shape[0] % clip_len != 0:
+            raise ValueError(f"{pixel_values.shape[0]} frames do not split into clips of {clip_len} frames")
+        last, states = self.encode_chunk(pixel_values, clip_len, output_hidden_states=output_hidden_states)
+        if not return_dict:
+            return (last, states)
+        return BaseModelOutput(last_hidden_state=last, hidden_states=states)
+
+
+# ======================================================================================= chat model
+@dataclass
+class SampleLayout:
+    """How one sample's tiles/frames become encoder clips and LLM tokens."""
+
+    flag: int
+    start: int  # first tile/frame in pixel_values
+    size: int  # tiles/frames of the sample
+    image_tiles: list[int]  # tiles per <image> (images) or [1] * frames (video)
+
+
+class PVCInternVLPreTrainedModel(PreTrainedModel):
+    config_class = PVCInternVLConfig
+    base_model_prefix = ""
+    main_input_name = "pixel_values"
+    supports_gradient_checkpointing = False
+    _no_split_modules = [
+        "PVCInternVisionLayer",
+        "LlamaDecoderLayer",
+        "Qwen2DecoderLayer",
+        "Phi3DecoderLayer",
+        "MistralDecoderLayer",
+    ]
+    _skip_keys_device_placement = "past_key_values"
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flash_attn_2 = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
+    """InternVL2 / PVC chat model: vision encoder -> pixel shuffle -> ``mlp1`` -> native causal LM."""
+
+    def __init__(self, config: PVCInternVLConfig):
+        super().__init__(config)
+        vit_hidden = config.vision_config.hidden_size
+        llm_hidden = config.llm_config.hidden_size
+        scale = config.pixel_shuffle_scale
+        self.vision_model = PVCInternVisionModel(config.vision_config)
+        self.language_model = AutoModelForCausalLM.from_config(config.llm_config)
+        self.mlp1 = nn.Sequential(
+            nn.LayerNorm(vit_hidden * scale**2),
+            nn.Linear(vit_hidden * scale**2, llm_hidden),
+            nn.GELU(),
+            nn.Linear(llm_hidden, llm_hidden),
+        )
+        self.post_init()
+
+    # ------------------------------------------------------------------------------ plumbing
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.language_model.get_output_embeddings()
+
+    @property
+    def num_image_token(self) -> int:
+        return self.config.num_image_token
+
+    @property
+    def img_context_token_id(self) -> int | None:
+        return self.config.img_context_token_id
+
+    @img_context_token_id.setter
+    def img_context_token_id(self, value: int) -> None:
+        self.config.img_context_token_id = int(value)
+
+    # ------------------------------------------------------------------------------ vision
+    def pixel_shuffle(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, W, H, C)`` -> ``(N, W / k, H / k, C * k^2)`` with k = 1 / downsample_ratio.
+
+        ``ps_version="v2"``: output token (i, j) concatenates the k x k block at rows i*k.., columns j*k..;
+        ``"v1"`` omits the final transpose, so its grid is transposed.
+        """
+        n, w, h, c = x.shape
+        r = self.config.downsample_ratio
+        x = x.view(n, w, int(h * r), int(c / r))
+        x = x.permute(0, 2, 1, 3).contiguous()
+        x = x.view(n, int(h * r), int(w * r), int(c / (r * r)))
+        if self.config.ps_version == "v2":
+            x = x.permute(0, 2, 1, 3).contiguous()
+        return x
+
+    def project_frames(self, vit_hidden: torch.Tensor) -> torch.Tensor:
+        """ViT tokens ``(N, 1 + G^2, C)`` -> LLM tokens ``(N, (G / k)^2, D)`` (drop CLS, shuffle, mlp1)."""
+        tokens = vit_hidden[:, 1:, :]
+        side = int(tokens.shape[1] ** 0.5)
+        tokens = self.pixel_shuffle(tokens.reshape(tokens.shape[0], side, side, -1))
+        return self.mlp1(tokens.reshape(tokens.shape[0], -1, tokens.shape[-1]))
+
+    def _vision_depth(self) -> int:
+        """Number of ViT blocks to run for ``select_layer`` (hidden-states index)."""
+        num = self.config.vision_config.num_hidden_layers
+        return self.config.select_layer % (num + 1)
+
+    def encode_clips(self, frames: torch.Tensor, clip_len: int, chunk_frames: int | None = None) -> torch.Tensor:
+        """Encode clips and project them: ``(n_clips * clip_len, 3, S, S)`` -> ``(n_clips, clip_len, L, D)``.
+
+        With ``chunk_frames``, every clip is encoded ``chunk_frames`` frames at a time, carrying the
+        temporal keys/values forward (same result as one pass; memory grows only by those keys/values).
+        """
+        n_clips = frames.shape[0] // clip_len
+        frames = frames.view(n_clips, clip_len, *frames.shape[1:])
+        chunk = clip_len if not chunk_frames else min(int(chunk_frames), clip_len)
+        cache = TemporalCache(layers={})
+        depth = self._vision_depth()
+        outputs = []
+        for start in range(0, clip_len, chunk):
+            part = frames[:, start : start + chunk]
+            length = part.shape[1]
+            hidden, _ = self.vision_model.encode_chunk(
+                part.reshape(-1, *frames.shape[2:]), length, depth, cache, total_clip_len=clip_len
+            )
+            outputs.append(self.project_frames(hidden).view(n_clips, length, -1, self.config.llm_config.hidden_size))
+        return torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]
+
+    def _check_pixels(self, pixel_values: torch.Tensor) -> None:
+        size = self.config.image_size
+        if pixel_values.ndim != 4 or pixel_values.shape[1] != 3 or pixel_values.shape[2:] != (size, size):
+            raise ValueError(
+                f"pixel_values must have shape (num_tiles, 3, {size}, {size}) for this model's image size "
+                f"{size}, got {tuple(pixel_values.shape)}"
+            )
+
+    def sample_layouts(
+        self,
+        num_tiles: int,
+        data_flag: Any = None,
+        split_sizes: Any = None,
+        num_patches_list: list | None = None,
+    ) -> list[SampleLayout]:
+        """Validate ``data_flag`` / ``split_sizes`` / ``num_patches_list`` and describe every sample.
+
+        ``num_patches_list`` is either flat (tiles per ``<image>``, all samples in order) or one list per
+        sample. Without ``data_flag`` the whole input is one image sample.
+        """
+        flags = [IMAGE_FLAG] if data_flag is None else [int(f) for f in torch.as_tensor(data_flag).flatten().tolist()]
+        for f in flags:
+            if f not in DATA_FLAGS:
+                raise ValueError(f"data_flag values must be 1 (image), 2 (multi-image) or 3 (video), got {f}")
+        if split_sizes is None:
+            if len(flags) != 1:
+                raise ValueError(f"data_flag has {len(flags)} entries but split_sizes was not given")
+            sizes = [num_tiles]
+        else:
+            sizes = [int(s) for s in torch.as_tensor(split_sizes).flatten().tolist()]
+        if len(sizes) != len(flags):
+            raise ValueError(f"data_flag has {len(flags)} entries but split_sizes has {len(sizes)}; give one per sample")
+        if sum(sizes) != num_tiles:
+            raise ValueError(f"split_sizes sum to {sum(sizes)} but pixel_values has {num_tiles} tiles")
+        per_sample = self._patches_per_sample(num_patches_list, sizes, flags)
+        layouts, start = [], 0
+        for flag, size, tiles in zip(flags, sizes, per_sample):
+            if flag == VIDEO_FLAG and any(t != 1 for t in tiles):
+                raise ValueError(
+                    f"video samples take one tile per frame, got tiles per frame {tiles}; load videos with max_num=1"
+                )
+            layouts.append(SampleLayout(flag, start, size, tiles))
+            start += size
+        return layouts
+
+    @staticmethod
+    def _patches_per_sample(num_patches_list: list | None, sizes: list[int], flags: list[int]) -> list[list[int]]:
+        if num_patches_list is None:
+            return [[1] * s if f == VIDEO_FLAG else [s] for s, f in zip(sizes, flags)]
+        items = list(num_patches_list.tolist() if torch.is_tensor(num_patches_list) else num_patches_list)
+        if items and isinstance(items[0], (list, tuple)):
+            if len(items) != len(sizes):
+                raise ValueError(f"num_patches_list has {len(items)} per-sample lists but there are {len(sizes)} samples")
+            out = [[int(x) for x in sub] for sub in items]
+        else:
+            flat, out = [int(x) for x in items], []
+            for size in sizes:
+                taken, acc = [], 0
+                while acc < size and flat:
+                    acc += flat[0]
+                    taken.append(flat.pop(0))
+                out.append(taken)
+            if flat:
+                out[-1].extend(flat)
+        for size, tiles in zip(sizes, out):
+            if sum(tiles) != size:
+                raise ValueError(f"num_patches_list sums to {sum(tiles)} for a sample of {size} tiles/frames")
+        return out
+
+    def _clip_plan(self, layout: SampleLayout) -> list[tuple[list[int], int]]:
+        """The sample's clips as ``(frame indices into the sample, repeat)`` lists of equal-length groups.
+
+        Image tiles: every tile is a static clip of ``image_repeat_time`` frames. Video: the frames
+        (each repeated ``video_repeat_time`` times) form one clip, or clips of ``max_clip_frames``.
+        """
+        if layout.flag != VIDEO_FLAG:
+            return [([i], self.config.image_repeat_time) for i in range(layout.size)]
+        limit = self.config.max_clip_frames or layout.size
+        return [(list(range(s, min(s + limit, layout.size))), self.config.video_repeat_time) for s in range(0, layout.size, limit)]
+
+    def encode_samples(
+        self, pixel_values: torch.Tensor, layouts: list[SampleLayout], chunk_frames: int | None = None
+    ) -> list[torch.Tensor]:
+        """Visual tokens of every sample in LLM order: a list of ``(blocks, L, D)`` tensors.
+
+        Blocks are encoded frames: an image tile gives ``image_repeat_time`` blocks (ordered by
+        ``tile_repeat_way``), a video frame gives ``video_repeat_time`` blocks.
+        """
+        chunk_frames = chunk_frames if chunk_frames is not None else self.config.vision_chunk_frames
+        # Gather all clips, grouped by clip length, so equal-length clips run as one batch.
+        clips = []  # (sample, clip index, global frame indices, clip length)
+        for s, layout in enumerate(layouts):
+            for c, (indices, repeat) in enumerate(self._clip_plan(layout)):
+                frames = [layout.start + i for i in indices for _ in range(repeat)]
+                clips.append((s, c, frames))
+        encoded: dict[tuple[int, int], torch.Tensor] = {}
+        by_len: dict[int, list] = {}
+        for clip in clips:
+            by_len.setdefault(len(clip[2]), []).append(clip)
+        for clip_len, group in by_len.items():
+            index = torch.tensor([f for clip in group for f in clip[2]], device=pixel_values.device)
+            out = self.encode_clips(pixel_values.index_select(0, index), clip_len, chunk_frames)
+            for i, (s, c, _) in enumerate(group):
+                encoded[(s, c)] = out[i]  # (clip_len, L, D)
+        samples = []
+        for s, layout in enumerate(layouts):
+            blocks = [encoded[(s, c)] for c in range(len(self._clip_plan(layout)))]
+            samples.append(self._order_blocks(layout, blocks))
+        return samples
+
+    def _order_blocks(self, layout: SampleLayout, blocks: list[torch.Tensor]) -> torch.Tensor:
+        """Concatenate a sample's clip outputs in LLM order ``(blocks, L, D)``."""
+        if layout.flag == VIDEO_FLAG or self.config.tile_repeat_way in (None, "tile_major"):
+            return torch.cat(blocks, dim=0)
+        # frame_major: inside each image, all tiles' frame 1, then all tiles' frame 2, ...
+        out, start = [], 0
+        for tiles in layout.image_tiles:
+            stacked = torch.stack(blocks[start : start + tiles])  # (tiles, R, L, D)
+            out.append(stacked.transpose(0, 1).reshape(-1, *stacked.shape[2:]))
+            start += tiles
+        return torch.cat(out, dim=0)
+
+    def extract_feature(
+        self,
+        pixel_values: torch.Tensor,
+        data_flag: Any = None,
+        split_sizes: Any = None,
+        num_patches_list: list | None = None,
+        chunk_frames: int | None = None,
+    ) -> torch.Tensor:
+        """Visual tokens for ``<IMG_CONTEXT>`` positions, in order: ``(blocks, L, D)``.
+
+        In InternVL2 mode a block is a tile (``L`` = 256 at 448 px); in PVC mode a block is an encoded frame
+        (``L`` = 64): ``image_repeat_time`` blocks per image tile, ``video_repeat_time`` per video frame.
+        """
+        self._check_pixels(pixel_values)
+        layouts = self.sample_layouts(pixel_values.shape[0], data_flag, split_sizes, num_patches_list)
+        return torch.cat(self.encode_samples(pixel_values, layouts, chunk_frames), dim=0)
+
+    # ------------------------------------------------------------------------------ LLM input
+    def _require_context_id(self) -> int:
+        if self.config.img_context_token_id is None:
+            raise ValueError(
+                "config.img_context_token_id is not set; set it to the tokenizer's id of <IMG_CONTEXT> "
+                "(model.config.img_context_token_id = tokenizer.convert_tokens_to_ids('<IMG_CONTEXT>'))"
+            )
+        return int(self.config.img_context_token_id)
+
+    def merge_visual_tokens(self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+        """Put ``visual`` ``(n, D)`` rows at the ``<IMG_CONTEXT>`` positions of ``inputs_embeds``, in order."""
+        mask = input_ids == self._require_context_id()
+        num_slots = int(mask.sum())
+        if num_slots != visual.shape[0]:
+            raise ValueError(
+                f"the prompt has {num_slots} <IMG_CONTEXT> tokens but the images give {visual.shape[0]} visual tokens"
+            )
+        visual = visual.to(inputs_embeds.device, inputs_embeds.dtype)
+        return inputs_embeds.masked_scatter(mask.unsqueeze(-1).to(inputs_embeds.device), visual)
+
+    def _reset_dynamic_rope(self) -> None:
+        """Dynamic-NTK rotary embeddings keep the rescaled frequencies of the longest input seen; a new
+        prompt must start from the original ones (stateless semantics)."""
+        for module in self.language_model.modules():
+            if hasattr(module, "original_inv_freq") and hasattr(module, "max_seq_len_cached"):
+                if module.max_seq_len_cached != getattr(module, "original_max_seq_len", module.max_seq_len_cached):
+                    module.register_buffer("inv_freq", module.original_inv_freq.to(module.inv_freq.device), persistent=False)
+                    module.max_seq_len_cached = module.original_max_seq_len
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        image_flags: torch.LongTensor | None = None,
+        past_key_values: Any = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        data_flag: Any = None,
+        split_sizes: Any = None,
+        num_patches_list: list | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        """Official-compatible forward: visual tokens replace ``<IMG_CONTEXT>`` embeddings, then the LLM.
+
+        ``image_flags`` ``(num_tiles, 1)``: tiles with flag 0 are dropped before encoding (the official
+        training code's padding tiles).
+        """
+        if inputs_embeds is None:
+            if input_ids is None:
+                raise ValueError("forward needs input_ids or inputs_embeds")
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+            if pixel_values is not None:
+                if image_flags is not None:
+                    keep = image_flags.reshape(-1) == 1
+                    if not bool(keep.all()):
+                        pixel_values = pixel_values[keep.to(pixel_values.device)]
+                visual = self.extract_feature(pixel_values, data_flag, split_sizes, num_patches_list)
+                inputs_embeds = self.merge_visual_tokens(input_ids, inputs_embeds, visual.reshape(-1, visual.shape[-1]))
+        if past_key_values is None or _cache_length(past_key_values) == 0:
+            self._reset_dynamic_rope()
+        outputs = self.language_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            labels=labels,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            **kwargs,
+        )
+        if return_dict is False:
+            return outputs.to_tuple()
+        return CausalLMOutputWithPast(
+            loss=outputs.loss,
+            logits=outputs.logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+    # ------------------------------------------------------------------------------ generation
+    def _prunevid_settings(self, overrides: dict | None) -> PruneVidConfig:
+        return self.config.prunevid.merged(overrides, self.config.llm_config.num_hidden_layers)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        visual_features: torch.Tensor | None = None,
+        generation_config: Any = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        data_flag: Any = None,
+        split_sizes: Any = None,
+        num_patches_list: list | None = None,
+        prunevid: dict | None = None,
+        return_stats: bool = False,
+        **generate_kwargs,
+    ):
+        """Generate new tokens for prompts with ``<IMG_CONTEXT>`` placeholders (the result holds only the
+        new tokens, as in InternVL2).
+
+        Args:
+            pixel_values: ``(num_tiles, 3, S, S)``; ``visual_features`` ``(blocks, L, D)`` may replace it.
+            input_ids, attention_mask: ``(B, T)``, left padded.
+            data_flag, split_sizes, num_patches_list: per-sample layout (see ``sample_layouts``).
+            prunevid: per-call overrides of ``config.prunevid`` (e.g. ``{"enabled": True}``).
+            return_stats: also return the token / FLOPs accounting of this call.
+        """
+        if input_ids is None:
+            raise ValueError("generate needs input_ids")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        settings = self._prunevid_settings(prunevid)
+        layouts, samples = None, None
+        if pixel_values is not None or visual_features is not None:
+            num = pixel_values.shape[0] if pixel_values is not None else None
+            if pixel_values is not None:
+                self._check_pixels(pixel_values)
+            if visual_features is not None:
+                samples = [visual_features]
+                layouts = None
+            else:
+                layouts = self.sample_layouts(num, data_flag, split_sizes, num_patches_list)
+                samples = self.encode_samples(pixel_values, layouts)
+        stats = self._new_stats(layouts, samples)
+        groups = None
+        if settings.enabled and layouts is not None:
+            input_ids, attention_mask, samples, groups = self._apply_stage1(
+                input_ids, attention_mask, layouts, samples, settings, stats
+            )
+        embeds = self.get_input_embeddings()(input_ids)
+        if samples is not None:
+            visual = torch.cat([s.reshape(-1, s.shape[-1]) for s in samples], dim=0)
+            embeds = self.merge_visual_tokens(input_ids, embeds, visual)
+        self._check_length(input_ids.shape[1])
+        self._reset_dynamic_rope()
+        kwargs = self._generation_kwargs(generation_config, generate_kwargs)
+        if groups is not None and settings.enable_stage2 and any(groups):
+            visual_mask = input_ids == self._require_context_id()
+            output, stage2 = pruned_generate(
+                self.language_model,
+                embeds,
+                attention_mask,
+                visual_mask=visual_mask,
+                group_sizes=groups,
+                selected_layer=settings.selected_layer,
+                alpha=settings.alpha,
+                **kwargs,
+            )
+            stats["visual_tokens_after_stage2"] = [int(n) for n in stage2["kept_visual_tokens"]]
+            stats["prefill_flops"] = [float(f) for f in stage2["prefill_flops"]]
+        else:
+            output = self.language_model.generate(
+                inputs_embeds=embeds,
+                attention_mask=attention_mask,
+                use_cache=True,
+                output_hidden_states=output_hidden_states,
+                return_dict_in_generate=bool(return_dict) and not return_stats,
+                **kwargs,
+            )
+            stats["visual_tokens_after_stage2"] = list(stats["visual_tokens_after_stage1"])
+            stats["prefill_flops"] = self._dense_prefill_flops(attention_mask)
+        return (output, stats) if return_stats else output
+
+    def _generation_kwargs(self, generation_config: Any, generate_kwargs: dict) -> dict:
+        """Merge a ``GenerationConfig`` / dict and keyword arguments into plain generate kwargs."""
+        kwargs: dict = {}
+        if generation_config is not None:
+            kwargs.update(generation_config.to_dict() if hasattr(generation_config, "to_dict") else dict(generation_config))
+            kwargs = {k: v for k, v in kwargs.items() if not k.startswith("_") and k != "transformers_version"}
+        kwargs.update(generate_kwargs)
+        return kwargs
+
+    def _check_length(self, length: int) -> None:
+        limit = self.config.max_context_length
+        if limit and length > limit:
+            raise ValueError(
+                f"the prompt has {length} tokens but the language model accepts at most {limit} "
+                f"(max_position_embeddings {self.config.llm_config.max_position_embeddings})"
+            )
+
+    def _new_stats(self, layouts: list[SampleLayout] | None, samples: list[torch.Tensor] | None) -> dict:
+        flags = [l.flag for l in layouts] if layouts is not None else []
+        tokens = [int(s.shape[0] * s.shape[1]) for s in samples] if samples is not None else []
+        return {
+            "data_flag": flags,
+            "frames": [l.size if l.flag == VIDEO_FLAG else 0 for l in layouts] if layouts is not None else [],
+            "tiles": [l.size if l.flag != VIDEO_FLAG else 0 for l in layouts] if layouts is not None else [],
+            "visual_tokens": tokens,
+            "visual_tokens_after_stage1": list(tokens),
+            "stage1_applied": [False] * len(tokens),
+        }
+
+    def _dense_prefill_flops(self, attention_mask: torch.Tensor) -> list[float]:
+        cfg = self.config.llm_config
+        lengths = attention_mask.sum(dim=1).tolist()
+        return [
+            llm_prefill_flops([int(n)] * cfg.num_hidden_layers, cfg.hidden_size, cfg.intermediate_size)
+            for n in lengths
+        ]
+
+    def _apply_stage1(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        layouts: list[SampleLayout],
+        samples: list[torch.Tensor],
+        settings: PruneVidConfig,
+        stats: dict,
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[list[int]]]:
+        """PruneVid stage 1 on every video sample; re-lays the prompt rows to the merged token counts.
+
+        Samples map to batch rows in order (one sample per row). Returns new ids, mask, per-sample visual
+        tokens (``(n, 1, D)`` after merging) and stage-2 token groups per row (empty for non-video rows).
+        """
+        if len(layouts) != input_ids.shape[0]:
+            raise ValueError(
+                f"PruneVid needs one sample per prompt row: {len(layouts)} samples for {input_ids.shape[0]} rows"
+            )
+        context_id = self._require_context_id()
+        rows, new_samples, groups = [], [], []
+        for row, (layout, feats) in enumerate(zip(layouts, samples)):
+            ids = input_ids[row][attention_mask[row].bool()]
+            if layout.flag != VIDEO_FLAG:
+                rows.append(ids)
+                new_samples.append(feats)
+                groups.append([])
+                continue
+            per_frame = self.config.video_repeat_time
+            frames = feats.reshape(layout.size, per_frame * feats.shape[1], feats.shape[2])  # (T, L, D)
+            if settings.enable_stage1 and can_merge(layout.size, settings.temporal_segment_ratio, settings.k):
+                result = merge_video_tokens(
+                    frames,
+                    tau=settings.tau,
+                    temporal_segment_ratio=settings.temporal_segment_ratio,
+                    cluster_ratio=settings.cluster_ratio,
+                    k=settings.k,
+                    min_tokens_to_cluster=settings.min_tokens_to_cluster,
+                )
+                merged, counts, group = result.features, result.frame_token_counts, result.group_sizes
+                stats["stage1_applied"][row] = True
+            else:
+                if settings.enable_stage1:
+                    logger.warning(
+                        f"PruneVid stage 1 skipped for sample {row}: it has {layout.size} frames, fewer than the "
+                        f"{settings.k} it needs (k={settings.k}, temporal_segment_ratio={settings.temporal_segment_ratio})"
+                    )
+                merged = frames.reshape(-1, frames.shape[-1])
+                counts = [frames.shape[1]] * layout.size
+                group = list(counts)
+            stats["visual_tokens_after_stage1"][row] = int(merged.shape[0])
+            rows.append(_relayout_row(ids, context_id, counts))
+            new_samples.append(merged.unsqueeze(1))
+            groups.append(group)
+        pad_id = int(input_ids[0][~attention_mask[0].bool()][0]) if bool((attention_mask == 0).any()) else 0
+        new_ids, new_mask = _left_pad(rows, pad_id)
+        return new_ids.to(input_ids.device), new_mask.to(attention_mask.device), new_samples, groups
+
+    # ------------------------------------------------------------------------------ chat
+    def _template(self):
+        return get_template(self.config.template or "internlm2-chat")
+
+    @property
+    def system_message(self) -> str:
+        if self.config.system_message is not None:
+            return self.config.system_message
+        return self._template().system_message
+
+    def _expand_images(
+        self,
+        question: str,
+        tiles_per_image: list[int],
+        flag: int,
+        img_start: str,
+        img_end: str,
+        img_context: str,
+    ) -> str:
+        """Replace each ``<image>`` (in order) by ``<img>`` + ``<IMG_CONTEXT>`` x count + ``</img>``."""
+        placeholders = question.count("<image>")
+        if placeholders != len(tiles_per_image):
+            raise ValueError(
+                f"the question has {placeholders} <image> placeholders but num_patches_list has "
+                f"{len(tiles_per_image)} entries"
+            )
+        per_tile = self.config.tokens_per_tile(flag)
+        for tiles in tiles_per_image:
+            question = question.replace("<image>", img_start + img_context * (per_tile * tiles) + img_end, 1)
+        return question
+
+    def _build_prompt(
+        self,
+        question: str,
+        history: list | None,
+        layout: SampleLayout | None,
+        tokens: tuple[str, str, str],
+        has_pixels: bool,
+    ) -> str:
+        if history is None and has_pixels and "<image>" not in question:
+            question = "<image>\n" + question
+        prompt = self._template().render(list(history or []), question, self.system_message)
+        if layout is not None:
+            prompt = self._expand_images(prompt, layout.image_tiles, layout.flag, *tokens)
+        elif "<image>" in prompt:
+            raise ValueError(f"the question has {prompt.count('<image>')} <image> placeholders but no pixel_values were given")
+        return prompt
+
+    def _stop_kwargs(self, tokenizer, generation_config: dict | None) -> dict:
+        kwargs = dict(generation_config or {})
+        kwargs["eos_token_id"] = tokenizer.convert_tokens_to_ids(self._template().sep)
+        if kwargs.get("pad_token_id") is None:
+            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+            if pad is not None:
+                kwargs["pad_token_id"] = pad
+        return kwargs
+
+    def _decode(self, tokenizer, ids: torch.Tensor) -> list[str]:
+        sep = self._template().sep
+        return [text.split(sep)[0].strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+    def chat(
+        self,
+        tokenizer,
+        pixel_values: torch.Tensor | None,
+        question: str,
+        generation_config: dict | None = None,
+        history: list | None = None,
+        return_history: bool = False,
+        num_patches_list: list | None = None,
+        IMG_START_TOKEN: str = "<img>",
+        IMG_END_TOKEN: str = "</img>",
+        IMG_CONTEXT_TOKEN: str = "<IMG_CONTEXT>",
+        verbose: bool = False,
+        data_flag: Any = None,
+        split_sizes: Any = None,
+        prunevid: dict | None = None,
+        return_stats: bool = False,
+    ):
+        """Answer ``question`` about one sample (an image, several images or a video).
+
+        ``data_flag``: ``[1]`` single image, ``[2]`` several images (``num_patches_list`` = tiles per
+        ``<image>``), ``[3]`` video (``Frame{i}: <image>`` prompts, ``num_patches_list = [1] * frames``).
+        Returns the answer, plus the updated history with ``return_history`` and the token / FLOPs
+        accounting with ``return_stats``.
+        """
+        self._check_context_token(tokenizer, IMG_CONTEXT_TOKEN)
+        layout = None
+        if pixel_values is not None:
+            self._check_pixels(pixel_values)
+            if num_patches_list is None:
+                flag = int(torch.as_tensor(data_flag).flatten()[0]) if data_flag is not None else IMAGE_FLAG
+                num_patches_list = [1] * pixel_values.shape[0] if flag == VIDEO_FLAG else [pixel_values.shape[0]]
+            if sum(int(n) for n in num_patches_list) != pixel_values.shape[0]:
+                raise ValueError(
+                    f"num_patches_list sums to {sum(int(n) for n in num_patches_list)} but pixel_values has "
+                    f"{pixel_values.shape[0]} tiles"
+                )
+            layouts = self.sample_layouts(pixel_values.shape[0], data_flag, split_sizes, [list(num_patches_list)])
+            if len(layouts) != 1:
+                raise ValueError(f"chat takes one sample, got {len(layouts)} (use batch_chat)")
+            layout = layouts[0]
+        tokens = (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN)
+        prompt = self._build_prompt(question, history, layout, tokens, pixel_values is not None)
+        if verbose:
+            logger.warning(prompt.replace(IMG_CONTEXT_TOKEN * max(self.num_image_token, 1), "<IMG_CONTEXT*L>"))
+        inputs = tokenizer(prompt, return_tensors="pt")
+        device = self.get_input_embeddings().weight.device
+        kwargs = self._stop_kwargs(tokenizer, generation_config)
+        output = self.generate(
+            pixel_values=pixel_values,
+            input_ids=inputs["input_ids"].to(device),
+            attention_mask=inputs["attention_mask"].to(device),
+            data_flag=[layout.flag] if layout is not None else None,
+            num_patches_list=[layout.image_tiles] if layout is not None else None,
+            prunevid=prunevid,
+            return_stats=True,
+            **kwargs,
+        )
+        ids, stats = output
+        response = self._decode(tokenizer, ids)[0]
+        history = list(history or []) + [(question, response)]
+        result = (response, history) if return_history else response
+        if return_stats:
+            return (*result, stats) if return_history else (result, stats)
+        return result
+
+    def batch_chat(
+        self,
+        tokenizer,
+        pixel_values: torch.Tensor | None,
+        questions: list[str],
+        generation_config: dict | None = None,
+        num_patches_list: list | None = None,
+        history: list | None = None,
+        return_history: bool = False,
+        IMG_START_TOKEN: str = "<img>",
+        IMG_END_TOKEN: str = "</img>",
+        IMG_CONTEXT_TOKEN: str = "<IMG_CONTEXT>",
+        verbose: bool = False,
+        image_counts: list | None = None,
+        data_flag: Any = None,
+        split_sizes: Any = None,
+        prunevid: dict | None = None,
+        return_stats: bool = False,
+    ):
+        """Answer one question per sample, all samples in one left-padded batch.
+
+        ``split_sizes`` gives the tiles/frames per sample (default: ``num_patches_list``, one image per
+        question); ``num_patches_list`` is flat (one entry per ``<image>`` across the batch) or one list per
+        sample; ``data_flag`` has one entry per sample (default: all images).
+        """
+        if history is not None or return_history:
+            raise NotImplementedError("batch_chat does not support multi-turn history; use chat")
+        self._check_context_token(tokenizer, IMG_CONTEXT_TOKEN)
+        num = len(questions)
+        layouts: list[SampleLayout | None] = [None] * num
+        if pixel_values is not None:
+            self._check_pixels(pixel_values)
+            if split_sizes is None:
+                if num_patches_list is None:
+                    raise ValueError("batch_chat needs num_patches_list or split_sizes to split pixel_values per question")
+                if image_counts is not None:
+                    raise ValueError("image_counts is not supported; give split_sizes and per-sample num_patches_list")
+                split_sizes = [sum(p) if isinstance(p, (list, tuple)) else int(p) for p in num_patches_list]
+            flags = data_flag if data_flag is not None else [IMAGE_FLAG] * num
+            layouts = self.sample_layouts(pixel_values.shape[0], flags, split_sizes, num_patches_list)
+            if len(layouts) != num:
+                raise ValueError(f"batch_chat got {num} questions but {len(layouts)} samples")
+        tokens = (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN)
+        prompts = [self._build_prompt(q, None, lay, tokens, pixel_values is not None) for q, lay in zip(questions, layouts)]
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        encoded = [tokenizer(p, return_tensors="pt")["input_ids"][0] for p in prompts]
+        input_ids, attention_mask = _left_pad(encoded, pad_id if pad_id is not None else 0)
+        device = self.get_input_embeddings().weight.device
+        kwargs = self._stop_kwargs(tokenizer, generation_config)
+        ids, stats = self.generate(
+            pixel_values=pixel_values,
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            data_flag=[l.flag for l in layouts] if pixel_values is not None else None,
+            split_sizes=[l.size for l in layouts] if pixel_values is not None else None,
+            num_patches_list=[l.image_tiles for l in layouts] if pixel_values is not None else None,
+            prunevid=prunevid,
+            return_stats=True,
+            **kwargs,
+        )
+        responses = self._decode(tokenizer, ids)
+        return (responses, stats) if return_stats else responses
+
+    def _check_context_token(self, tokenizer, img_context_token: str) -> None:
+        token_id = tokenizer.convert_tokens_to_ids(img_context_token)
+        configured = self._require_context_id()
+        if token_id != configured:
+            raise ValueError(
+                f"the tokenizer maps {img_context_token} to id {token_id}, but config.img_context_token_id is {configured}"
+            )
+
+
+def _cache_length(past_key_values: Any) -> int:
+    if hasattr(past_key_values, "get_seq_length"):
+        return int(past_key_values.get_seq_length())
+    return int(past_key_values[0][0].shape[-2]) if past_key_values else 0
+
+
+def _left_pad(rows: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad 1-D id tensors into ``(B, T)`` ids and attention mask."""
+    length = max(int(r.shape[0]) for r in rows)
+    ids = torch.full((len(rows), length), int(pad_id), dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row.shape[0]:
+            ids[i, length - row.shape[0] :] = row.cpu()
+            mask[i, length - row.shape[0] :] = 1
+    return ids, mask
+
+
+def _relayout_row(ids: torch.Tensor, context_id: int, counts: list[int]) -> torch.Tensor:
+    """Give the ``<IMG_CONTEXT>`` runs of one prompt row new lengths ``counts``.
+
+    One run per frame (``Frame{i}: <image>`` prompts) takes ``counts[i]`` each; a single run takes their sum.
+    """
+    is_ctx = (ids == context_id).tolist()
+    runs, i = [], 0
+    while i < len(is_ctx):
+        if is_ctx[i]:
+            j = i
+            while j < len(is_ctx) and is_ctx[j]:
+                j += 1
+            runs.append((i, j))
+            i = j
+        else:
+            i += 1
+    if len(runs) == len(counts):
+        lengths = counts
+    elif len(runs) == 1:
+        lengths = [sum(counts)]
+    else:
+        raise ValueError(f"the video prompt has {len(runs)} <IMG_CONTEXT> runs for {len(counts)} frames")
+    pieces, last = [], 0
+    for (start, end), length in zip(runs, lengths):
+        pieces.append(ids[last:start])
+        pieces.append(ids.new_full((int(length),), context_id))
+        last = end
+    pieces.append(ids[last:])
+    return torch.cat(pieces)
+
+
+__all__ = [
+    "PVCInternVisionModel",
+    "PVCInternVLChatModel",
+    "PVCInternVLPreTrainedModel",
+    "PVCInternVisionPreTrainedModel",
+]
