@@ -205,9 +205,7 @@ class TemporalAttention(nn.Module):
         self.head_dim = self.embed_dim // self.num_heads
         self.norm = make_norm(config) if config.temporal_attn_norm else None
         self.qkv = nn.Linear(self.embed_dim, 3 * self.embed_dim, bias=True)
-        self.proj = nn.Linear(self.embed_dim, self.embed_dim)
-        nn.init.zeros_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
+        self.proj = zero_linear(self.embed_dim, self.embed_dim)
 
     def forward(
         self, hidden_states: torch.Tensor, clip_len: int, past: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -248,6 +246,15 @@ class TemporalAttention(nn.Module):
         if start:
             out = torch.cat([out.new_zeros(frames, start, dim), out], dim=1)
         return out, (k, v)
+
+
+def zero_linear(in_features: int, out_features: int) -> nn.Linear:
+    """A linear layer that starts (and is re-initialised) at zero, so its branch starts as the identity."""
+    linear = nn.Linear(in_features, out_features)
+    linear.zero_init = True
+    nn.init.zeros_(linear.weight)
+    nn.init.zeros_(linear.bias)
+    return linear
 
 
 class InternMLP(nn.Module):
@@ -302,9 +309,7 @@ class PVCInternVisionLayer(nn.Module):
         self.num_modulations = config.adaln_num_modulations
         self.adaLN_modulation = None
         if adaln:
-            self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(self.embed_dim, self.num_modulations * self.embed_dim))
-            nn.init.zeros_(self.adaLN_modulation[1].weight)
-            nn.init.zeros_(self.adaLN_modulation[1].bias)
+            self.adaLN_modulation = nn.Sequential(nn.SiLU(), zero_linear(self.embed_dim, self.num_modulations * self.embed_dim))
 
     def _modulations(self, time_emb: torch.Tensor | None) -> list[torch.Tensor | None]:
         """``[shift1, scale1, gate1, shift2, scale2, gate2]``, each ``(N, 1, C)`` or None."""
@@ -358,7 +363,10 @@ class PVCInternVisionPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
         if isinstance(module, nn.Linear):
-            nn.init.trunc_normal_(module.weight, std=std)
+            if getattr(module, "zero_init", False):  # PVC parts start as the identity
+                nn.init.zeros_(module.weight)
+            else:
+                nn.init.trunc_normal_(module.weight, std=std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Conv2d):
@@ -374,13 +382,6 @@ class PVCInternVisionPreTrainedModel(PreTrainedModel):
         elif isinstance(module, PVCInternVisionLayer):
             nn.init.constant_(module.ls1, self.config.initializer_factor)
             nn.init.constant_(module.ls2, self.config.initializer_factor)
-        # Zero starts of the PVC parts: they run after the generic Linear init of their children.
-        if isinstance(module, TemporalAttention):
-            nn.init.zeros_(module.proj.weight)
-            nn.init.zeros_(module.proj.bias)
-        elif isinstance(module, PVCInternVisionLayer) and module.adaLN_modulation is not None:
-            nn.init.zeros_(module.adaLN_modulation[1].weight)
-            nn.init.zeros_(module.adaLN_modulation[1].bias)
 
 
 @dataclass
@@ -1048,7 +1049,9 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
         layout: SampleLayout | None,
         tokens: tuple[str, str, str],
         has_pixels: bool,
-    ) -> str:
+    ) -> tuple[str, str]:
+        """The rendered prompt with expanded placeholders, and the question as stored in the history
+        (with ``<image>\n`` prepended when a first question about an image has no placeholder)."""
         if history is None and has_pixels and "<image>" not in question:
             question = "<image>\n" + question
         prompt = self._template().render(list(history or []), question, self.system_message)
@@ -1056,7 +1059,7 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
             prompt = self._expand_images(prompt, layout.image_tiles, layout.flag, *tokens)
         elif "<image>" in prompt:
             raise ValueError(f"the question has {prompt.count('<image>')} <image> placeholders but no pixel_values were given")
-        return prompt
+        return prompt, question
 
     def _stop_kwargs(self, tokenizer, generation_config: dict | None) -> dict:
         kwargs = dict(generation_config or {})
@@ -1113,7 +1116,7 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
                 raise ValueError(f"chat takes one sample, got {len(layouts)} (use batch_chat)")
             layout = layouts[0]
         tokens = (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN)
-        prompt = self._build_prompt(question, history, layout, tokens, pixel_values is not None)
+        prompt, question = self._build_prompt(question, history, layout, tokens, pixel_values is not None)
         if verbose:
             logger.warning(prompt.replace(IMG_CONTEXT_TOKEN * max(self.num_image_token, 1), "<IMG_CONTEXT*L>"))
         inputs = tokenizer(prompt, return_tensors="pt")
@@ -1180,7 +1183,7 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
             if len(layouts) != num:
                 raise ValueError(f"batch_chat got {num} questions but {len(layouts)} samples")
         tokens = (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN)
-        prompts = [self._build_prompt(q, None, lay, tokens, pixel_values is not None) for q, lay in zip(questions, layouts)]
+        prompts = [self._build_prompt(q, None, lay, tokens, pixel_values is not None)[0] for q, lay in zip(questions, layouts)]
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         encoded = [tokenizer(p, return_tensors="pt")["input_ids"][0] for p in prompts]
         input_ids, attention_mask = _left_pad(encoded, pad_id if pad_id is not None else 0)
