@@ -892,6 +892,8 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
         kwargs = self._generation_kwargs(generation_config, generate_kwargs)
         if groups is not None and settings.enable_stage2 and any(groups):
             visual_mask = input_ids == self._require_context_id()
+            pruned_rows = torch.tensor([bool(g) for g in groups], device=visual_mask.device)
+            visual_mask = visual_mask & pruned_rows[:, None]  # image rows are not pruned
             output, stage2 = pruned_generate(
                 self.language_model,
                 embeds,
@@ -900,9 +902,12 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
                 group_sizes=groups,
                 selected_layer=settings.selected_layer,
                 alpha=settings.alpha,
-                **kwargs,
+                **self._pruned_generation_kwargs(kwargs),
             )
-            stats["visual_tokens_after_stage2"] = [int(n) for n in stage2["kept_visual_tokens"]]
+            stats["visual_tokens_after_stage2"] = [
+                int(kept) if group else int(before)
+                for kept, before, group in zip(stage2["visual_tokens_kept"], stats["visual_tokens_after_stage1"], groups)
+            ]
             stats["prefill_flops"] = [float(f) for f in stage2["prefill_flops"]]
         else:
             output = self.language_model.generate(
@@ -925,6 +930,26 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
             kwargs = {k: v for k, v in kwargs.items() if not k.startswith("_") and k != "transformers_version"}
         kwargs.update(generate_kwargs)
         return kwargs
+
+    def _pruned_generation_kwargs(self, kwargs: dict) -> dict:
+        """Generation settings for the PruneVid stage-2 decoder (greedy or sampling, no beam search)."""
+        supported = ("max_new_tokens", "eos_token_id", "pad_token_id", "do_sample", "temperature", "top_k", "top_p",
+                     "repetition_penalty", "min_new_tokens", "streamer")
+        neutral = {"num_beams": 1, "num_return_sequences": 1, "use_cache": True}
+        defaults = self.language_model.generation_config
+        out = {name: kwargs.get(name, getattr(defaults, name, None)) for name in supported}
+        out["max_new_tokens"] = out["max_new_tokens"] or 20
+        out["min_new_tokens"] = out["min_new_tokens"] or 0
+        for name, value in kwargs.items():
+            if name in supported or value is None or neutral.get(name, object()) == value:
+                continue
+            if name in ("max_length", "output_scores", "return_dict_in_generate", "output_attentions", "output_hidden_states"):
+                continue
+            raise ValueError(
+                f"generation setting {name}={value!r} is not supported with PruneVid stage 2 "
+                f"(supported: {', '.join(supported)}); switch stage 2 off with prunevid={{'enable_stage2': False}}"
+            )
+        return out
 
     def _check_length(self, length: int) -> None:
         limit = self.config.max_context_length
@@ -983,7 +1008,7 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
                 continue
             per_frame = self.config.video_repeat_time
             frames = feats.reshape(layout.size, per_frame * feats.shape[1], feats.shape[2])  # (T, L, D)
-            if settings.enable_stage1 and can_merge(layout.size, settings.temporal_segment_ratio, settings.k):
+            if settings.enable_stage1 and can_merge(layout.size, k=settings.k, temporal_segment_ratio=settings.temporal_segment_ratio):
                 result = merge_video_tokens(
                     frames,
                     tau=settings.tau,
@@ -991,6 +1016,7 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
                     cluster_ratio=settings.cluster_ratio,
                     k=settings.k,
                     min_tokens_to_cluster=settings.min_tokens_to_cluster,
+                    noise_fn=_seeded_noise(frames.device),
                 )
                 merged, counts, group = result.features, result.frame_token_counts, result.group_sizes
                 stats["stage1_applied"][row] = True
@@ -1210,6 +1236,13 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
             raise ValueError(
                 f"the tokenizer maps {img_context_token} to id {token_id}, but config.img_context_token_id is {configured}"
             )
+
+
+def _seeded_noise(device: torch.device) -> Callable[[int, tuple], torch.Tensor]:
+    """DPC-kNN tie-break noise from a generator seeded per sample, so a sample gives the same tokens
+    alone or in any batch (upstream draws unseeded global noise)."""
+    generator = torch.Generator().manual_seed(0)
+    return lambda call_index, shape: torch.rand(shape, generator=generator).to(device)
 
 
 def _cache_length(past_key_values: Any) -> int:
