@@ -298,7 +298,26 @@ def _build_llm_config(llm_config: dict | PretrainedConfig | None) -> PretrainedC
     if model_type not in CONFIG_MAPPING:
         raise ValueError(f"llm_config model_type {model_type!r} is not a transformers model type")
     llm_config = {key: value for key, value in llm_config.items() if key != "model_type"}
-    return CONFIG_MAPPING[model_type](**llm_config)
+    config_class = CONFIG_MAPPING[model_type]
+    if "rope_parameters" in llm_config and not _supports_rope_parameters(config_class):
+        llm_config.update(_legacy_rope(llm_config.pop("rope_parameters")))
+    return config_class(**llm_config)
+
+
+def _supports_rope_parameters(config_class: type) -> bool:
+    """transformers >= 5 folds ``rope_theta`` / ``rope_scaling`` into ``rope_parameters``."""
+    return hasattr(config_class(), "rope_parameters")
+
+
+def _legacy_rope(rope_parameters: dict | None) -> dict[str, Any]:
+    """``rope_parameters`` (transformers 5) as the ``rope_theta`` / ``rope_scaling`` pair of transformers 4."""
+    rope = dict(rope_parameters or {})
+    out: dict[str, Any] = {}
+    if "rope_theta" in rope:
+        out["rope_theta"] = rope.pop("rope_theta")
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    out["rope_scaling"] = None if rope_type == "default" else {**rope, "rope_type": rope_type, "type": rope_type}
+    return out
 
 
 class PVCInternVLConfig(PretrainedConfig):
@@ -485,6 +504,10 @@ class PVCInternVLConfig(PretrainedConfig):
         output = super().to_dict()
         output["vision_config"] = self.vision_config.to_dict()
         output["llm_config"] = self.llm_config.to_dict()
+        if output["llm_config"].get("rope_parameters") is not None:
+            # Also write the transformers-4 keys, so the saved config reads the same on both major versions.
+            for key, value in _legacy_rope(output["llm_config"]["rope_parameters"]).items():
+                output["llm_config"].setdefault(key, value)
         output["prunevid"] = self.prunevid.settings()
         output["model_type"] = self.model_type
         return output

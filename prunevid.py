@@ -16,6 +16,7 @@ design notes, with these deliberate extensions: every batch row is segmented and
 left padding is supported, and visual tokens are found from an explicit mask.
 """
 
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -604,6 +605,19 @@ def _left_pad_indices(index_lists: list[torch.Tensor], device: torch.device) -> 
     return index, mask
 
 
+_MASK_PARAMETERS = frozenset(inspect.signature(create_causal_mask).parameters)
+
+
+def _causal_mask(config, embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor):
+    """The native causal mask for a fresh (cache-less) pass over `embeds [B, S, D]`, on any
+    transformers version (v5 names the argument `inputs_embeds`; v4.5x `input_embeds` + `cache_position`)."""
+    kwargs = dict(config=config, attention_mask=attention_mask, past_key_values=None, position_ids=position_ids)
+    kwargs["inputs_embeds" if "inputs_embeds" in _MASK_PARAMETERS else "input_embeds"] = embeds
+    if "cache_position" in _MASK_PARAMETERS:
+        kwargs["cache_position"] = torch.arange(embeds.shape[1], device=embeds.device)
+    return create_causal_mask(**kwargs)
+
+
 def _gather_cache(cache: DynamicCache, layers: int, index: torch.Tensor) -> None:
     """Gather the KV cache of layers [0, layers) along the sequence axis with `index [B, L]`, in place."""
     for layer in cache.layers[:layers]:
@@ -635,10 +649,7 @@ def _pruned_prefill(
     cache = DynamicCache()
 
     hidden = inputs_embeds
-    mask = create_causal_mask(
-        config=config, inputs_embeds=hidden, attention_mask=attention_mask, past_key_values=None,
-        position_ids=position_ids,
-    )
+    mask = _causal_mask(config, hidden, attention_mask, position_ids)
     pos_emb = model.rotary_emb(hidden, position_ids=position_ids)
     scores: list[torch.Tensor] = []
     for i, layer in enumerate(model.layers[: selected_layer + 1]):
@@ -660,10 +671,7 @@ def _pruned_prefill(
     pruned_pos = position_ids.gather(1, index)
     _gather_cache(cache, selected_layer + 1, index)
 
-    mask = create_causal_mask(
-        config=config, inputs_embeds=hidden, attention_mask=pruned_mask, past_key_values=None,
-        position_ids=pruned_pos,
-    )
+    mask = _causal_mask(config, hidden, pruned_mask, pruned_pos)
     pos_emb = model.rotary_emb(hidden, position_ids=pruned_pos)
     for layer in model.layers[selected_layer + 1 : config.num_hidden_layers]:
         # position_ids=None: gapped ids would look like packed sequences to flash-attention; RoPE comes
