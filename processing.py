@@ -425,6 +425,10 @@ class PVCInternVLProcessor(ProcessorMixin):
         num_segments: frames sampled from a video by default.
     """
 
+    # transformers 4.x reads the sub-processors from these (5.x from the __init__ signature).
+    attributes = ["tokenizer"]
+    tokenizer_class = "AutoTokenizer"
+
     def __init__(
         self,
         tokenizer: Any = None,
