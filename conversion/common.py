@@ -1,0 +1,63 @@
+"""Shared pieces of the converter: the error type, the logger and small formatting helpers."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+logger = logging.getLogger("convert_checkpoint")
+
+
+class ConversionError(Exception):
+    """A conversion that must not produce output. ``problems`` lists every reason, one per line."""
+
+    def __init__(self, summary: str, problems: list[str] | None = None):
+        self.summary = summary
+        self.problems = list(problems or [])
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        lines = [self.summary] + [f"  - {problem}" for problem in self.problems]
+        return "\n".join(lines)
+
+
+_SIZE_UNITS = {
+    "": 1, "B": 1,
+    "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+    "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40,
+}
+
+
+def parse_size(text: str | int) -> int:
+    """``"5GB"`` -> 5_000_000_000 (decimal units as on the Hub; ``GiB`` etc. are binary)."""
+    if isinstance(text, int):
+        return text
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]I?B|B)?\s*", str(text), flags=re.IGNORECASE)
+    if not match:
+        raise ValueError(f"cannot read the size {text!r}; use e.g. 5GB, 500MB, 2GiB or a byte count")
+    value = float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").upper()]
+    if value < 1:
+        raise ValueError(f"size {text!r} is smaller than one byte")
+    return int(value)
+
+
+def format_bytes(size: int) -> str:
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if size >= scale:
+            return f"{size / scale:.2f} {unit}"
+    return f"{size} B"
+
+
+def layer_ranges(indices: list[int]) -> str:
+    """``[0, 1, 2, 5, 7, 8]`` -> ``"0-2,5,7-8"``."""
+    values = sorted(set(indices))
+    parts: list[str] = []
+    start = prev = None
+    for value in values + [None]:
+        if start is not None and (value is None or value != prev + 1):
+            parts.append(str(start) if start == prev else f"{start}-{prev}")
+            start = None
+        if value is not None and start is None:
+            start = value
+        prev = value
+    return ",".join(parts)

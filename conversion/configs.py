@@ -1,0 +1,267 @@
+"""Source ``config.json`` (official InternVL2 ``internvl_chat`` / PVC ``pvc_internvl``) -> the keyword
+arguments of :class:`PVCInternVLConfig`.
+
+* Vision: the official InternViT keys (and this package's own vision fields) are kept; the generic
+  ``PretrainedConfig`` keys are dropped; **any other key makes the converter refuse**, listing them, unless
+  ``--config-map`` maps it (to a field name, or to ``null`` to ignore it). The official PVC temporal
+  vision keys are unknown (pvc.md section 3), so they go through that path.
+* Top level: the InternVL2 / PVC keys are kept (``use_temporal``, ``image_repeat_time``, ...), generic and
+  remote-code-only keys are dropped, unknown keys refuse in the same way.
+* LLM: InternLM2 becomes a ``LlamaConfig`` dict (pvc.md section 4); Llama / Qwen2 / Phi-3 pass through
+  as native configs minus remote-code-only keys.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from conversion.common import ConversionError, logger
+
+SOURCE_KINDS = ("internvl_chat", "pvc_internvl")
+
+# Attributes every transformers-v4 PretrainedConfig serialises; they carry no model information here.
+GENERIC_CONFIG_KEYS = frozenset(
+    """
+    _name_or_path _commit_hash _attn_implementation_autoset _attn_implementation add_cross_attention
+    architectures attn_implementation auto_map bad_words_ids begin_suppress_tokens bos_token_id
+    chunk_size_feed_forward cross_attention_hidden_size decoder_start_token_id diversity_penalty do_sample
+    dtype early_stopping encoder_no_repeat_ngram_size eos_token_id exponential_decay_length_penalty
+    finetuning_task forced_bos_token_id forced_eos_token_id gradient_checkpointing id2label is_decoder
+    is_encoder_decoder label2id length_penalty max_length min_length model_type no_repeat_ngram_size
+    num_beam_groups num_beams num_labels num_return_sequences output_attentions output_hidden_states
+    output_scores pad_token_id prefix problem_type pruned_heads remove_invalid_values repetition_penalty
+    return_dict return_dict_in_generate sep_token_id suppress_tokens task_specific_params temperature
+    tf_legacy_loss tie_encoder_decoder tie_word_embeddings tokenizer_class top_k top_p torch_dtype
+    torchscript transformers_version typical_p use_bfloat16 use_return_dict
+    """.split()
+)
+# Top-level keys of official configs that the package derives itself or does not need.
+IGNORED_TOP_LEVEL_KEYS = frozenset({"hidden_size", "use_flash_attn"})
+# LLM-config keys that only make sense for remote code.
+REMOTE_ONLY_LLM_KEYS = frozenset(
+    {"auto_map", "attn_implementation", "_attn_implementation", "_attn_implementation_autoset", "_name_or_path",
+     "_commit_hash", "transformers_version", "torch_dtype", "dtype", "use_flash_attn"}
+)
+# Generic keys a native LLM config still needs.
+KEPT_GENERIC_LLM_KEYS = frozenset({"bos_token_id", "eos_token_id", "pad_token_id", "tie_word_embeddings", "architectures",
+                                   "model_type"})
+NATIVE_LLM_TYPES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2", "Phi3ForCausalLM": "phi3",
+                    "MistralForCausalLM": "mistral"}
+INTERNLM2_ARCHITECTURES = ("InternLM2ForCausalLM",)
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass
+class ConfigPlan:
+    """The converted config before the tensor-derived facts are applied."""
+
+    kind: str
+    llm_kind: str
+    kwargs: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def vision_hidden(self) -> int:
+        return int(self.kwargs["vision_config"].get("hidden_size", 1024))
+
+    @property
+    def llm(self) -> dict[str, Any]:
+        return self.kwargs["llm_config"]
+
+
+def _init_params(cls: type) -> set[str]:
+    return {name for name in inspect.signature(cls.__init__).parameters if name not in ("self", "kwargs")}
+
+
+def detect_kind(config: dict) -> str:
+    kind = config.get("model_type")
+    if kind not in SOURCE_KINDS:
+        raise ConversionError(
+            f"unsupported source model_type {kind!r} in config.json; the converter reads official InternVL2 "
+            f"('internvl_chat') and PVC ('pvc_internvl') checkpoints"
+        )
+    return kind
+
+
+def llm_kind(llm: dict) -> str:
+    """``internlm2``, ``llama``, ``qwen2``, ``phi3`` or ``mistral``."""
+    architectures = llm.get("architectures") or []
+    model_type = llm.get("model_type")
+    if model_type == "internlm2" or any(a in INTERNLM2_ARCHITECTURES for a in architectures):
+        return "internlm2"
+    if model_type in NATIVE_LLM_TYPES.values():
+        return model_type
+    for architecture in architectures:
+        if architecture in NATIVE_LLM_TYPES:
+            return NATIVE_LLM_TYPES[architecture]
+    raise ConversionError(
+        f"unsupported language model (model_type {model_type!r}, architectures {architectures}); supported: "
+        f"InternLM2, {', '.join(NATIVE_LLM_TYPES)}"
+    )
+
+
+# ------------------------------------------------------------------------------------------------ LLM
+def rope_parameters(llm: dict) -> dict[str, Any]:
+    """InternLM2 ``rope_theta`` + ``rope_scaling`` -> transformers-v5 ``rope_parameters``."""
+    theta = float(llm.get("rope_theta", 10000.0))
+    scaling = llm.get("rope_scaling")
+    if not scaling:
+        return {"rope_type": "default", "rope_theta": theta}
+    rope_type = scaling.get("type", scaling.get("rope_type"))
+    if rope_type not in ("dynamic", "linear") or "factor" not in scaling:
+        raise ConversionError(
+            f"unsupported InternLM2 rope_scaling {scaling}; supported: {{'type': 'dynamic'|'linear', 'factor': f}}"
+        )
+    return {"rope_type": rope_type, "factor": float(scaling["factor"]), "rope_theta": theta}
+
+
+def internlm2_to_llama(llm: dict) -> dict[str, Any]:
+    """An InternLM2 config dict -> the equivalent ``LlamaConfig`` dict (weights split by the key plan)."""
+    if llm.get("bias"):
+        raise ConversionError("the InternLM2 config has bias: true; only bias-free InternLM2 models are supported")
+    hidden, heads = int(llm["hidden_size"]), int(llm["num_attention_heads"])
+    kv_heads = int(llm.get("num_key_value_heads") or heads)
+    if hidden % heads or heads % kv_heads:
+        raise ConversionError(
+            f"InternLM2 hidden_size {hidden}, num_attention_heads {heads} and num_key_value_heads {kv_heads} "
+            "do not divide evenly"
+        )
+    return {
+        "model_type": "llama",
+        "architectures": ["LlamaForCausalLM"],
+        "vocab_size": int(llm["vocab_size"]),
+        "hidden_size": hidden,
+        "intermediate_size": int(llm["intermediate_size"]),
+        "num_hidden_layers": int(llm["num_hidden_layers"]),
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "head_dim": hidden // heads,
+        "max_position_embeddings": int(llm.get("max_position_embeddings", 2048)),
+        "rms_norm_eps": float(llm.get("rms_norm_eps", 1e-6)),
+        "hidden_act": llm.get("hidden_act", "silu"),
+        "initializer_range": float(llm.get("initializer_range", 0.02)),
+        "attention_bias": False,
+        "mlp_bias": False,
+        "tie_word_embeddings": bool(llm.get("tie_word_embeddings", False)),
+        "bos_token_id": llm.get("bos_token_id", 1),
+        "eos_token_id": llm.get("eos_token_id", 2),
+        "pad_token_id": llm.get("pad_token_id", 2),
+        "use_cache": True,
+        "rope_parameters": rope_parameters(llm),
+    }
+
+
+def native_llm_config(llm: dict, kind: str) -> dict[str, Any]:
+    """A Llama / Qwen2 / Phi-3 config dict without the remote-code-only and generic keys."""
+    out = {
+        key: copy.deepcopy(value)
+        for key, value in llm.items()
+        if key not in REMOTE_ONLY_LLM_KEYS and (key not in GENERIC_CONFIG_KEYS or key in KEPT_GENERIC_LLM_KEYS)
+    }
+    out["model_type"] = kind
+    scaling = out.get("rope_scaling")
+    if isinstance(scaling, dict) and scaling.get("type") == "su":  # Phi-3 128k: "su" was renamed "longrope"
+        out["rope_scaling"] = {**scaling, "type": "longrope"}
+    return out
+
+
+# ------------------------------------------------------------------------------------- vision / top
+def _apply_config_map(section: dict, known: set[str], ignored: frozenset, mapping: dict[str, Any], prefix: str,
+                      problems: list[str]) -> dict[str, Any]:
+    """Keep known keys, drop ignored ones, rename / drop keys named in ``mapping``; report the rest."""
+    out: dict[str, Any] = {}
+    for key, value in section.items():
+        mapped_key = f"{prefix}{key}"
+        if mapped_key in mapping:
+            target = mapping[mapped_key]
+            if target is None:
+                logger.info("config key %s ignored (--config-map)", mapped_key)
+                continue
+            if target not in known:
+                problems.append(f"--config-map maps {mapped_key} to {target!r}, which is not a field of the package config")
+                continue
+            out[target] = value
+        elif key in known:
+            out.setdefault(key, value)
+        elif key not in ignored:
+            problems.append(f"{mapped_key} = {json.dumps(value)[:80]}")
+    return out
+
+
+def convert_vision_config(vision: dict, mapping: dict[str, Any], vision_class: type, problems: list[str]) -> dict:
+    known = _init_params(vision_class) - {"use_temporal_modules"}
+    ignored = GENERIC_CONFIG_KEYS | {"use_temporal_modules", "auto_map"}
+    return _apply_config_map(vision, known, ignored, mapping, "vision_config.", problems)
+
+
+def convert_top_level(config: dict, mapping: dict[str, Any], config_class: type, problems: list[str]) -> dict:
+    known = _init_params(config_class) - {"vision_config", "llm_config"}
+    body = {key: value for key, value in config.items() if key not in ("vision_config", "llm_config")}
+    return _apply_config_map(body, known, GENERIC_CONFIG_KEYS | IGNORED_TOP_LEVEL_KEYS, mapping, "", problems)
+
+
+def apply_overrides(kwargs: dict, overrides: dict[str, Any]) -> None:
+    """``--set KEY=VALUE``: ``vision_config.X`` / ``llm_config.X`` or a top-level field."""
+    for key, value in overrides.items():
+        section, _, name = key.partition(".")
+        if name and section in ("vision_config", "llm_config"):
+            kwargs[section][name] = value
+        else:
+            kwargs[key] = value
+
+
+def source_dtype(config: dict) -> str | None:
+    for key in ("torch_dtype", "dtype"):
+        value = config.get(key) or (config.get("llm_config") or {}).get(key)
+        if isinstance(value, str) and value in DTYPES:
+            return value
+    return None
+
+
+def build_config_plan(
+    config: dict,
+    *,
+    config_class: type,
+    vision_class: type,
+    mapping: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+    dtype: str = "auto",
+    strict: bool = True,
+) -> ConfigPlan:
+    """Everything of the target config that the source ``config.json`` decides. With ``strict=False``
+    unknown keys are left out and listed in ``problems`` instead of raising."""
+    kind = detect_kind(config)
+    mapping = dict(mapping or {})
+    problems: list[str] = []
+    if "llm_config" not in config or "vision_config" not in config:
+        raise ConversionError("config.json has no llm_config / vision_config section")
+    llm = config["llm_config"]
+    which = llm_kind(llm)
+    notes = []
+    if which == "internlm2":
+        llm_out = internlm2_to_llama(llm)
+        notes.append(f"InternLM2 LLM -> native LlamaForCausalLM (rope {llm_out['rope_parameters']})")
+    else:
+        llm_out = native_llm_config(llm, which)
+        notes.append(f"{which} LLM kept as a native {which} config")
+    vision = convert_vision_config(config["vision_config"], mapping, vision_class, problems)
+    top = convert_top_level(config, mapping, config_class, problems)
+    if problems and strict:
+        raise ConversionError(
+            "config.json has keys the converter does not know (an unknown key could change the model's "
+            "behaviour, so nothing is guessed). Map them with --config-map FILE, a JSON object such as "
+            '{"vision_config.some_key": "package_field"} or {"vision_config.some_key": null} to ignore a key:',
+            problems,
+        )
+    problems = [f"unknown config key {problem}" for problem in problems]
+    kwargs = {**top, "vision_config": vision, "llm_config": llm_out}
+    chosen = source_dtype(config) if dtype == "auto" else dtype
+    if chosen:
+        kwargs["dtype"] = chosen
+    apply_overrides(kwargs, dict(overrides or {}))
+    return ConfigPlan(kind, which, kwargs, notes, problems)

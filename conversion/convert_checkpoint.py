@@ -1,0 +1,580 @@
+#!/usr/bin/env python
+"""Convert an official InternVL2 (``internvl_chat``) or PVC (``pvc_internvl``) checkpoint into a
+self-contained PVC-InternVL checkpoint for transformers >= 5 (remote code).
+
+Run from the repository root::
+
+    python conversion/convert_checkpoint.py --src SRC_DIR --dst DST_DIR [--dtype auto|float32|bfloat16|float16]
+        [--img-context-token-id N] [--key-map FILE] [--config-map FILE] [--set KEY=JSON ...]
+        [--max-shard-size 5GB] [--overwrite] [--inspect] [--push-to-hub REPO_ID [--private]]
+
+What it does:
+
+1. Reads ``SRC/config.json`` and builds the new :class:`PVCInternVLConfig` (InternLM2 becomes a native
+   Llama config; Qwen2 / Phi-3 / Llama stay native). Unknown config keys make it refuse.
+2. Reads only the safetensors headers and builds the full key plan (source -> target name, shape,
+   dtype), checked against a ``PVCInternVLChatModel`` instantiated on the meta device. Any unmapped source
+   tensor, any target tensor without a source and any shape mismatch makes it refuse -- listing them all.
+3. Converts one source shard at a time (InternLM2 ``wqkv`` is split into q/k/v) into a temporary folder
+   next to DST, writes config, generation config, tokenizer, processor config, the remote-code files
+   and a model card, and renames the folder into place only at the very end. On any failure nothing is
+   left at DST.
+
+``--inspect`` prints the source tensors no rule maps (grouped by layer pattern, with shapes, dtypes and
+counts) and what the shapes reveal (temporal layers, AdaLN width, pixel-shuffle ratio), then exits
+without writing anything.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_SCRIPT_DIR = Path(__file__).resolve().parent
+_ROOT = _SCRIPT_DIR.parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _SCRIPT_DIR]
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+from collections import Counter  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from typing import Any, Sequence  # noqa: E402
+
+from huggingface_hub import HfApi  # noqa: E402
+
+from conversion import configs, keymap, model_card, weights  # noqa: E402
+from conversion import tokenizer as tokenizers_io  # noqa: E402
+from conversion.common import ConversionError, format_bytes, layer_ranges, logger, parse_size  # noqa: E402
+from conversion.package import REMOTE_CODE_FILES, REQUIRED_CODE_FILES, ROOT, remote_module  # noqa: E402
+
+# Injectable for tests: anything with create_repo(...) and upload_folder(...).
+make_api = HfApi
+
+AUTO_MAP = {
+    "AutoConfig": "configuration_pvc_internvl.PVCInternVLConfig",
+    "AutoModel": "modeling_pvc_internvl.PVCInternVLChatModel",
+    "AutoModelForCausalLM": "modeling_pvc_internvl.PVCInternVLChatModel",
+}
+ARCHITECTURES = ["PVCInternVLChatModel"]
+
+
+# ================================================================================================ inputs
+@dataclass
+class Source:
+    folder: Path
+    config: dict
+    tensors: list[keymap.TensorInfo]
+    shards: list[str]
+    tokenizer: tokenizers_io.SourceTokenizer
+    generation: dict | None
+
+
+@dataclass
+class Prepared:
+    """Everything decided before any tensor is loaded."""
+
+    config: Any
+    config_plan: configs.ConfigPlan
+    plan: keymap.KeyPlan
+    facts: keymap.TensorFacts
+    llm_shape: keymap.LLMShape | None
+    notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+_WARNED: set[str] = set()
+
+
+def warn(message: str) -> None:
+    """Log a warning once (the same text is not repeated in the closing summary)."""
+    _WARNED.add(message)
+    logger.warning(message)
+
+
+def read_json(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConversionError(f"cannot read {path}: {err}") from err
+
+
+def load_source(folder: Path) -> Source:
+    if not (folder / "config.json").is_file():
+        raise ConversionError(f"{folder} has no config.json")
+    config = read_json(folder / "config.json")
+    configs.detect_kind(config)
+    generation = read_json(folder / "generation_config.json") if (folder / "generation_config.json").is_file() else None
+    return Source(
+        folder=folder,
+        config=config,
+        tensors=weights.read_headers(folder),
+        shards=weights.source_shards(folder),
+        tokenizer=tokenizers_io.read_source_tokenizer(folder),
+        generation=generation,
+    )
+
+
+def parse_overrides(items: Sequence[str] | None) -> dict[str, Any]:
+    """``--set KEY=JSON`` (a value that is not valid JSON is taken as a string)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConversionError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+# ============================================================================================== planning
+def resolve_img_context_id(source: Source, cli_value: int | None, config_value: int | None) -> tuple[int | None, str]:
+    candidates = {
+        "--img-context-token-id": cli_value,
+        "the source tokenizer": source.tokenizer.token_id(tokenizers_io.IMG_CONTEXT_TOKEN),
+        "config.json": config_value,
+    }
+    given = {origin: value for origin, value in candidates.items() if value is not None}
+    if len(set(given.values())) > 1:
+        raise ConversionError(f"conflicting <IMG_CONTEXT> token ids: {given}")
+    if not given:
+        return None, (
+            "img_context_token_id is not known (no tokenizer with <IMG_CONTEXT>, no --img-context-token-id): left "
+            "None; set model.img_context_token_id (or config.img_context_token_id) after loading"
+        )
+    origin, value = next(iter(given.items()))
+    return int(value), f"img_context_token_id = {value} (from {origin})"
+
+
+def expected_tensors(config: Any) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+    """Target names and shapes from a ``PVCInternVLChatModel`` built on the meta device (no memory), and
+    its tied weights ``{target: source}``. Non-persistent buffers (rotary ``inv_freq``) are not listed."""
+    import torch
+
+    modeling = remote_module("modeling_pvc_internvl")
+    with torch.device("meta"):
+        model = modeling.PVCInternVLChatModel(config)
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    tied = dict(getattr(model, "all_tied_weights_keys", None) or {})
+    return expected, tied
+
+
+def make_config(kwargs: dict) -> Any:
+    config_module = remote_module("configuration_pvc_internvl")
+    try:
+        config = config_module.PVCInternVLConfig(**kwargs)
+    except (ValueError, TypeError, KeyError) as err:
+        raise ConversionError(f"the converted config is not valid: {err}") from err
+    config.auto_map = dict(AUTO_MAP)
+    config.architectures = list(ARCHITECTURES)
+    return config
+
+
+def llm_shape(llm: dict) -> keymap.LLMShape:
+    return keymap.LLMShape(
+        num_heads=int(llm["num_attention_heads"]),
+        num_kv_heads=int(llm["num_key_value_heads"]),
+        head_dim=int(llm["head_dim"]),
+        hidden=int(llm["hidden_size"]),
+    )
+
+
+def _config_stage(source: Source, args: argparse.Namespace, strict: bool) -> tuple[configs.ConfigPlan, list[keymap.Rule], keymap.TensorFacts, list[str], list[str]]:
+    """Config kwargs with the tensor-derived facts applied; returns (plan, rules, facts, notes, problems)."""
+    config_module = remote_module("configuration_pvc_internvl")
+    config_plan = configs.build_config_plan(
+        source.config,
+        config_class=config_module.PVCInternVLConfig,
+        vision_class=config_module.PVCInternVisionConfig,
+        mapping=read_json(Path(args.config_map)) if args.config_map else {},
+        overrides=parse_overrides(args.set),
+        dtype=args.dtype,
+        strict=strict,
+    )
+    problems = list(config_plan.problems)
+    context_id, context_note = resolve_img_context_id(
+        source, args.img_context_token_id, config_plan.kwargs.get("img_context_token_id")
+    )
+    if context_id is None:
+        warn(context_note)
+    config_plan.kwargs["img_context_token_id"] = context_id
+    rules = keymap.make_rules(config_plan.llm_kind, keymap.load_user_rules(args.key_map))
+    facts = keymap.derive_facts(source.tensors, rules)
+    notes = config_plan.notes + keymap.apply_facts(config_plan.kwargs, facts, problems) + [context_note]
+    return config_plan, rules, facts, notes, problems
+
+
+def prepare(source: Source, args: argparse.Namespace, strict: bool = True) -> Prepared:
+    """Config + key plan. Config / tensor-fact problems are collected in ``Prepared.problems``; with
+    ``strict=False`` (``--inspect``) unknown config keys are collected too instead of raising."""
+    config_plan, rules, facts, notes, problems = _config_stage(source, args, strict)
+    try:
+        config = make_config(config_plan.kwargs)
+    except ConversionError as err:
+        raise ConversionError(err.summary, problems + err.problems) from err
+    context_id, vocab = config.img_context_token_id, config.llm_config.vocab_size
+    if context_id is not None and not 0 <= context_id < vocab:
+        raise ConversionError(f"img_context_token_id {context_id} is outside the vocabulary (size {vocab})")
+    expected, tied = expected_tensors(config)
+    shape = llm_shape(config_plan.llm) if config_plan.llm_kind == "internlm2" else None
+    plan = keymap.build_plan(source.tensors, rules, expected, tied, shape, args.dtype)
+    return Prepared(config, config_plan, plan, facts, shape, notes + plan.notes, problems)
+
+
+# ========================================================================================= output pieces
+def generation_eos(config: Any, tokenizer: Any, source: Source) -> tuple[list[int], str]:
+    """eos ids for generation_config.json: the template separator and <|im_start|> from the tokenizer;
+    else the source's generation_config.json; else the LLM's eos."""
+    if tokenizer is not None and config.template:
+        conversation = remote_module("conversation")
+        vocab = tokenizer.get_vocab()
+        sep = conversation.get_template(config.template).sep
+        ids = [vocab[token] for token in (sep, tokenizers_io.IM_START_TOKEN) if token in vocab]
+        if sep in vocab:
+            return list(dict.fromkeys(ids)), f"generation eos = {ids} ({sep!r} and <|im_start|> from the tokenizer)"
+    why = "no tokenizer" if tokenizer is None else f"the tokenizer has no {config.template} separator"
+    if source.generation and source.generation.get("eos_token_id") is not None:
+        eos = source.generation["eos_token_id"]
+        eos = eos if isinstance(eos, list) else [eos]
+        return eos, f"generation eos = {eos} (from the source generation_config.json; {why})"
+    eos = config.llm_config.eos_token_id
+    eos = eos if isinstance(eos, list) else [eos]
+    return eos, (
+        f"generation eos = {eos}: the LLM config's eos ({why} and no source generation_config.json; chat() "
+        "stops at the template separator anyway)"
+    )
+
+
+def write_generation_config(out_dir: Path, config: Any, eos: list[int]) -> None:
+    from transformers import GenerationConfig
+
+    llm = config.llm_config
+    generation = GenerationConfig(
+        bos_token_id=llm.bos_token_id,
+        eos_token_id=eos if len(eos) > 1 else eos[0],
+        pad_token_id=llm.pad_token_id,
+    )
+    generation.save_pretrained(str(out_dir))
+
+
+def copy_remote_code(out_dir: Path) -> list[str]:
+    missing = [name for name in REQUIRED_CODE_FILES if not (ROOT / name).is_file()]
+    if missing:
+        raise ConversionError(f"remote-code files missing at the repository root {ROOT}: {missing}")
+    copied = []
+    for name in REMOTE_CODE_FILES:
+        if (ROOT / name).is_file():
+            shutil.copy2(ROOT / name, out_dir / name)
+            copied.append(name)
+        else:
+            logger.warning("%s is not at the repository root; the checkpoint will not include it", name)
+    return copied
+
+
+def write_processor_config(out_dir: Path, config: Any, tokenizer: Any) -> list[str]:
+    """processor_config.json from ``processing.PVCInternVLProcessor`` (saved into a scratch folder, so the
+    tokenizer files already written stay untouched)."""
+    if not (ROOT / "processing.py").is_file():
+        raise ConversionError(f"processing.py is missing at {ROOT}; cannot write the processor config")
+    processing = remote_module("processing")
+    if not hasattr(processing, "PVCInternVLProcessor"):
+        raise ConversionError("processing.py has no PVCInternVLProcessor; cannot write the processor config")
+    dynamic = bool(config.dynamic_image_size)
+    processor = processing.PVCInternVLProcessor(
+        tokenizer=tokenizer,
+        image_size=config.image_size,
+        min_dynamic_patch=config.min_dynamic_patch if dynamic else 1,
+        max_dynamic_patch=config.max_dynamic_patch if dynamic else 1,
+        use_thumbnail=bool(config.use_thumbnail),
+    )
+    scratch = Path(tempfile.mkdtemp(prefix=".processor-", dir=out_dir))
+    try:
+        processor.save_pretrained(str(scratch))
+        written = [name for name in ("processor_config.json", "preprocessor_config.json") if (scratch / name).is_file()]
+        if "processor_config.json" not in written:
+            raise ConversionError(f"PVCInternVLProcessor.save_pretrained wrote no processor_config.json ({os.listdir(scratch)})")
+        for name in written:
+            shutil.copy2(scratch / name, out_dir / name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return written
+
+
+def write_tokenizer(source: tokenizers_io.SourceTokenizer, out_dir: Path, notes: list[str]) -> Any:
+    """The converted tokenizer (loaded back from ``out_dir``), or None with a notice when there is none."""
+    if source.kind == "none":
+        message = f"no tokenizer was written: {source.reason}"
+        warn(message)
+        notes.append(message)
+        return None
+    try:
+        tokenizer = tokenizers_io.write_tokenizer(source, out_dir)
+        tokenizers_io.check_tokenizer(tokenizer, source)
+    except (ValueError, OSError) as err:
+        raise ConversionError(f"cannot convert the tokenizer ({source.reason}): {err}") from err
+    notes.append(f"tokenizer: {source.reason} -> {type(tokenizer).__name__}")
+    return tokenizer
+
+
+def write_checkpoint(prepared: Prepared, source: Source, args: argparse.Namespace, out_dir: Path) -> list[str]:
+    """Write every file of the converted checkpoint into ``out_dir``; return the notes."""
+    notes = [note for note in prepared.notes if note]
+    files = weights.write_weights(
+        source.folder, prepared.plan.entries, out_dir, parse_size(args.max_shard_size), prepared.llm_shape, source.shards
+    )
+    weights.check_written(out_dir, prepared.plan.entries)
+    notes.append(f"weights: {len(prepared.plan.entries)} source tensors -> {len(files)} file(s)")
+    tokenizer = write_tokenizer(source.tokenizer, out_dir, notes)
+    prepared.config.save_pretrained(str(out_dir))
+    eos, eos_note = generation_eos(prepared.config, tokenizer, source)
+    notes.append(eos_note)
+    write_generation_config(out_dir, prepared.config, eos)
+    copy_remote_code(out_dir)
+    if tokenizer is not None:
+        written = write_processor_config(out_dir, prepared.config, tokenizer)
+        notes.append(f"processor: {', '.join(written)}")
+    card = model_card.model_card(
+        prepared.config, source=str(source.folder), kind=prepared.config_plan.kind, notes=notes,
+        has_tokenizer=tokenizer is not None,
+    )
+    (out_dir / "README.md").write_text(card, encoding="utf-8")
+    return notes
+
+
+# ========================================================================================== destination
+def check_destination(src: Path, dst: Path, overwrite: bool) -> None:
+    if dst == src or src in dst.parents or dst in src.parents:
+        raise ConversionError(f"--dst {dst} must not be --src {src} or inside / around it")
+    if dst.exists() and not dst.is_dir():
+        raise ConversionError(f"--dst {dst} exists and is not a folder")
+    if dst.is_dir() and any(dst.iterdir()) and not overwrite:
+        raise ConversionError(f"--dst {dst} exists and is not empty; pass --overwrite to replace it")
+
+
+def normalise_permissions(folder: Path) -> None:
+    """mkdtemp creates a 0700 folder; give the output the permissions a plain mkdir / open would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def move_into_place(tmp: Path, dst: Path) -> None:
+    if dst.exists():
+        old = Path(tempfile.mkdtemp(prefix=f"{dst.name}.old-", dir=dst.parent))
+        os.replace(dst, old / dst.name)
+        try:
+            os.replace(tmp, dst)
+        except OSError:
+            os.replace(old / dst.name, dst)  # put the previous folder back
+            shutil.rmtree(old, ignore_errors=True)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, dst)
+
+
+def convert(args: argparse.Namespace) -> Path:
+    src, dst = Path(args.src).resolve(), Path(args.dst).resolve()
+    check_destination(src, dst, args.overwrite)
+    source = load_source(src)
+    prepared = prepare(source, args)
+    problems = prepared.problems + prepared.plan.problems()
+    if problems:
+        raise ConversionError(
+            "the checkpoint cannot be converted; nothing was written (run --inspect to see every unmapped tensor "
+            "grouped by layer, and --key-map FILE to map them):",
+            problems,
+        )
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{dst.name}.tmp-", dir=dst.parent))
+    try:
+        notes = write_checkpoint(prepared, source, args, tmp)
+        normalise_permissions(tmp)
+        move_into_place(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for note in notes:
+        if note not in _WARNED:
+            logger.info(note)
+    logger.info("converted %s -> %s", src, dst)
+    return dst
+
+
+# ============================================================================================== inspect
+def inspect_report(source: Source, args: argparse.Namespace) -> str:
+    lines = _source_summary(source)
+    try:
+        prepared = prepare(source, args, strict=False)
+    except ConversionError as err:
+        lines += ["", "No target model could be built from config.json:", err.render(), ""]
+        lines += _group_lines("All source tensors", source.tensors)
+        return "\n".join(lines)
+    plan = prepared.plan
+    counts = ", ".join(f"{origin} {n}" for origin, n in sorted(plan.counts().items()))
+    lines += ["", f"Mapped source tensors: {len(plan.entries)} ({counts or 'none'}); dropped (--key-map null rules, "
+              f"recomputed buffers): {len(plan.dropped)}"]
+    lines += [""] + _group_lines("Unmapped source tensors (no rule maps them)", plan.unmapped)
+    if plan.missing:
+        lines += ["", f"Target tensors without a source: {len(plan.missing)}"]
+        lines += [f"  {pattern}  x{len(names)}" for pattern, names in _group_names(plan.missing).items()]
+    if plan.shape_mismatches or plan.bad_targets or plan.duplicates:
+        lines += ["", "Other plan problems:"] + [f"  {p}" for p in plan.shape_mismatches + plan.bad_targets + plan.duplicates]
+    if prepared.problems:
+        lines += ["", "Config problems (--inspect continued without these keys):"] + [f"  {p}" for p in prepared.problems]
+    lines += ["", "Derived facts:"] + [f"  {line}" for line in _facts_lines(prepared, plan.unmapped)]
+    return "\n".join(lines)
+
+
+def _source_summary(source: Source) -> list[str]:
+    total = sum(t.nbytes for t in source.tensors)
+    by_dtype = Counter(t.dtype for t in source.tensors)
+    bytes_by_dtype = Counter()
+    for tensor in source.tensors:
+        bytes_by_dtype[tensor.dtype] += tensor.nbytes
+    dtypes = ", ".join(f"{d}: {n} tensors / {format_bytes(bytes_by_dtype[d])}" for d, n in sorted(by_dtype.items()))
+    llm = source.config.get("llm_config") or {}
+    return [
+        f"Source: {source.folder}",
+        f"  model_type {source.config.get('model_type')}, LLM {(llm.get('architectures') or [llm.get('model_type')])[0]}",
+        f"  {len(source.shards)} shard(s), {len(source.tensors)} tensors, {format_bytes(total)} ({dtypes})",
+        f"  tokenizer: {source.tokenizer.kind} ({source.tokenizer.reason})",
+    ]
+
+
+def _group_lines(title: str, tensors: list[keymap.TensorInfo]) -> list[str]:
+    groups = keymap.group_tensors(tensors)
+    lines = [f"{title}: {len(tensors)} in {len(groups)} group(s)"]
+    for pattern, members in groups.items():
+        shapes = Counter((tuple(t.shape), t.dtype) for t in members)
+        shape_text = "; ".join(f"{list(s)} {d}" + (f" x{n}" if len(shapes) > 1 else "") for (s, d), n in shapes.items())
+        layers = keymap.layer_indices(members)
+        where = f"  layers {layer_ranges(layers)}" if layers else ""
+        lines.append(f"  {pattern}  x{len(members)}  {shape_text}{where}")
+    return lines
+
+
+def _group_names(names: list[str]) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(keymap.group_pattern(name), []).append(name)
+    return groups
+
+
+def _facts_lines(prepared: Prepared, unmapped: list[keymap.TensorInfo]) -> list[str]:
+    config = prepared.config
+    hidden = config.vision_config.hidden_size
+    facts = prepared.facts
+    lines = [note for note in prepared.notes if note and not note.startswith("mlp1 width")]
+    if facts.mlp1_width:
+        k2 = facts.mlp1_width / hidden
+        lines.append(
+            f"mlp1.0.weight width {facts.mlp1_width} = {k2:g} x C (C = {hidden}) -> pixel-shuffle k = {k2 ** 0.5:g}, "
+            f"downsample_ratio {1 / k2 ** 0.5:g} -> {config.num_image_token} tokens per frame"
+        )
+    per_layer = [t for t in unmapped if keymap.layer_indices([t]) and t.name.startswith("vision_model.")]
+    if per_layer:
+        lines.append(
+            f"ViT layers with unmapped tensors: {layer_ranges(keymap.layer_indices(per_layer))} "
+            f"(of {config.vision_config.num_hidden_layers})"
+        )
+    for pattern, members in keymap.group_tensors(unmapped).items():
+        shape = members[0].shape
+        if len(shape) == 2 and shape[0] % hidden == 0 and shape[0] // hidden > 1:
+            multiple = shape[0] // hidden
+            meaning = {3: "3C (fused q/k/v?)", 4: "4C (AdaLN scale/shift x2?)", 6: "6C (AdaLN scale/shift/gate x2?)"}
+            lines.append(f"{pattern}: {shape[0]} rows = {meaning.get(multiple, f'{multiple}C')}")
+        if len(shape) == 2 and shape[1] != hidden and shape[0] == hidden:
+            lines.append(f"{pattern}: input width {shape[1]} (a time-embedding width?)")
+    return lines
+
+
+# ================================================================================================== hub
+def push_to_hub(folder: Path, repo_id: str, private: bool) -> None:
+    api = make_api()
+    api.create_repo(repo_id=repo_id, private=private, exist_ok=True)
+    api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message="Upload converted PVC-InternVL checkpoint")
+    logger.info("uploaded %s to https://huggingface.co/%s", folder, repo_id)
+
+
+# ================================================================================================== CLI
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--src", required=True, help="source checkpoint folder (config.json + safetensors)")
+    parser.add_argument("--dst", help="output folder (must not exist or be empty unless --overwrite)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", *configs.DTYPES],
+                        help="cast floating tensors (auto: keep every tensor's own dtype)")
+    parser.add_argument("--img-context-token-id", type=int, help="id of <IMG_CONTEXT> when the source has no tokenizer")
+    parser.add_argument("--key-map", help="JSON {regex: target name or null}; these rules take precedence")
+    parser.add_argument("--config-map", help='JSON {"[vision_config.]key": "package field" or null} for unknown config keys')
+    parser.add_argument("--set", action="append", metavar="KEY=JSON",
+                        help="force a config value, e.g. --set tile_repeat_way='\"frame_major\"' (repeatable)")
+    parser.add_argument("--max-shard-size", default="5GB", help="largest output shard (default 5GB)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --dst")
+    parser.add_argument("--inspect", action="store_true", help="report unmapped tensors and derived facts; write nothing")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the converted folder to this Hub repository")
+    parser.add_argument("--private", action="store_true", help="create the Hub repository as private")
+    return parser
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (main() may run in-process)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _setup_logging() -> None:
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging()
+    if not args.inspect and not args.dst:
+        parser.error("--dst is required unless --inspect is given")
+    try:
+        parse_size(args.max_shard_size)
+        if args.inspect:
+            print(inspect_report(load_source(Path(args.src).resolve()), args))
+            return 0
+        dst = convert(args)
+    except ConversionError as err:
+        sys.stderr.write(f"error: {err.render()}\n")
+        return 1
+    except ValueError as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 1
+    if args.push_to_hub:
+        try:
+            push_to_hub(dst, args.push_to_hub, args.private)
+        except Exception as err:  # the converted folder stays; only the upload failed
+            sys.stderr.write(f"error: upload to {args.push_to_hub} failed ({type(err).__name__}: {err}); "
+                             f"the converted checkpoint is at {dst}\n")
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
