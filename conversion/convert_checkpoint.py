@@ -163,7 +163,15 @@ def expected_tensors(config: Any) -> tuple[dict[str, tuple[int, ...]], dict[str,
     with torch.device("meta"):
         model = modeling.PVCInternVLChatModel(config)
     expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
-    tied = dict(getattr(model, "all_tied_weights_keys", None) or {})
+    tied = dict(getattr(model, "all_tied_weights_keys", None) or {})  # transformers 5
+    if not tied:  # transformers 4: tied parameters are one shared object
+        model.tie_weights()
+        first_name: dict[int, str] = {}
+        for name, param in model.named_parameters(remove_duplicate=False):
+            if id(param) in first_name:
+                tied[name] = first_name[id(param)]
+            else:
+                first_name[id(param)] = name
     return expected, tied
 
 

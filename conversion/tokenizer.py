@@ -250,6 +250,11 @@ def build_sentencepiece_tokenizer(source: SourceTokenizer):
     backend.add_special_tokens([_added_token(t, source.flags.get(t, {}), True) for t in sorted(specials, key=by_id)])
     backend.add_tokens([_added_token(t, source.flags.get(t, {}), False) for t in sorted(plain | user_defined, key=by_id)])
     kwargs = {key: config[key] for key in CARRIED_TOKENIZER_KEYS if key in config}
+    backend.post_processor = _bos_eos_template(
+        names["bos_token"] if config.get("add_bos_token", True) else None,
+        names["eos_token"] if config.get("add_eos_token", False) else None,
+        vocab,
+    )
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         add_bos_token=bool(config.get("add_bos_token", True)),
@@ -258,6 +263,21 @@ def build_sentencepiece_tokenizer(source: SourceTokenizer):
         **kwargs,
     )
     return tokenizer
+
+
+def _bos_eos_template(bos: str | None, eos: str | None, vocab: dict[str, int]):
+    """Post-processor adding BOS / EOS, as the slow tokenizer does (transformers 4 fast tokenizers do not
+    read ``add_bos_token``; transformers 5 rebuilds the same template from it)."""
+    from tokenizers import processors
+
+    if bos is None and eos is None:
+        return None
+    head = f"{bos} " if bos else ""
+    tail = f" {eos}" if eos else ""
+    specials = [(token, vocab[token]) for token in (bos, eos) if token]
+    return processors.TemplateProcessing(
+        single=f"{head}$A{tail}", pair=f"{head}$A{tail} {head}$B{tail}", special_tokens=specials
+    )
 
 
 def _added_token(token: str, flags: dict, special: bool):

@@ -57,6 +57,12 @@ def image_prompt(context_id: int, count: int, vocab: int, seed: int = 0) -> torc
 
 # ==================================================================================== golden parity
 @pytest.mark.skipif(not (GOLDEN / "cases.json").is_file(), reason=f"golden data not found at {GOLDEN}")
+def rope_settings(llm: dict) -> tuple:
+    """(rope type, factor, theta) from a saved LLM config of transformers 5 or 4."""
+    rope = llm.get("rope_parameters") or {**(llm.get("rope_scaling") or {}), "rope_theta": llm.get("rope_theta")}
+    return rope.get("rope_type", rope.get("type")), rope.get("factor"), rope.get("rope_theta")
+
+
 def test_golden_checkpoint_reproduces_official_logits_and_generation(tmp_path):
     dst = tmp_path / "golden-converted"
     run = run_cli(["--src", GOLDEN / "checkpoint", "--dst", dst, "--img-context-token-id", 150], tmp_path)
@@ -69,8 +75,7 @@ def test_golden_checkpoint_reproduces_official_logits_and_generation(tmp_path):
     config = result["config"]
     assert config["auto_map"] == cc.AUTO_MAP and config["architectures"] == ["PVCInternVLChatModel"]
     assert config["img_context_token_id"] == 150 and config["llm_config"]["model_type"] == "llama"
-    rope = config["llm_config"]["rope_parameters"]
-    assert (rope["rope_type"], rope["factor"], rope["rope_theta"]) == ("dynamic", 2.0, 1e6)
+    assert rope_settings(config["llm_config"]) == ("dynamic", 2.0, 1e6)
     golden = result["golden"]
     for case in ("a_single_1tile", "b_single_5tiles", "c_two_images_2_1"):
         assert golden[case] <= 1e-4, (case, golden[case])
@@ -452,8 +457,10 @@ def test_converted_checkpoint_converts_again_unchanged(tmp_path):
     a, b = load_file(str(first / "model.safetensors")), load_file(str(second / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     config_a, config_b = (json.loads((d / "config.json").read_text()) for d in (first, second))
-    for config in (config_a, config_b):  # transformers adds a legacy "type" alias when it re-reads rope_parameters
-        config["llm_config"]["rope_parameters"].pop("type", None)
+    for config in (config_a, config_b):  # transformers adds a legacy "type" alias when it re-reads rope settings
+        for key in ("rope_parameters", "rope_scaling"):
+            if config["llm_config"].get(key):
+                config["llm_config"][key].pop("type", None)
     assert config_a == config_b
 
 
