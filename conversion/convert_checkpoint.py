@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Convert an official InternVL2 (``internvl_chat``) or PVC (``pvc_internvl``) checkpoint into a
-self-contained PVC-InternVL checkpoint for transformers >= 5 (remote code).
+self-contained PVC-InternVL checkpoint (remote code; transformers 5.x and 4.57).
 
 Run from the repository root::
 
