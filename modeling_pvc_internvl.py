@@ -867,16 +867,14 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
             attention_mask = torch.ones_like(input_ids)
         settings = self._prunevid_settings(prunevid)
         layouts, samples = None, None
-        if pixel_values is not None or visual_features is not None:
-            num = pixel_values.shape[0] if pixel_values is not None else None
-            if pixel_values is not None:
-                self._check_pixels(pixel_values)
-            if visual_features is not None:
-                samples = [visual_features]
-                layouts = None
-            else:
-                layouts = self.sample_layouts(num, data_flag, split_sizes, num_patches_list)
-                samples = self.encode_samples(pixel_values, layouts)
+        if pixel_values is not None and visual_features is not None:
+            raise ValueError("give pixel_values or precomputed visual_features, not both")
+        if visual_features is not None:
+            samples = [visual_features]
+        elif pixel_values is not None:
+            self._check_pixels(pixel_values)
+            layouts = self.sample_layouts(pixel_values.shape[0], data_flag, split_sizes, num_patches_list)
+            samples = self.encode_samples(pixel_values, layouts)
         stats = self._new_stats(layouts, samples)
         groups = None
         if settings.enabled and layouts is not None:

@@ -39,7 +39,7 @@ def model_card(config: Any, *, source: str, kind: str, notes: list[str], has_tok
         f"Converted from `{source}` (source `model_type`: `{kind}`) by `conversion/convert_checkpoint.py`.",
         "InternViT" + (" with PVC progressive temporal encoding" if use_temporal else "")
         + f" -> pixel shuffle -> `mlp1` -> native `{type(config.llm_config).__name__.replace('Config', '')}` language model;",
-        "loads with transformers >= 5 through remote code (`trust_remote_code=True`).",
+        "loads with transformers 5.x (and 4.57) through remote code (`trust_remote_code=True`).",
         "",
         "## Quick start",
         "",
