@@ -10,7 +10,7 @@ what plain InternViT computes. The language model is a native transformers causa
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -207,18 +207,14 @@ class TemporalAttention(nn.Module):
         self.qkv = nn.Linear(self.embed_dim, 3 * self.embed_dim, bias=True)
         self.proj = zero_linear(self.embed_dim, self.embed_dim)
 
-    def forward(
-        self, hidden_states: torch.Tensor, clip_len: int, past: tuple[torch.Tensor, torch.Tensor] | None = None
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """Temporal attention over clips.
+    def forward(self, hidden_states: torch.Tensor, clip_len: int, store: TemporalKV | None = None) -> torch.Tensor:
+        """Temporal attention over clips; returns the residual update ``(n_clips * t, S, C)``.
 
         Args:
             hidden_states: ``(n_clips * t, S, C)``, frames of each clip consecutive (``t`` = ``clip_len``
                 new frames of every clip).
-            past: keys and values of the clips' earlier frames, each ``(n_clips * S', H, P, D)``.
-
-        Returns:
-            The residual update ``(n_clips * t, S, C)`` and the keys/values including the new frames.
+            store: keys/values of the clips' earlier frames (chunked encoding); the new frames' keys and
+                values are written into it. ``None`` when the whole clip is encoded at once.
         """
         frames, seq, dim = hidden_states.shape
         n_clips = frames // clip_len
@@ -231,9 +227,8 @@ class TemporalAttention(nn.Module):
         x = x.reshape(n_clips, clip_len, spatial, dim).transpose(1, 2).reshape(n_clips * spatial, clip_len, dim)
         qkv = self.qkv(x).reshape(n_clips * spatial, clip_len, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (n_clips * S', H, t, D)
-        if past is not None:
-            k = torch.cat([past[0], k], dim=2)
-            v = torch.cat([past[1], v], dim=2)
+        if store is not None:
+            k, v = store.append(k, v)  # (n_clips * S', H, P + t, D)
         mask = None
         if self.config.temporal_causal and clip_len > 1:
             num_past = k.shape[2] - clip_len
@@ -245,7 +240,7 @@ class TemporalAttention(nn.Module):
         out = self.proj(out.reshape(frames, spatial, dim))
         if start:
             out = torch.cat([out.new_zeros(frames, start, dim), out], dim=1)
-        return out, (k, v)
+        return out
 
 
 def zero_linear(in_features: int, out_features: int) -> nn.Linear:
@@ -333,20 +328,18 @@ class PVCInternVisionLayer(nn.Module):
         hidden_states: torch.Tensor,
         time_emb: torch.Tensor | None = None,
         clip_len: int = 1,
-        temporal_past: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
-        """``(N, S, C)`` frames (clip-major) -> ``(N, S, C)`` and this layer's temporal keys/values."""
+        temporal_store: TemporalKV | None = None,
+    ) -> torch.Tensor:
+        """``(N, S, C)`` frames (clip-major) -> ``(N, S, C)``."""
         shift1, scale1, gate1, shift2, scale2, gate2 = self._modulations(time_emb)
         dtype = hidden_states.dtype
         normed = self._modulate(self.norm1(hidden_states).to(dtype), shift1, scale1)
         hidden_states = hidden_states + self.drop_path1(self._gate(self.attn(normed) * self.ls1, gate1))
-        temporal_kv = None
         if self.temporal_attn is not None:
-            update, temporal_kv = self.temporal_attn(hidden_states, clip_len, temporal_past)
-            hidden_states = hidden_states + update
+            hidden_states = hidden_states + self.temporal_attn(hidden_states, clip_len, temporal_store)
         normed = self._modulate(self.norm2(hidden_states).to(dtype), shift2, scale2)
         hidden_states = hidden_states + self.drop_path2(self._gate(self.mlp(normed) * self.ls2, gate2))
-        return hidden_states, temporal_kv
+        return hidden_states
 
 
 # ======================================================================================== vision model
@@ -384,15 +377,43 @@ class PVCInternVisionPreTrainedModel(PreTrainedModel):
             nn.init.constant_(module.ls2, self.config.initializer_factor)
 
 
+class TemporalKV:
+    """Keys and values of one temporal-attention layer for the frames encoded so far, in buffers sized
+    for the whole clip on first use (so growing them never copies)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.length = 0
+        self.keys: torch.Tensor | None = None
+        self.values: torch.Tensor | None = None
+
+    def append(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store ``(N, H, t, D)`` new keys/values; return views of all stored ones ``(N, H, P + t, D)``."""
+        if self.keys is None:
+            shape = (*keys.shape[:2], self.capacity, keys.shape[3])
+            self.keys, self.values = keys.new_empty(shape), values.new_empty(shape)
+        end = self.length + keys.shape[2]
+        if end > self.capacity:
+            raise ValueError(f"temporal cache holds {self.capacity} frames, got frame {end}")
+        self.keys[:, :, self.length : end] = keys
+        self.values[:, :, self.length : end] = values
+        self.length = end
+        return self.keys[:, :, :end], self.values[:, :, :end]
+
+
 @dataclass
 class TemporalCache:
-    """Keys/values of the temporal-attention layers for the frames of the current clips seen so far."""
+    """Temporal keys/values of every temporal layer for the clips being encoded chunk by chunk."""
 
-    layers: dict[int, tuple[torch.Tensor, torch.Tensor]]
+    capacity: int  # frames per clip
+    layers: dict = field(default_factory=dict)  # layer index -> TemporalKV
     num_frames: int = 0
 
+    def layer(self, index: int) -> TemporalKV:
+        return self.layers.setdefault(index, TemporalKV(self.capacity))
+
     def nbytes(self) -> int:
-        return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in self.layers.values())
+        return sum(kv.keys.numel() * kv.keys.element_size() * 2 for kv in self.layers.values() if kv.keys is not None)
 
 
 class PVCInternVisionModel(PVCInternVisionPreTrainedModel):
@@ -449,10 +470,8 @@ class PVCInternVisionModel(PVCInternVisionPreTrainedModel):
             time_emb = per_frame.repeat(hidden.shape[0] // clip_len, 1).to(hidden.dtype)
         states = [hidden] if output_hidden_states else None
         for index, layer in enumerate(self.encoder.layers[:num_layers]):
-            past = cache.layers.get(index) if cache is not None else None
-            hidden, kv = layer(hidden, time_emb, clip_len, past)
-            if cache is not None and kv is not None:
-                cache.layers[index] = kv
+            store = cache.layer(index) if cache is not None and layer.temporal_attn is not None else None
+            hidden = layer(hidden, time_emb, clip_len, store)
             if states is not None:
                 states.append(hidden)
         if cache is not None:
@@ -591,7 +610,7 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
         n_clips = frames.shape[0] // clip_len
         frames = frames.view(n_clips, clip_len, *frames.shape[1:])
         chunk = clip_len if not chunk_frames else min(int(chunk_frames), clip_len)
-        cache = TemporalCache(layers={})
+        cache = TemporalCache(capacity=clip_len) if chunk < clip_len else None  # one pass keeps no keys/values
         depth = self._vision_depth()
         outputs = []
         for start in range(0, clip_len, chunk):
@@ -703,8 +722,12 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
         for clip in clips:
             by_len.setdefault(len(clip[2]), []).append(clip)
         for clip_len, group in by_len.items():
-            index = torch.tensor([f for clip in group for f in clip[2]], device=pixel_values.device)
-            out = self.encode_clips(pixel_values.index_select(0, index), clip_len, chunk_frames)
+            order = [f for clip in group for f in clip[2]]
+            if order == list(range(order[0], order[0] + len(order))):
+                frames = pixel_values[order[0] : order[0] + len(order)]  # contiguous: a view, no copy
+            else:
+                frames = pixel_values.index_select(0, torch.tensor(order, device=pixel_values.device))
+            out = self.encode_clips(frames, clip_len, chunk_frames)
             for i, (s, c, _) in enumerate(group):
                 encoded[(s, c)] = out[i]  # (clip_len, L, D)
         samples = []
