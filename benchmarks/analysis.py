@@ -1,0 +1,363 @@
+"""Turn raw measurements into medians, ratios, FLOPs predictions and a CPU cost model (tables of the report)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+import numpy as np
+
+import harness  # noqa: F401  (registers the package ``pvc_internvl``)
+from pvc_internvl.prunevid import llm_prefill_flops
+
+BASE, PVC, PRUNEVID = "internvl2", "pvc", "pvc_prunevid"
+LABELS = {BASE: "InternVL2 baseline", PVC: "PVC", PRUNEVID: "PVC + PruneVid"}
+MB = 1e6
+
+
+@dataclass(frozen=True)
+class LLMShape:
+    """LLM shapes: what the FastV formula needs (width, MLP width, depth) and the attention heads."""
+
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+
+
+FULL_LLM = LLMShape(4096, 14336, 32, 32, 8, 128)  # InternVL2-8B / PVC-8B language model (config.json)
+
+
+def median(values: list[float]) -> float:
+    """Median (NaN for no values)."""
+    return float(statistics.median(values)) if values else math.nan
+
+
+def dense_flops(tokens: int, shape: LLMShape) -> float:
+    """FastV prefill FLOPs of ``tokens`` through every layer: sum of 4nd^2 + 2n^2d + 2ndm."""
+    return llm_prefill_flops([tokens] * shape.layers, shape.hidden, shape.intermediate)
+
+
+def pruned_lengths(stage1_tokens: int, stage2_tokens: int, selected_layer: int, layers: int) -> list[int]:
+    """PruneVid per-layer lengths: layers 0..M on the stage-1 length, the rest on the stage-2 length."""
+    return [stage1_tokens] * (selected_layer + 1) + [stage2_tokens] * (layers - selected_layer - 1)
+
+
+def pruned_flops(stage1_tokens: int, stage2_tokens: int, selected_layer: int, shape: LLMShape) -> float:
+    """PruneVid prefill FLOPs: layers 0..M on the stage-1 length, the rest on the stage-2 length."""
+    lengths = pruned_lengths(stage1_tokens, stage2_tokens, selected_layer, shape.layers)
+    return llm_prefill_flops(lengths, shape.hidden, shape.intermediate)
+
+
+def executed_macs(lengths: list[float], shape: LLMShape) -> float:
+    """Multiply-adds the Llama layers really execute: q/o projections on all heads, k/v on the KV heads (GQA),
+    causal attention (about n^2/2 scores, each a q.k and a p.v product) and the 3-matrix SwiGLU MLP."""
+    d, m = shape.hidden, shape.intermediate
+    width, kv_width = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
+    return float(sum(n * d * (2 * width + 2 * kv_width) + n * n * width + 3 * n * d * m for n in lengths))
+
+
+def layer_terms(tokens: float, shape: LLMShape) -> tuple[float, float]:
+    """The formula's per-layer linear FLOPs (4nd^2 + 2ndm) and attention FLOPs (2n^2d)."""
+    d, m = shape.hidden, shape.intermediate
+    return 4 * tokens * d * d + 2 * tokens * d * m, 2 * tokens * tokens * d
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Measured CPU cost of a prefill: ``fixed + per_linear * linear FLOPs + per_attention * attention FLOPs``
+    (summed over layers). ``fixed`` is measured with a tiny prompt; the two rates are fitted to the dense
+    prefills of every frame count."""
+
+    fixed_s: float
+    per_linear_s: float
+    per_attention_s: float
+
+    def seconds(self, lengths: list[float], shape: LLMShape, fixed: bool = True) -> float:
+        """Predicted time of a prefill with per-layer token counts ``lengths``."""
+        total = self.fixed_s if fixed else 0.0
+        for n in lengths:
+            linear, attention = layer_terms(n, shape)
+            total += self.per_linear_s * linear + self.per_attention_s * attention
+        return total
+
+
+def fit_cost_model(points: list[tuple[int, float]], fixed_s: float, shape: LLMShape) -> CostModel:
+    """Least-squares fit (relative error) of dense prefill times ``(tokens, seconds)`` to the cost model."""
+    rows, targets = [], []
+    for tokens, seconds in points:
+        linear, attention = layer_terms(tokens, shape)
+        rows.append([shape.layers * linear / seconds, shape.layers * attention / seconds])
+        targets.append((seconds - fixed_s) / seconds)
+    rows, targets = np.array(rows), np.array(targets)
+    (per_linear, per_attention), *_ = np.linalg.lstsq(rows, targets, rcond=None)
+    if per_linear < 0 or per_attention < 0:  # keep the rates physical: fit the better single term instead
+        fits = [np.linalg.lstsq(rows[:, [i]], targets, rcond=None)[0][0] for i in (0, 1)]
+        errors = [np.sum((rows[:, i] * max(f, 0.0) - targets) ** 2) for i, f in enumerate(fits)]
+        best = int(np.argmin(errors))
+        per_linear, per_attention = (max(fits[0], 0.0), 0.0) if best == 0 else (0.0, max(fits[1], 0.0))
+    return CostModel(fixed_s, float(per_linear), float(per_attention))
+
+
+def slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of ``(x, y)`` points."""
+    xs, ys = np.array([p[0] for p in points], float), np.array([p[1] for p in points], float)
+    return float(np.polyfit(xs, ys, 1)[0]) if len(points) >= 2 else math.nan
+
+
+def iqr(values: list[float]) -> float:
+    """Interquartile range."""
+    if len(values) < 2:
+        return 0.0
+    q1, _, q3 = statistics.quantiles(values, n=4)
+    return float(q3 - q1)
+
+
+def predicted_chunk_slope(record: dict) -> float:
+    """Predicted per-frame memory of chunked encoding: 2 * L * S * C * bytes (temporal keys/values kept)
+    plus the per-frame projected output."""
+    kv = 2 * record["temporal_layers"] * record["temporal_tokens_per_frame"] * record["vision_hidden"]
+    return kv * record["bytes_per_element"] + record["output_bytes_per_frame"]
+
+
+def activation_units(bytes_per_frame: float, record: dict) -> float:
+    """Bytes per frame expressed in S * C * bytes units (one hidden state of one frame)."""
+    return bytes_per_frame / (record["tokens_per_frame"] * record["vision_hidden"] * record["bytes_per_element"])
+
+
+class Samples:
+    """Raw samples keyed by (family, configuration, frames)."""
+
+    def __init__(self) -> None:
+        self.data: dict[tuple[str, str, int], list[float]] = {}
+
+    def add(self, family: str, config: str, frames: int, value: float) -> None:
+        """Append one sample."""
+        self.data.setdefault((family, config, int(frames)), []).append(float(value))
+
+    def extend(self, family: str, config: str, frames: int, values: list[float]) -> None:
+        """Append several samples."""
+        for value in values:
+            self.add(family, config, frames, value)
+
+    def get(self, family: str, config: str, frames: int) -> list[float]:
+        """All samples of one key (empty if none)."""
+        return self.data.get((family, config, int(frames)), [])
+
+    def median(self, family: str, config: str, frames: int) -> float:
+        """Median of one key's samples."""
+        return median(self.get(family, config, frames))
+
+    def records(self) -> list[dict]:
+        """JSON-friendly list."""
+        return [{"family": f, "config": c, "frames": n, "values": v} for (f, c, n), v in sorted(self.data.items())]
+
+    @classmethod
+    def from_records(cls, records: list[dict]) -> Samples:
+        """Inverse of ``records``."""
+        samples = cls()
+        for record in records:
+            samples.extend(record["family"], record["config"], record["frames"], record["values"])
+        return samples
+
+
+def llm_shape(results: dict) -> LLMShape:
+    """The LLM shapes of a run."""
+    llm = results["models"]["llm"]
+    return LLMShape(llm["hidden_size"], llm["intermediate_size"], llm["num_hidden_layers"], llm["num_attention_heads"],
+                    llm["num_key_value_heads"], llm["head_dim"])
+
+
+def token_rows(results: dict) -> list[dict]:
+    """Visual tokens and prompt lengths per frame count."""
+    rows = []
+    for frames in results["settings"]["frames"]:
+        tok = results["tokens"].get(str(frames), {})
+        if not tok:
+            continue
+        pvc_visual = tok.get(f"{PVC}_visual", math.nan)
+        rows.append({
+            "frames": frames,
+            "baseline_visual": tok.get(f"{BASE}_visual", math.nan),
+            "baseline_prompt": tok.get(f"{BASE}_prompt", math.nan),
+            "pvc_visual": pvc_visual, "pvc_prompt": tok.get(f"{PVC}_prompt", math.nan),
+            "stage1_visual": tok.get("pvc_prunevid_stage1_visual", math.nan),
+            "stage1_prompt": tok.get("pvc_prunevid_stage1_prompt", math.nan),
+            "stage2_visual": tok.get("pvc_prunevid_stage2_visual", math.nan),
+            "stage2_prompt": tok.get("pvc_prunevid_stage2_prompt", math.nan),
+            "stage1_kept_of_pvc": tok.get("pvc_prunevid_stage1_visual", math.nan) / pvc_visual,
+            "stage2_kept_of_pvc": tok.get("pvc_prunevid_stage2_visual", math.nan) / pvc_visual,
+            "segments": tok.get("stage1_segments"), "dpc_calls": tok.get("stage1_dpc_calls"),
+        })
+    return rows
+
+
+def predicted_ratios(tokens: dict, shape: LLMShape, selected_layer: int) -> dict:
+    """FLOPs-predicted prefill ratios (PVC / baseline, PVC + PruneVid / baseline) for one frame count."""
+    base = dense_flops(tokens["baseline_prompt"], shape)
+    pruned = pruned_flops(tokens["stage1_prompt"], tokens["stage2_prompt"], selected_layer, shape)
+    return {"pvc": dense_flops(tokens["pvc_prompt"], shape) / base, "pvc_prunevid": pruned / base}
+
+
+def executed_ratios(tokens: dict, shape: LLMShape, selected_layer: int) -> dict:
+    """The same ratios from the multiply-adds the model executes (see ``executed_macs``)."""
+    base = executed_macs([tokens["baseline_prompt"]] * shape.layers, shape)
+    pvc = executed_macs([tokens["pvc_prompt"]] * shape.layers, shape)
+    pruned = executed_macs(pruned_lengths(tokens["stage1_prompt"], tokens["stage2_prompt"], selected_layer,
+                                          shape.layers), shape)
+    return {"pvc": pvc / base, "pvc_prunevid": pruned / base}
+
+
+def prefill_rows(results: dict, samples: Samples) -> list[dict]:
+    """Median prefill times, measured and FLOPs-predicted ratios, peak memory."""
+    shape, layer = llm_shape(results), results["models"]["prunevid"]["selected_layer"]
+    rows = []
+    for tok in token_rows(results):
+        frames = tok["frames"]
+        seconds = {c: samples.median("prefill_s", c, frames) for c in (BASE, PVC, PRUNEVID)}
+        row = {"frames": frames, **{f"{c}_s": s for c, s in seconds.items()},
+               **{f"{c}_n": len(samples.get("prefill_s", c, frames)) for c in (BASE, PVC, PRUNEVID)},
+               **{f"{c}_kv_mb": kv_cache_bytes(n, results) / MB for c, n in
+                  ((BASE, tok["baseline_prompt"]), (PVC, tok["pvc_prompt"]), (PRUNEVID, tok["stage2_prompt"]))},
+               "ratio_pvc": seconds[PVC] / seconds[BASE], "ratio_pvc_prunevid": seconds[PRUNEVID] / seconds[BASE]}
+        if not any(math.isnan(tok[k]) for k in ("baseline_prompt", "pvc_prompt", "stage1_prompt", "stage2_prompt")):
+            row.update({f"predicted_{k}": v for k, v in predicted_ratios(tok, shape, layer).items()})
+            row.update({f"predicted_8b_{k}": v for k, v in predicted_ratios(tok, FULL_LLM, layer).items()})
+            row.update({f"executed_{k}": v for k, v in executed_ratios(tok, shape, layer).items()})
+        rows.append(row)
+    return rows
+
+
+def kv_cache_bytes(tokens: float, results: dict) -> float:
+    """KV cache after prefill: 2 * layers * kv heads * head dim * tokens * bytes per element."""
+    llm = results["models"]["llm"]
+    size = 2 if results["models"]["dtype"] in ("bfloat16", "float16") else 4
+    return 2 * llm["num_hidden_layers"] * llm["num_key_value_heads"] * llm["head_dim"] * tokens * size
+
+
+def cost_model(results: dict, samples: Samples) -> CostModel | None:
+    """The CPU cost model fitted to every dense prefill median."""
+    overhead = median(samples.get("overhead_s", BASE, results["settings"]["overhead_tokens"]))
+    points = []
+    for tok in token_rows(results):
+        for config, key in ((BASE, "baseline_prompt"), (PVC, "pvc_prompt")):
+            seconds = samples.median("prefill_s", config, tok["frames"])
+            if not math.isnan(seconds):
+                points.append((tok[key], seconds))
+    if len(points) < 2 or math.isnan(overhead):
+        return None
+    return fit_cost_model(points, overhead, llm_shape(results))
+
+
+def decode_rows(results: dict, samples: Samples) -> list[dict]:
+    """Median decode step per configuration (and the same-loop PVC reference where measured)."""
+    rows = []
+    for frames in results["settings"]["frames"]:
+        row = {"frames": frames}
+        for config in (BASE, PVC, PRUNEVID):
+            steps = samples.get("decode_step_s", config, frames)
+            row[f"{config}_ms"], row[f"{config}_iqr_ms"] = median(steps) * 1e3, iqr(steps) * 1e3
+        same = samples.get("decode_same_loop_step_s", PVC, frames)
+        row["pvc_same_loop_ms"], row["pvc_same_loop_iqr_ms"] = median(same) * 1e3, iqr(same) * 1e3
+        rows.append(row)
+    return rows
+
+
+def vision_rows(results: dict, samples: Samples) -> list[dict]:
+    """Median vision-encoder time per configuration."""
+    rows = []
+    for frames in results["settings"]["frames"]:
+        row = {"frames": frames}
+        for config in (BASE, PVC):
+            row[f"{config}_s"] = samples.median("vision_s", config, frames)
+            row[f"{config}_n"] = len(samples.get("vision_s", config, frames))
+            row[f"{config}_ms_per_frame"] = row[f"{config}_s"] / frames * 1e3
+        rows.append(row)
+    return rows
+
+
+def stage1_rows(results: dict, samples: Samples) -> list[dict]:
+    """Median stage-1 time and its share of the PVC prefill."""
+    tokens = {t["frames"]: t for t in token_rows(results)}
+    rows = []
+    for frames in results["settings"]["frames"]:
+        seconds = samples.median("stage1_s", PRUNEVID, frames)
+        tok = tokens.get(frames, {})
+        rows.append({"frames": frames, "stage1_s": seconds, "n": len(samples.get("stage1_s", PRUNEVID, frames)),
+                     "share_of_pvc_prefill": seconds / samples.median("prefill_s", PVC, frames),
+                     "tokens_in": tok.get("pvc_visual"), "tokens_out": tok.get("stage1_visual"),
+                     "segments": tok.get("segments"), "dpc_calls": tok.get("dpc_calls")})
+    return rows
+
+
+def memory_rows(records: list[dict]) -> list[dict]:
+    """Per temporal-layer count L: chunked slope vs prediction, one-shot slope, and the peaks at 96 frames."""
+    get = {(r["temporal_layers"], r["mode"], r["frames"]): r for r in records}
+    rows = []
+    for layers in sorted({r["temporal_layers"] for r in records if r["mode"] == "chunked"}, reverse=True):
+        c16, c96 = get.get((layers, "chunked", 16)), get.get((layers, "chunked", 96))
+        o16, o96 = get.get((layers, "oneshot_nocache", 16)), get.get((layers, "oneshot_nocache", 96))
+        if not (c16 and c96 and o16 and o96):
+            continue
+        measured = (c96["peak_bytes"] - c16["peak_bytes"]) / 80
+        predicted = predicted_chunk_slope(c96)
+        oneshot_slope = (o96["peak_bytes"] - o16["peak_bytes"]) / 80
+        excess = max(measured - predicted, 0.0)  # beyond the kept K/V: the torch.cat copy of one layer
+        rows.append({
+            "temporal_layers": layers, "setting": c96.get("temporal_layers_setting"),
+            "chunked_16_mb": c16["peak_bytes"] / MB, "chunked_96_mb": c96["peak_bytes"] / MB,
+            "slope_mb": measured / MB, "predicted_slope_mb": predicted / MB,
+            "predicted_slope_with_copy_mb": (predicted + kv_layer_bytes(c96)) / MB,
+            "extra_layers_of_kv": (measured - predicted) / kv_layer_bytes(c96),
+            "oneshot_16_mb": o16["peak_bytes"] / MB, "oneshot_96_mb": o96["peak_bytes"] / MB,
+            "oneshot_slope_mb": oneshot_slope / MB, "oneshot_units": activation_units(oneshot_slope, o96),
+            "reduction": o96["peak_bytes"] / c96["peak_bytes"],
+            "chunked_96_without_copy_mb": (c96["peak_bytes"] - 96 * excess) / MB,
+            "reduction_without_copy": o96["peak_bytes"] / (c96["peak_bytes"] - 96 * excess),
+            "kv_layer_mb": kv_layer_bytes(c96) / MB, "output_mb": c96["output_bytes_per_frame"] / MB,
+        })
+    return rows
+
+
+def max_layers_for_reduction(row: dict, with_copy: bool, factor: float = 3.0) -> int:
+    """Largest L for which chunked encoding stays ``factor`` x below one-shot at 96 frames, extrapolated from
+    one measured row: chunked(96) = fixed + 96 * ((L + copy) * K/V of one layer + output)."""
+    fixed = row["chunked_96_mb"] - 96 * row["slope_mb"]
+    copy = max(row["extra_layers_of_kv"], 0.0) if with_copy else 0.0
+    budget = ((row["oneshot_96_mb"] / factor - fixed) / 96 - row["output_mb"]) / row["kv_layer_mb"]
+    return math.floor(budget - copy)
+
+
+def kv_layer_bytes(record: dict) -> float:
+    """Keys + values of one temporal layer for one frame."""
+    return 2 * record["temporal_tokens_per_frame"] * record["vision_hidden"] * record["bytes_per_element"]
+
+
+def extract_feature_row(records: list[dict]) -> dict | None:
+    """``extract_feature`` against ``encode_clips`` (both chunked, same L): the per-frame cost of its pixel copy."""
+    get = {(r["mode"], r["frames"]): r for r in records if r["temporal_layers_setting"] == "-1"}
+    e16, e96, c16, c96 = (get.get(k) for k in (("extract_chunked", 16), ("extract_chunked", 96), ("chunked", 16),
+                                               ("chunked", 96)))
+    if not (e16 and e96 and c16 and c96):
+        return None
+    extra = ((e96["peak_bytes"] - e16["peak_bytes"]) - (c96["peak_bytes"] - c16["peak_bytes"])) / 80
+    return {"temporal_layers": e96["temporal_layers"], "extract_96_mb": e96["peak_bytes"] / MB,
+            "encode_clips_96_mb": c96["peak_bytes"] / MB, "extra_per_frame_mb": extra / MB,
+            "pixel_bytes_per_frame_mb": e96["pixel_bytes_per_frame"] / MB}
+
+
+def package_oneshot_row(records: list[dict]) -> dict | None:
+    """The package's one-shot ``extract_feature`` (which keeps a temporal cache) against the cache-free one."""
+    get = {(r["mode"], r["frames"]): r for r in records if r["temporal_layers_setting"] == "all"}
+    o16, o96, n96 = get.get(("oneshot", 16)), get.get(("oneshot", 96)), get.get(("oneshot_nocache", 96))
+    n16 = get.get(("oneshot_nocache", 16))
+    if not (o16 and o96 and n96 and n16):
+        return None
+    slope, lean = (o96["peak_bytes"] - o16["peak_bytes"]) / 80, (n96["peak_bytes"] - n16["peak_bytes"]) / 80
+    return {"temporal_layers": o96["temporal_layers"], "oneshot_96_mb": o96["peak_bytes"] / MB,
+            "nocache_96_mb": n96["peak_bytes"] / MB, "slope_mb": slope / MB, "nocache_slope_mb": lean / MB,
+            "extra_units": activation_units(slope - lean, o96), "qkv_units": 3 * o96["temporal_layers"]
+            * o96["temporal_tokens_per_frame"] / o96["tokens_per_frame"]}

@@ -1,0 +1,204 @@
+"""Shared set-up of the benchmark: package import, model shapes, random models, synthetic inputs.
+
+The flat remote-code files of the repository root are exposed as the package ``pvc_internvl`` (they use
+relative imports, as in the transformers module cache), exactly as ``tests/conftest.py`` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import pathlib
+import sys
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+if "pvc_internvl" not in sys.modules:
+    _package = types.ModuleType("pvc_internvl")
+    _package.__path__ = [str(ROOT)]
+    sys.modules["pvc_internvl"] = _package
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from pvc_internvl.configuration_pvc_internvl import PruneVidConfig, PVCInternVLConfig  # noqa: E402
+from pvc_internvl.modeling_pvc_internvl import PVCInternVLChatModel  # noqa: E402
+
+FULL_CONFIG = ROOT / "config.json"
+VIDEO_FLAG = 3
+TEMPORAL_STD = 0.05  # std of the random values given to the zero-initialised PVC parameters
+
+# Text around the video, in tokens (assumed for an MVBench-style prompt with the internlm2-chat
+# template; the LLM cost depends only on the counts). The InternVL2 system message is about 35 tokens.
+PROMPT_PREFIX_TOKENS = 42  # "<|im_start|>system\n{system message}<|im_end|><|im_start|>user\n"
+PROMPT_SUFFIX_TOKENS = 50  # question, four options, "<|im_end|><|im_start|>assistant\n"
+FRAME_OPEN_TOKENS = 4  # "Frame{i}", ":", " ", "<img>"
+FRAME_CLOSE_TOKENS = 2  # "</img>", "\n"
+
+# Reduced widths for CPU runs: real token counts (448 px, patch 14 -> 1025 ViT tokens per frame) and real
+# layer counts (24 ViT layers, 32 LLM layers); widths cut so the whole run fits 15 minutes on 2 cores.
+REDUCED_VISION = dict(hidden_size=32, num_attention_heads=1, intermediate_size=128, time_embed_dim=64)
+REDUCED_LLM = dict(hidden_size=128, num_attention_heads=2, num_key_value_heads=1, head_dim=64, intermediate_size=448)
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    """Model shapes and numerics of one benchmark run."""
+
+    full_size: bool
+    device: str
+    dtype: torch.dtype
+    temporal_layers: list[int] | None = None  # PVC temporal layers (None = all, the 8B default)
+    vision: dict = field(default_factory=dict)  # vision_config overrides
+    llm: dict = field(default_factory=dict)  # llm_config overrides
+
+    def describe(self) -> dict:
+        """Plain-dict description for the results."""
+        base = json.loads(FULL_CONFIG.read_text())
+        vision = {**{k: base["vision_config"][k] for k in ("hidden_size", "num_attention_heads", "intermediate_size",
+                                                            "num_hidden_layers", "image_size", "patch_size")},
+                  **self.vision}
+        llm = {**{k: base["llm_config"][k] for k in ("hidden_size", "num_attention_heads", "num_key_value_heads",
+                                                      "head_dim", "intermediate_size", "num_hidden_layers",
+                                                      "vocab_size")},
+               **self.llm}
+        return {"full_size": self.full_size, "device": self.device, "dtype": str(self.dtype).replace("torch.", ""),
+                "vision": vision, "llm": llm,
+                "temporal_layers": "all" if self.temporal_layers is None else self.temporal_layers}
+
+
+def make_spec(full_size: bool, device: str, temporal_layers: list[int] | None = None) -> BenchSpec:
+    """Full-size 8B shapes in bf16, or the reduced CPU shapes in fp32."""
+    if full_size:
+        return BenchSpec(True, device, torch.bfloat16, temporal_layers)
+    return BenchSpec(False, device, torch.float32, temporal_layers, dict(REDUCED_VISION), dict(REDUCED_LLM))
+
+
+def model_config(spec: BenchSpec, pvc: bool, llm_layers: int | None = None) -> PVCInternVLConfig:
+    """InternVL2 baseline (256 tokens per frame, no temporal modules) or PVC (64 tokens, temporal on).
+
+    ``llm_layers`` overrides the LLM depth (the vision-memory subprocess needs no language model).
+    """
+    raw = json.loads(FULL_CONFIG.read_text())
+    raw = {k: v for k, v in raw.items() if k not in ("architectures", "auto_map", "model_type", "transformers_version")}
+    raw["vision_config"] = {**raw["vision_config"], **spec.vision, "temporal_attn_layers": spec.temporal_layers}
+    raw["llm_config"] = {**raw["llm_config"], **spec.llm}
+    if llm_layers is not None:
+        raw["llm_config"]["num_hidden_layers"] = llm_layers
+    raw["dynamic_image_size"] = False
+    raw["prunevid"] = {}
+    if pvc:
+        raw.update(use_temporal=True, downsample_ratio=0.25, video_repeat_time=1)
+    else:
+        raw.update(use_temporal=False, downsample_ratio=0.5, video_repeat_time=1, image_repeat_time=1)
+    return PVCInternVLConfig(**raw)
+
+
+def prunevid_settings() -> PruneVidConfig:
+    """The paper defaults: tau .8, gamma .25, beta .5, k 7, selected_layer 10, alpha .4."""
+    return PruneVidConfig(enabled=True)
+
+
+def randomize_temporal(model: PVCInternVLChatModel, seed: int, std: float = TEMPORAL_STD) -> None:
+    """Give the zero-initialised PVC parameters (AdaLN modulation, temporal attention) random non-zero values,
+    so the temporal path really computes."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.vision_model.named_parameters():
+            if "temporal_attn" in name or "adaLN_modulation" in name or "time_embedder" in name:
+                param.copy_(torch.randn(param.shape, generator=generator, device="cpu") * std)
+
+
+@contextlib.contextmanager
+def _constructing_on(spec: BenchSpec) -> Iterator[None]:
+    """Create parameters directly on the target device and in the target dtype (no fp32 copy of 8B)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(spec.dtype)
+    try:
+        with torch.device(spec.device):
+            yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def build_pvc(spec: BenchSpec, seed: int = 0, llm_layers: int | None = None) -> PVCInternVLChatModel:
+    """The PVC model with random weights (seeded, so a subprocess rebuilds the same vision weights)."""
+    torch.manual_seed(seed)
+    with _constructing_on(spec):
+        model = PVCInternVLChatModel(model_config(spec, pvc=True, llm_layers=llm_layers)).eval()
+    randomize_temporal(model, seed + 1)
+    return model.to(device=spec.device, dtype=spec.dtype)
+
+
+def build_baseline(spec: BenchSpec, pvc: PVCInternVLChatModel, seed: int = 0) -> PVCInternVLChatModel:
+    """The InternVL2 baseline on the same random weights: the ViT blocks are copied from ``pvc`` and the
+    language model is the very same module (only ``mlp1`` differs in shape)."""
+    torch.manual_seed(seed + 2)
+    config = model_config(spec, pvc=False, llm_layers=1)  # its own LLM is replaced by the shared one
+    with _constructing_on(spec):
+        model = PVCInternVLChatModel(config).eval()
+    config.llm_config = copy.deepcopy(pvc.config.llm_config)
+    model.language_model = pvc.language_model
+    shared = {k: v for k, v in pvc.vision_model.state_dict().items() if k in model.vision_model.state_dict()}
+    model.vision_model.load_state_dict(shared)
+    return model.to(device=spec.device, dtype=spec.dtype)
+
+
+def synthetic_video(frames: int, size: int = 448, seed: int = 0) -> torch.Tensor:
+    """A clip ``(frames, 3, size, size)``: a smooth static background and two textured squares moving over it
+    (one horizontally, one vertically, wrapping at the border), plus a little sensor noise, so that
+    PruneVid stage 1 finds both static and dynamic tokens."""
+    generator = torch.Generator().manual_seed(seed)
+    background = F.interpolate(torch.randn(1, 3, 56, 56, generator=generator), size=(size, size), mode="bicubic")
+    video = background.repeat(frames, 1, 1, 1)
+    side, step = int(0.3 * size), size // 22
+    textures = [2.0 * torch.randn(3, side, side, generator=generator) for _ in range(2)]
+    for t in range(frames):
+        along = [(t * step) % (size - side), (t * step + size // 3) % (size - side)]
+        across = [(size - side) // 2, (size - side) // 5]
+        video[t, :, across[0] : across[0] + side, along[0] : along[0] + side] = textures[0]
+        video[t, :, along[1] : along[1] + side, across[1] : across[1] + side] = textures[1]
+    return video + 0.02 * torch.randn(video.shape, generator=generator)
+
+
+@dataclass(frozen=True)
+class PromptLayout:
+    """Token layout of one video prompt: text, per-frame ``Frame{i}: <img>...</img>`` wrappers, visual slots."""
+
+    visual_mask: torch.Tensor  # (1, S) bool
+
+    @property
+    def length(self) -> int:
+        """Prompt tokens."""
+        return int(self.visual_mask.shape[1])
+
+    @property
+    def visual_tokens(self) -> int:
+        """Visual tokens in the prompt."""
+        return int(self.visual_mask.sum())
+
+
+def video_prompt(frame_token_counts: list[int]) -> PromptLayout:
+    """Prompt layout with ``frame_token_counts[i]`` visual tokens in frame i's slot."""
+    pieces = [torch.zeros(PROMPT_PREFIX_TOKENS, dtype=torch.bool)]
+    for count in frame_token_counts:
+        pieces += [torch.zeros(FRAME_OPEN_TOKENS, dtype=torch.bool), torch.ones(int(count), dtype=torch.bool),
+                   torch.zeros(FRAME_CLOSE_TOKENS, dtype=torch.bool)]
+    pieces.append(torch.zeros(PROMPT_SUFFIX_TOKENS, dtype=torch.bool))
+    return PromptLayout(torch.cat(pieces)[None])
+
+
+def text_tokens(frames: int) -> int:
+    """Non-visual prompt tokens of a ``frames``-frame video prompt."""
+    return PROMPT_PREFIX_TOKENS + PROMPT_SUFFIX_TOKENS + frames * (FRAME_OPEN_TOKENS + FRAME_CLOSE_TOKENS)
+
+
+def sync(device: str) -> None:
+    """Wait for queued device work (no-op on CPU)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()

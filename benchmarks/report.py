@@ -1,0 +1,328 @@
+"""Write the benchmark results: ``results.json`` (raw + summary), ``results.md`` (tables) and ``results.png``.
+
+``python benchmarks/report.py benchmarks/results.json`` re-renders the Markdown and the plot from a saved
+JSON file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+import analysis as A  # noqa: E402
+import targets as T  # noqa: E402
+
+COLORS = {A.BASE: "tab:gray", A.PVC: "tab:blue", A.PRUNEVID: "tab:orange"}
+
+
+def summarize(results: dict) -> dict:
+    """All derived tables."""
+    samples = A.Samples.from_records(results["samples"])
+    model = A.cost_model(results, samples)
+    return {
+        "tokens": A.token_rows(results),
+        "prefill": A.prefill_rows(results, samples),
+        "decode": A.decode_rows(results, samples),
+        "vision_time": A.vision_rows(results, samples),
+        "stage1": A.stage1_rows(results, samples),
+        "vision_memory": A.memory_rows(results["vision_memory"]),
+        "package_oneshot_memory": A.package_oneshot_row(results["vision_memory"]) if results["vision_memory"] else None,
+        "extract_feature_memory": A.extract_feature_row(results["vision_memory"]) if results["vision_memory"] else None,
+        "cost_model": None if model is None else vars(model),
+    }
+
+
+def fmt(value, spec: str = ".3f") -> str:
+    """Format a number; '-' for missing values."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, spec)
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return [*lines, *("| " + " | ".join(row) + " |" for row in rows), ""]
+
+
+def setup_section(results: dict) -> list[str]:
+    """The shapes, configurations, inputs and method."""
+    models, settings = results["models"], results["settings"]
+    vision, llm, prompt = models["vision"], models["llm"], models["prompt"]
+    size = "full size (8B shapes)" if models["full_size"] else "reduced widths, real token and layer counts"
+    return [
+        "## Set-up", "",
+        f"- **Shapes: {size}, {models['dtype']}.** Vision: InternViT with {vision['num_hidden_layers']} layers, hidden "
+        f"{vision['hidden_size']}, {vision['num_attention_heads']} head(s), MLP {vision['intermediate_size']}, "
+        f"{vision['image_size']} px / patch {vision['patch_size']} = 1025 tokens per frame; PVC temporal attention in "
+        f"{models['temporal_layers']} layers, AdaLN in all. LLM: Llama with {llm['num_hidden_layers']} layers, hidden "
+        f"{llm['hidden_size']}, {llm['num_attention_heads']} heads / {llm['num_key_value_heads']} KV heads of "
+        f"{llm['head_dim']}, MLP {llm['intermediate_size']}, vocabulary {llm['vocab_size']}; SDPA attention.",
+        f"- **Configurations (same random weights).** InternVL2 baseline: {models['tokens_per_frame']['internvl2']} "
+        f"tokens per frame, `use_temporal=False`, `downsample_ratio=0.5`, `video_repeat_time=1`. PVC: "
+        f"{models['tokens_per_frame']['pvc']} tokens per frame, `use_temporal=True`, `downsample_ratio=0.25`, the "
+        f"zero-initialised temporal weights set to N(0, {models['temporal_weight_std']}²). PVC + PruneVid: "
+        + ", ".join(f"{k} {v}" for k, v in models["prunevid"].items() if k not in ("enable_stage1", "enable_stage2"))
+        + ". The baseline and PVC share the ViT blocks and the very same language model; only `mlp1` differs.",
+        "- **Inputs.** A synthetic video (smooth static background, two textured squares moving over it, light noise) "
+        "encoded by each configuration's vision model; the projected tokens it gives are the visual tokens of the LLM "
+        "timings and the input of PruneVid stage 1 (so segmentation and merging do real work). Text embeddings are "
+        f"random (the LLM cost does not depend on values): {prompt['prefix_tokens']} tokens before the video "
+        f"(template + system message), {prompt['suffix_tokens']} after it (question, options, assistant turn) and "
+        f"{prompt['frame_wrapper_tokens']} per frame for `Frame{{i}}: <img>…</img>\\n`.",
+        f"- **Method.** Every measurement is repeated {settings['repeats']} times "
+        f"({settings['large_repeats']} for the costliest, the baseline prefill at {max(settings['frames'])} frames), "
+        "interleaved (repeat, then frames, then configuration) after one warm-up "
+        "pass; tables show medians. Prefill = time to first token: `language_model(inputs_embeds=…, use_cache=True, "
+        "logits_to_keep=1)` for the dense models, `pruned_generate(…, max_new_tokens=1)` for PVC + PruneVid (stage 2 "
+        "included, stage 1 timed separately). Decode = median over all greedy steps of all runs "
+        f"({settings['decode_steps']} steps per run). Peak memory is measured for the vision encoder, in fresh "
+        "processes (see below).",
+        "",
+    ]
+
+
+def targets_section(rows: list[dict]) -> list[str]:
+    """The must-show targets and the reasons for each MISS."""
+    body = [[r["target"], r["goal"], r["measured"], f"**{r['status']}**"] for r in rows]
+    lines = ["## Targets", "", *table(["target", "goal", "measured", "status"], body)]
+    misses = [r for r in rows if r["reason"]]
+    if misses:
+        lines += ["Why each MISS happens (computed from the measurements):", ""]
+        lines += [f"- **{r['target']}**: {r['reason']}" for r in misses] + [""]
+    return lines
+
+
+def tokens_section(summary: dict) -> list[str]:
+    """Visual tokens and prompt lengths per frame count."""
+    body = [[str(r["frames"]), fmt(r["baseline_visual"], "d"), fmt(r["pvc_visual"], "d"), fmt(r["stage1_visual"], "d"),
+             fmt(r["stage2_visual"], "d"), fmt(r["stage1_kept_of_pvc"], ".1%"), fmt(r["stage2_kept_of_pvc"], ".1%"),
+             f"{fmt(r['baseline_prompt'], 'd')} / {fmt(r['pvc_prompt'], 'd')} / {fmt(r['stage1_prompt'], 'd')} → "
+             f"{fmt(r['stage2_prompt'], 'd')}", fmt(r["segments"], "d")] for r in summary["tokens"]]
+    return ["## Visual tokens", "",
+            *table(["frames", "InternVL2", "PVC", "PruneVid stage 1", "PruneVid stage 2 (kept)", "stage 1 / PVC",
+                    "stage 2 / PVC", "prompt tokens: InternVL2 / PVC / PruneVid (layers 0–M → after M)",
+                    "segments"], body)]
+
+
+def prefill_section(summary: dict) -> list[str]:
+    """Prefill times, measured and predicted ratios."""
+    body = [[str(r["frames"]), fmt(r["internvl2_s"], ".3f"), fmt(r["pvc_s"], ".3f"), fmt(r["pvc_prunevid_s"], ".4f"),
+             fmt(r["ratio_pvc"], ".4f"), fmt(r.get("predicted_pvc"), ".4f"), fmt(r.get("executed_pvc"), ".4f"),
+             fmt(r.get("predicted_8b_pvc"), ".4f"), fmt(r["ratio_pvc_prunevid"], ".4f"),
+             fmt(r.get("predicted_pvc_prunevid"), ".4f"), fmt(r.get("executed_pvc_prunevid"), ".4f"),
+             fmt(r.get("predicted_8b_pvc_prunevid"), ".4f"),
+             f"{fmt(r['internvl2_kv_mb'], '.0f')} / {fmt(r['pvc_kv_mb'], '.0f')} / "
+             f"{fmt(r['pvc_prunevid_kv_mb'], '.0f')}",
+             f"{r['internvl2_n']}/{r['pvc_n']}/{r['pvc_prunevid_n']}"] for r in summary["prefill"]]
+    lines = ["## LLM prefill (time to first token)", "",
+             "Ratios are over the InternVL2 baseline. *FLOPs* = the FastV estimate Σ_layers 4nd² + 2n²d + 2ndm "
+             "(prefill, LLM only; PruneVid: layers 0..M on the stage-1 length, the rest on the stage-2 length) with "
+             "this run's widths; *executed* = the multiply-adds this Llama really runs (GQA k/v projections, 3-matrix "
+             "SwiGLU MLP, causal attention ≈ n²/2 scores); *FLOPs 8B* = the FastV estimate for the same token counts "
+             "at the 8B widths (d 4096, m 14336). KV cache = "
+             "2 · layers · KV heads · head dim · tokens · bytes after prefill (PruneVid: the pruned cache).", "",
+             *table(["frames", "InternVL2 s", "PVC s", "PVC+PruneVid s", "PVC ratio", "FLOPs", "executed", "FLOPs 8B",
+                     "PruneVid ratio", "FLOPs", "executed", "FLOPs 8B", "KV cache MB (base/PVC/PV)", "runs"], body)]
+    model = summary["cost_model"]
+    if model:
+        lines += [f"Cost model fitted to the dense prefills (used to explain deviations): fixed "
+                  f"{model['fixed_s'] * 1e3:.1f} ms per call (16-token prompt), {model['per_linear_s'] * 1e12:.2f} ps "
+                  f"per linear FLOP, {model['per_attention_s'] * 1e12:.2f} ps per attention FLOP of the formula.", ""]
+    return lines
+
+
+def decode_section(summary: dict) -> list[str]:
+    """Decode time per token."""
+    body = [[str(r["frames"]), fmt(r["internvl2_ms"], ".2f"), fmt(r["pvc_ms"], ".2f"), fmt(r["pvc_prunevid_ms"], ".2f"),
+             fmt(r["pvc_same_loop_ms"], ".2f")] for r in summary["decode"]]
+    return ["## Decode time per token (ms, median step)", "",
+            "InternVL2 and PVC decode on the cache of the timed prefill with a loop doing the same per-step work as "
+            "`pruned_generate`; PVC + PruneVid decodes in `pruned_generate` (pruned cache). *PVC, same loop* runs PVC "
+            "through `pruned_generate` with alpha = 1 (every token kept): the like-for-like reference of target 4.", "",
+            *table(["frames", "InternVL2", "PVC", "PVC+PruneVid", "PVC, same loop"], body)]
+
+
+def vision_section(summary: dict) -> list[str]:
+    """Vision-encoder time."""
+    body = [[str(r["frames"]), fmt(r["internvl2_s"], ".2f"), fmt(r["pvc_s"], ".2f"),
+             fmt(r["internvl2_ms_per_frame"], ".0f"), fmt(r["pvc_ms_per_frame"], ".0f"),
+             f"{r['internvl2_n']}/{r['pvc_n']}"] for r in summary["vision_time"]]
+    return ["## Vision encoder time (all frames in one pass, incl. pixel shuffle + mlp1)", "",
+            *table(["frames", "InternVL2 s", "PVC s", "InternVL2 ms/frame", "PVC ms/frame", "runs"], body)]
+
+
+def memory_section(results: dict, summary: dict) -> list[str]:
+    """Vision-encoder peak memory and the package notes."""
+    rows = summary["vision_memory"]
+    if not rows:
+        return ["## Vision encoder peak memory", "", "Not measured (--skip-memory).", ""]
+    body = [[str(r["temporal_layers"]) + (" (8B default)" if r["setting"] == "all" else ""),
+             fmt(r["chunked_16_mb"], ".0f"), fmt(r["chunked_96_mb"], ".0f"), fmt(r["slope_mb"], ".2f"),
+             fmt(r["predicted_slope_mb"], ".2f"), fmt(r["predicted_slope_with_copy_mb"], ".2f"),
+             fmt(r["oneshot_16_mb"], ".0f"), fmt(r["oneshot_96_mb"], ".0f"), fmt(r["oneshot_slope_mb"], ".2f"),
+             fmt(r["oneshot_units"], ".1f"), fmt(r["reduction"], ".2f"), fmt(r["reduction_without_copy"], ".2f")]
+            for r in rows]
+    record = results["vision_memory"][0]
+    size = record["bytes_per_element"]
+    chunk = results["settings"]["chunk_frames"]
+    lines = ["## Vision encoder peak memory (PVC, fresh process per measurement)", "",
+             "Peak rise of the resident set during encoding over the resident set just before it (after model "
+             "construction, video creation and a one-frame warm-up), VmHWM reset through `/proc/self/clear_refs`, "
+             "with `MALLOC_MMAP_THRESHOLD_=65536` so freed tensors leave the resident set. Slope = (peak at 96 − "
+             "peak "
+             f"at 16 frames) / 80. Chunked = `encode_clips(video, T, chunk_frames={chunk})`; one-shot = all 96 "
+             "frames in one `vision_model.encode_chunk(…, cache=None)` + `project_frames` (no temporal cache is "
+             "kept). Predicted slope "
+             f"= 2 · L · S · C · bytes + projected output = 2 · L · {record['temporal_tokens_per_frame']} · "
+             f"{record['vision_hidden']} · {size} B + {record['output_bytes_per_frame'] / 1e3:.1f} kB per frame; "
+             "*+ 1 layer copy* adds one temporal layer's K/V per frame (what a cache grown by concatenation would "
+             "cost; the package writes into buffers sized for the clip, so the plain prediction should hold).", "",
+             *table(["L", "chunked 16 fr. MB", "chunked 96 fr. MB", "slope MB/frame", "predicted",
+                     "predicted + 1 layer copy", "one-shot 16 fr. MB", "one-shot 96 fr. MB", "one-shot slope",
+                     "one-shot hidden states / frame", "one-shot / chunked at 96", "same, without the copy"], body),
+             "One-shot encoding holds the activations of one block at its peak (hidden states, norm outputs, the "
+             "MLP intermediate and its GELU, the temporal layer's qkv, …; *hidden states / frame* = slope / (S · C · "
+             "bytes)), while chunked encoding keeps 2 · L hidden states per frame of temporal keys/values for the "
+             "rest of the clip.", ""]
+    package = summary["package_oneshot_memory"]
+    if package and package["extra_units"] > 0.5:
+        lines += ["**Package note.** One-shot `extract_feature` (no `chunk_frames`) as the package has it now peaks "
+                  "at "
+                  f"{package['oneshot_96_mb']:.0f} MB for 96 frames (L = {package['temporal_layers']}), not "
+                  f"{package['nocache_96_mb']:.0f} MB: it grows by {package['slope_mb']:.2f} MB per frame instead of "
+                  f"{package['nocache_slope_mb']:.2f}, i.e. {package['extra_units']:.1f} extra hidden states per frame "
+                  f"(the fused qkv of every temporal layer would be {package['qkv_units']:.1f}): `encode_clips` always "
+                  "keeps temporal keys/values it does not need for a single-chunk encode.", ""]
+    extract = summary["extract_feature_memory"]
+    if extract and extract["extra_per_frame_mb"] > 0.1 * extract["pixel_bytes_per_frame_mb"]:
+        lines += ["**Package note.** The public `extract_feature(…, chunk_frames=8)` peaks at "
+                  f"{extract['extract_96_mb']:.0f} MB for 96 frames (L = {extract['temporal_layers']}) where "
+                  f"`encode_clips` peaks at {extract['encode_clips_96_mb']:.0f} MB: "
+                  f"{extract['extra_per_frame_mb']:.2f} MB more per frame, the size of one input frame "
+                  f"({extract['pixel_bytes_per_frame_mb']:.2f} MB): "
+                  "the frames are copied before encoding.", ""]
+    return lines
+
+
+def stage1_section(summary: dict) -> list[str]:
+    """PruneVid stage-1 time."""
+    body = [[str(r["frames"]), fmt(r["stage1_s"] * 1e3, ".2f"), fmt(r["share_of_pvc_prefill"], ".2%"),
+             fmt(r["tokens_in"], "d"), fmt(r["tokens_out"], "d"), fmt(r["segments"], "d"), fmt(r["dpc_calls"], "d"),
+             str(r["n"])] for r in summary["stage1"]]
+    return ["## PruneVid stage 1 (`merge_video_tokens` on the projected PVC tokens)", "",
+            *table(["frames", "ms", "share of PVC prefill", "tokens in", "tokens out", "segments", "DPC calls", "runs"],
+                   body)]
+
+
+def conversion_section(conversion: dict) -> list[str]:
+    """The conversion memory benchmark, quoted."""
+    lines = ["## Conversion memory (`benchmarks/conversion_memory.py`)", ""]
+    if conversion.get("status") != "ok":
+        detail = conversion.get("reason", "")
+        return lines + [f"**{conversion.get('status', 'skipped')}**: {detail}", ""]
+    data = conversion["results"]
+    scalars = {k: v for k, v in data.items() if not isinstance(v, (dict, list))} if isinstance(data, dict) else {}
+    if scalars:
+        lines += table(["key", "value"], [[k, str(v)] for k, v in scalars.items()])
+    lines += [f"Ran in {conversion['seconds']:.0f} s (exit code {conversion['exit_code']}; its own verdict: "
+              f"`{conversion['stdout_tail'].strip().splitlines()[-1] if conversion['stdout_tail'].strip() else '-'}`). "
+              "Its JSON, quoted:", "", "```json",
+              json.dumps(data, indent=1, ensure_ascii=False)[:6000], "```", ""]
+    return lines
+
+
+def environment_section(env: dict) -> list[str]:
+    """Versions, hardware, invocation, machine load."""
+    rows = [[k, f"{v:.1%}" if k.endswith("cpu_share") or k.endswith("cpu_share_at_start") else
+             f"{v:.0f} s" if k == "wall_time_s" else str(v)] for k, v in env.items()]
+    return ["## Environment", "", *table(["", ""], rows)]
+
+
+def markdown(results: dict) -> str:
+    """The whole ``results.md``."""
+    env, summary = results["environment"], results["summary"]
+    device = env["gpu"] if env["device"].startswith("cuda") else (
+        f"CPU ({env['cpu']}, {env['threads']} threads) — no GPU in this run, so the `--device cuda --full-size` "
+        "path (8B shapes, bf16) was not run")
+    share = env.get("other_processes_cpu_share")
+    load = "" if share is None else (f" Other processes used {share:.0%} of the machine's CPU time during the run "
+                                     "(timings are medians of interleaved repeats to soften that).")
+    lines = ["# PVC-InternVL benchmark results", "",
+             f"Generated by `python {env['command']}` on {env['date']} in {env['wall_time_s']:.0f} s. Device: {device}."
+             + load, "", *targets_section(results["targets"]), *setup_section(results), *tokens_section(summary),
+             *prefill_section(summary), *decode_section(summary), *vision_section(summary),
+             *memory_section(results, summary), *stage1_section(summary),
+             *conversion_section(results["conversion_memory"]), *environment_section(env)]
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: pathlib.Path) -> None:
+    """Time (prefill, vision) and LLM tokens vs. frames for each configuration."""
+    summary = results["summary"]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    frames = [r["frames"] for r in summary["prefill"]]
+    for config in (A.BASE, A.PVC, A.PRUNEVID):
+        axes[0].plot(frames, [r[f"{config}_s"] for r in summary["prefill"]], "o-", color=COLORS[config],
+                     label=A.LABELS[config])
+    axes[0].set(title="LLM prefill (time to first token)", ylabel="seconds", yscale="log")
+    vision = summary["vision_time"]
+    for config in (A.BASE, A.PVC):
+        axes[1].plot([r["frames"] for r in vision], [r[f"{config}_s"] for r in vision], "o-", color=COLORS[config],
+                     label=A.LABELS[config])
+    axes[1].set(title="Vision encoder", ylabel="seconds")
+    tokens = summary["tokens"]
+    xs = [r["frames"] for r in tokens]
+    axes[2].plot(xs, [r["baseline_prompt"] for r in tokens], "o-", color=COLORS[A.BASE], label=A.LABELS[A.BASE])
+    axes[2].plot(xs, [r["pvc_prompt"] for r in tokens], "o-", color=COLORS[A.PVC], label=A.LABELS[A.PVC])
+    axes[2].plot(xs, [r["stage1_prompt"] for r in tokens], "o--", color=COLORS[A.PRUNEVID],
+                 label="PVC + PruneVid, layers 0..M")
+    axes[2].plot(xs, [r["stage2_prompt"] for r in tokens], "o-", color=COLORS[A.PRUNEVID],
+                 label="PVC + PruneVid, after layer M")
+    axes[2].set(title="LLM prompt tokens", ylabel="tokens", yscale="log")
+    shapes = "8B shapes" if results["models"]["full_size"] else "reduced widths"
+    for ax in axes:
+        ax.set_xlabel("frames")
+        ax.set_xticks(frames)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    device = results["environment"]["gpu"] if results["models"]["device"] != "cpu" else "CPU"
+    fig.suptitle(f"PVC-InternVL, {shapes}, {device} (medians)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _finite(value):
+    """NaN -> None, recursively, so the JSON file is strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_reports(results: dict, base: pathlib.Path) -> list[pathlib.Path]:
+    """Add the summary and targets to ``results`` and write ``base``.json / .md / .png."""
+    results["summary"] = summarize(results)
+    results["targets"] = T.targets(results)
+    paths = [base.with_suffix(".json"), base.with_suffix(".md"), base.with_suffix(".png")]
+    base.parent.mkdir(parents=True, exist_ok=True)
+    paths[0].write_text(json.dumps(_finite(results), indent=1, default=float, allow_nan=False) + "\n")
+    paths[1].write_text(markdown(results) + "\n")
+    plot(results, paths[2])
+    return paths
+
+
+if __name__ == "__main__":
+    saved = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else pathlib.Path(__file__).with_name("results.json"))
+    write_reports(json.loads(saved.read_text()), saved.with_suffix(""))

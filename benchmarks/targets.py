@@ -1,0 +1,183 @@
+"""The must-show targets: measured value, PASS/MISS, and for a MISS a reason computed from the measurements."""
+
+from __future__ import annotations
+
+import math
+
+from analysis import (BASE, FULL_LLM, PRUNEVID, PVC, CostModel, LLMShape, Samples, cost_model, dense_flops, iqr,
+                      llm_shape, max_layers_for_reduction, median, memory_rows, prefill_rows, pruned_lengths, slope,
+                      stage1_rows, token_rows)
+
+RATIO_BAND = 0.10  # measured ratio must lie within 10% of the FLOPs-predicted ratio
+SLOPE_BAND = 0.15  # a memory slope is "explained" within 15% of its prediction
+
+
+def explain_ratio(name: str, measured: float, predicted: float, executed: float, lengths: list[int],
+                  base_tokens: int, measured_s: float, model: CostModel, shape: LLMShape, pruned: bool) -> str:
+    """Why a measured prefill ratio differs from the FLOPs ratio: the work the model really executes, the
+    CPU's different speed per linear and per attention FLOP, and the fixed cost per call (all computed)."""
+    base_lengths = [base_tokens] * shape.layers
+    fitted = model.seconds(lengths, shape) / model.seconds(base_lengths, shape)
+    no_fixed = model.seconds(lengths, shape, fixed=False) / model.seconds(base_lengths, shape, fixed=False)
+    unexplained = measured_s - model.seconds(lengths, shape)
+    speed = model.per_linear_s / model.per_attention_s if model.per_attention_s > 0 else math.inf
+    return (
+        f"{name}: measured {measured:.4f} vs FastV FLOPs {predicted:.4f} ({measured / predicted - 1:+.0%}). "
+        f"(a) The formula assumes multi-head k/v projections (4nd²), a 2-matrix MLP (2ndm) and full attention "
+        f"(2n²d); this Llama executes GQA k/v, a 3-matrix SwiGLU MLP and causal SDPA (about n²d): counting "
+        f"those multiply-adds gives {executed:.4f} ({measured / executed - 1:+.0%} from measured). "
+        f"(b) Fitted to all dense prefills, this CPU spends {speed:.1f}x more time per linear FLOP of the formula "
+        f"than per attention FLOP (small-width GEMMs and the memory-bound norms, SiLU, residuals and RoPE that "
+        f"scale with n·d), plus a fixed {model.fixed_s * 1e3:.0f} ms per call (16-token prompt; "
+        f"{model.fixed_s / measured_s:.0%} of this prefill); that model predicts {fitted:.4f} "
+        f"({measured / fitted - 1:+.0%} from measured; {no_fixed:.4f} without the fixed cost) and leaves "
+        f"{unexplained * 1e3:+.0f} ms of this prefill unexplained"
+        + (" (the stage-2 scoring, gathers and mask rebuild)" if pruned else "") + ". "
+        "What would fix it: weigh the FLOP terms with this machine's measured costs (the fitted "
+        "model), or measure where GEMMs run at full speed and the fixed cost vanishes: the 8B widths on a GPU "
+        "(`--device cuda --full-size`), for which the FastV ratio is the *FLOPs 8B* column."
+    )
+
+
+def explain_decode(pruned_s: float, dense_s: float, pruned_len: int, dense_len: int,
+                   slope_s_per_token: float, spread_s: float) -> str:
+    """Why PruneVid decoding is not faster: predicted saving from the cache-length slope vs the noise."""
+    saving = slope_s_per_token * (dense_len - pruned_len)
+    return (
+        f"the pruned cache holds {pruned_len} tokens instead of {dense_len}; the dense decode times give "
+        f"{slope_s_per_token * 1e9:.1f} ns per cached token, i.e. a predicted saving of {saving * 1e3:.3f} ms per "
+        f"token, against a measured difference of {(pruned_s - dense_s) * 1e3:+.3f} ms and a spread (interquartile "
+        f"range of the steps) of {spread_s * 1e3:.3f} ms: the per-step cost is dominated by the fixed work of the "
+        f"layers at this width, so the shorter cache cannot show; longer videos or the full-size model make the "
+        f"cache term larger."
+    )
+
+
+def _target(name: str, goal: str, measured: str, ok: bool | None, reason: str = "") -> dict:
+    status = "not measured" if ok is None else ("PASS" if ok else "MISS")
+    return {"target": name, "goal": goal, "measured": measured, "status": status, "reason": reason}
+
+
+def ratio_targets(results: dict, samples: Samples, frames: int) -> list[dict]:
+    """Target 1: prefill ratios at ``frames`` frames against their bounds and FLOPs predictions."""
+    row = next((r for r in prefill_rows(results, samples) if r["frames"] == frames), None)
+    model, shape = cost_model(results, samples), llm_shape(results)
+    layer = results["models"]["prunevid"]["selected_layer"]
+    out = []
+    for key, bound, label in (("pvc", 0.27, "PVC / baseline"), ("pvc_prunevid", 0.12, "PVC+PruneVid / baseline")):
+        goal = f"≤ {bound} and within {RATIO_BAND:.0%} of FLOPs ratio"
+        if row is None or f"predicted_{key}" not in row:
+            out.append(_target(f"1. LLM prefill {label} at {frames} frames", goal, "-", None))
+            continue
+        measured, predicted = row[f"ratio_{key}"], row[f"predicted_{key}"]
+        ok_bound, ok_band = measured <= bound, abs(measured / predicted - 1) <= RATIO_BAND
+        text = f"{measured:.4f} (FLOPs {predicted:.4f}, {measured / predicted - 1:+.1%})"
+        reason = ""
+        if not (ok_bound and ok_band) and model is not None:
+            tok = next(t for t in token_rows(results) if t["frames"] == frames)
+            lengths = ([tok["pvc_prompt"]] * shape.layers if key == "pvc"
+                       else pruned_lengths(tok["stage1_prompt"], tok["stage2_prompt"], layer, shape.layers))
+            reason = ("" if ok_bound else f"above the {bound} bound. ") + explain_ratio(
+                label, measured, predicted, row[f"executed_{key}"], lengths, tok["baseline_prompt"], row[f"{key}_s"],
+                model, shape, pruned=key == PRUNEVID)
+        out.append(_target(f"1. LLM prefill {label} at {frames} frames", goal, text, ok_bound and ok_band, reason))
+    return out
+
+
+def stage1_target(results: dict, samples: Samples, frames: int) -> dict:
+    """Target 2: stage-1 time against 3% of the PVC prefill."""
+    row = next((r for r in stage1_rows(results, samples) if r["frames"] == frames), None)
+    name, goal = f"2. PruneVid stage 1 / PVC prefill at {frames} frames", "≤ 3%"
+    if row is None or math.isnan(row["share_of_pvc_prefill"]):
+        return _target(name, goal, "-", None)
+    share = row["share_of_pvc_prefill"]
+    reason = ""
+    if share > 0.03:
+        tok = next(t for t in token_rows(results) if t["frames"] == frames)
+        shape = llm_shape(results)
+        growth = dense_flops(tok["pvc_prompt"], FULL_LLM) / dense_flops(tok["pvc_prompt"], shape)
+        width = FULL_LLM.hidden / shape.hidden
+        reason = (f"stage 1 took {row['stage1_s'] * 1e3:.1f} ms for {row['dpc_calls']} DPC-kNN calls "
+                  f"({row['stage1_s'] / row['dpc_calls'] * 1e3:.2f} ms each, small per-call work); at the 8B "
+                  "widths the "
+                  f"PVC prefill has {growth:.0f}x the FLOPs while stage 1 grows at most {width:.0f}x (its D-channel "
+                  f"distances and means), so its share would be about {share * width / growth:.2%}.")
+    return _target(name, goal, f"{share:.2%} ({row['stage1_s'] * 1e3:.1f} ms vs "
+                   f"{samples.median('prefill_s', PVC, frames) * 1e3:.0f} ms)", share <= 0.03, reason)
+
+
+def memory_targets(records: list[dict]) -> list[dict]:
+    """Target 3, one line per temporal-layer count."""
+    rows = memory_rows(records)
+    goal = "slope explained; ≥ 3x below one-shot at 96 frames"
+    if not rows:
+        return [_target("3. chunked vision-encoder memory", goal, "-", None)]
+    smallest = min(rows, key=lambda r: r["temporal_layers"])
+    limit, limit_prealloc = max_layers_for_reduction(smallest, True), max_layers_for_reduction(smallest, False)
+    out = []
+    for row in rows:
+        layers = row["temporal_layers"]
+        kv_only = abs(row["slope_mb"] / row["predicted_slope_mb"] - 1) <= SLOPE_BAND
+        with_copy = abs(row["slope_mb"] / row["predicted_slope_with_copy_mb"] - 1) <= SLOPE_BAND
+        explained = ("explained by the kept K/V" if kv_only else
+                     "explained by the kept K/V plus one layer's copy while the cache grows" if with_copy else
+                     "NOT explained by the kept K/V")
+        ok = row["reduction"] >= 3.0 and (kv_only or with_copy)
+        measured = (f"slope {row['slope_mb']:.2f} MB/frame (predicted {row['predicted_slope_mb']:.2f}; {explained}); "
+                    f"96 frames: chunked {row['chunked_96_mb']:.0f} MB vs one-shot {row['oneshot_96_mb']:.0f} MB "
+                    f"= {row['reduction']:.2f}x smaller")
+        reason = ""
+        if not ok:
+            reason = (f"chunked encoding keeps 2·L = {2 * layers} hidden states of K/V per frame "
+                      f"({row['slope_mb']:.2f} MB measured) while one-shot encoding holds about "
+                      f"{row['oneshot_units']:.1f} per frame at its peak ({row['oneshot_slope_mb']:.2f} MB measured, "
+                      f"no grad). Extrapolated from the L = {smallest['temporal_layers']} runs, the 3x target holds "
+                      f"for L ≤ {limit_prealloc} temporal layers" + (" (none)" if limit_prealloc < 1 else "") +
+                      " (chunk of 8 frames): the kept keys/values of more temporal layers outweigh the one-shot "
+                      "activations they replace. What would fix it: fewer temporal layers (the paper's \"last L "
+                      "layers\"; the real L is unknown until the PVC checkpoint is inspected), or a comparison "
+                      "against one-shot encoding with eager attention or with gradients, which hold far more per frame.")
+            if with_copy and not kv_only:
+                reason += (f" The slope exceeds the K/V prediction by {row['extra_layers_of_kv']:.2f} layers of K/V: "
+                           "the old and the new cache of one layer coexist while it grows; without that copy "
+                           "chunked encoding would peak at "
+                           f"{row['chunked_96_without_copy_mb']:.0f} MB, {row['reduction_without_copy']:.2f}x below "
+                           "one-shot.")
+        out.append(_target(f"3. chunked vision memory, L = {layers} temporal layers"
+                           + (" (8B default)" if row["setting"] == "all" else ""), goal, measured, ok, reason))
+    return out
+
+
+def decode_target(results: dict, samples: Samples, frames: int) -> dict:
+    """Target 4: PruneVid decode per token against PVC decoded by the same loop."""
+    name, goal = f"4. decode per token, PVC+PruneVid vs PVC at {frames} frames", "not slower"
+    pruned, dense = samples.get("decode_step_s", PRUNEVID, frames), samples.get("decode_same_loop_step_s", PVC, frames)
+    if not pruned or not dense:
+        return _target(name, goal, "-", None)
+    ok = median(pruned) <= median(dense)
+    text = f"{median(pruned) * 1e3:.2f} ms vs {median(dense) * 1e3:.2f} ms ({median(pruned) / median(dense):.3f}x)"
+    reason = ""
+    if not ok:
+        tok = next(t for t in token_rows(results) if t["frames"] == frames)
+        points = [(t[key], samples.median("decode_step_s", config, t["frames"])) for t in token_rows(results)
+                  for config, key in ((BASE, "baseline_prompt"), (PVC, "pvc_prompt"))]
+        points = [p for p in points if not math.isnan(p[1])]
+        reason = explain_decode(median(pruned), median(dense), tok["stage2_prompt"], tok["pvc_prompt"],
+                                slope(points), max(iqr(pruned), iqr(dense)))
+    return _target(name, goal, text, ok, reason)
+
+
+def wall_time_target(results: dict) -> dict:
+    """Target 5: the whole command under 15 minutes."""
+    seconds = results["environment"]["wall_time_s"]
+    reason = "" if seconds < 900 else "reduce --repeats or --frames, or widths in benchmarks/harness.py"
+    return _target("5. whole command wall time", "< 900 s (15 min)", f"{seconds:.0f} s", seconds < 900, reason)
+
+
+def targets(results: dict) -> list[dict]:
+    """Every must-show target with its measured value, PASS/MISS and a computed reason for a MISS."""
+    samples = Samples.from_records(results["samples"])
+    frames = results["settings"]["target_frames"]
+    return [*ratio_targets(results, samples, frames), stage1_target(results, samples, frames),
+            *memory_targets(results["vision_memory"]), decode_target(results, samples, frames),
+            wall_time_target(results)]
