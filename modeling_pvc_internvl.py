@@ -412,9 +412,6 @@ class TemporalCache:
     def layer(self, index: int) -> TemporalKV:
         return self.layers.setdefault(index, TemporalKV(self.capacity))
 
-    def nbytes(self) -> int:
-        return sum(kv.keys.numel() * kv.keys.element_size() * 2 for kv in self.layers.values() if kv.keys is not None)
-
 
 class PVCInternVisionModel(PVCInternVisionPreTrainedModel):
     """InternViT encoder with PVC temporal modules.
