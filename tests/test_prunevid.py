@@ -481,17 +481,23 @@ def test_stage2_matches_slow_reference(kind):
     assert (full - stats["logits"][0, 0]).abs().max() > 1e-3
 
 
-def test_alpha_one_equals_plain_generate():
-    lm = _tiny_lm("llama")
-    rows = [_prompt(4, [10, 5, 5], 6, seed=2), _prompt(2, [6, 6], 4, seed=3)]
+def _left_pad(rows: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Left-pad ``(embeds [1, S, D], visual_mask [S])`` prompts into batch embeds, attention mask and visual mask."""
     length = max(e.shape[1] for e, _ in rows)
-    embeds = torch.zeros(2, length, HIDDEN)
-    mask = torch.zeros(2, length, dtype=torch.long)
-    visual = torch.zeros(2, length, dtype=torch.bool)
+    embeds = torch.zeros(len(rows), length, HIDDEN)
+    mask = torch.zeros(len(rows), length, dtype=torch.long)
+    visual = torch.zeros(len(rows), length, dtype=torch.bool)
     for b, (e, v) in enumerate(rows):
         embeds[b, length - e.shape[1] :] = e[0]
         mask[b, length - e.shape[1] :] = 1
         visual[b, length - e.shape[1] :] = v
+    return embeds, mask, visual
+
+
+def test_alpha_one_equals_plain_generate():
+    lm = _tiny_lm("llama")
+    rows = [_prompt(4, [10, 5, 5], 6, seed=2), _prompt(2, [6, 6], 4, seed=3)]
+    embeds, mask, visual = _left_pad(rows)
     ids, stats = pv.pruned_generate(
         lm, embeds, mask, visual, [[10, 5, 5], [6, 6]], selected_layer=1, alpha=1.0, max_new_tokens=6,
         eos_token_id=127, pad_token_id=0, return_logits=True,
@@ -509,14 +515,7 @@ def test_left_padded_batch_equals_rows_alone():
     lm = _tiny_lm("llama")
     specs = [(4, [8, 7, 7, 7], 6, 4), (3, [4, 8, 8], 9, 5), (12, [], 0, 6)]
     rows = [_prompt(p, g, s, seed) for p, g, s, seed in specs]
-    length = max(e.shape[1] for e, _ in rows)
-    embeds = torch.zeros(3, length, HIDDEN)
-    mask = torch.zeros(3, length, dtype=torch.long)
-    visual = torch.zeros(3, length, dtype=torch.bool)
-    for b, (e, v) in enumerate(rows):
-        embeds[b, length - e.shape[1] :] = e[0]
-        mask[b, length - e.shape[1] :] = 1
-        visual[b, length - e.shape[1] :] = v
+    embeds, mask, visual = _left_pad(rows)
     groups = [g for _, g, _, _ in specs]
     kw = dict(selected_layer=2, alpha=0.4, max_new_tokens=6, eos_token_id=None, pad_token_id=0, return_logits=True)
     ids, stats = pv.pruned_generate(lm, embeds, mask, visual, groups, **kw)
@@ -577,14 +576,7 @@ def test_eos_padding_min_new_tokens_streamer_sampling():
 def test_batch_row_finished_is_padded():
     lm = _tiny_lm("llama")
     rows = [_prompt(2, [6, 6], 4, seed=11), _prompt(3, [5, 5, 5], 3, seed=12)]
-    length = max(e.shape[1] for e, _ in rows)
-    embeds = torch.zeros(2, length, HIDDEN)
-    mask = torch.zeros(2, length, dtype=torch.long)
-    visual = torch.zeros(2, length, dtype=torch.bool)
-    for b, (e, v) in enumerate(rows):
-        embeds[b, length - e.shape[1] :] = e[0]
-        mask[b, length - e.shape[1] :] = 1
-        visual[b, length - e.shape[1] :] = v
+    embeds, mask, visual = _left_pad(rows)
     kw = dict(selected_layer=0, alpha=0.5, max_new_tokens=6, pad_token_id=99)
     base, _ = pv.pruned_generate(lm, embeds, mask, visual, [[6, 6], [5, 5, 5]], eos_token_id=None, **kw)
     eos = base[0, 1].item()
