@@ -348,8 +348,10 @@ class PVCInternVLConfig(PretrainedConfig):
         mlp_add_ops (`str`, *optional*): extra projector operations; only None is supported.
         max_clip_frames (`int`, *optional*): cut a video into independent temporal clips of at most
             this many frames (None = the whole video is one clip).
-        vision_chunk_frames (`int`, *optional*): encode a clip this many frames at a time, carrying the
-            temporal keys/values forward (exact; bounds memory). None = all frames at once.
+        vision_chunk_frames (`int`, *optional*): run the vision blocks one after the other, each on this
+            many frames of a clip at a time, the temporal layers reading the earlier frames' keys/values
+            from a store (exact; about 3 hidden states per frame instead of about 11). None = all frames
+            at once.
         img_context_token_id (`int`, *optional*): token id of ``<IMG_CONTEXT>``.
         system_message (`str`, *optional*): overrides the template's system message.
         prunevid (`dict` or `PruneVidConfig`): PruneVid settings (off by default).

@@ -10,7 +10,7 @@ what plain InternViT computes. The language model is a native transformers causa
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -379,13 +379,18 @@ class PVCInternVisionPreTrainedModel(PreTrainedModel):
 
 class TemporalKV:
     """Keys and values of one temporal-attention layer for the frames encoded so far, in buffers sized
-    for the whole clip on first use (so growing them never copies)."""
+    for the whole clip on first use (so growing them never copies). Chunked encoding runs layer by layer
+    and shares one store between all temporal layers (``reset`` before each)."""
 
     def __init__(self, capacity: int):
         self.capacity = capacity
         self.length = 0
         self.keys: torch.Tensor | None = None
         self.values: torch.Tensor | None = None
+
+    def reset(self) -> None:
+        """Forget the stored frames (the buffers are kept and overwritten)."""
+        self.length = 0
 
     def append(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store ``(N, H, t, D)`` new keys/values; return views of all stored ones ``(N, H, P + t, D)``."""
@@ -401,16 +406,10 @@ class TemporalKV:
         return self.keys[:, :, :end], self.values[:, :, :end]
 
 
-@dataclass
-class TemporalCache:
-    """Temporal keys/values of every temporal layer for the clips being encoded chunk by chunk."""
-
-    capacity: int  # frames per clip
-    layers: dict = field(default_factory=dict)  # layer index -> TemporalKV
-    num_frames: int = 0
-
-    def layer(self, index: int) -> TemporalKV:
-        return self.layers.setdefault(index, TemporalKV(self.capacity))
+def frame_spans(clip_len: int, chunk_frames: int | None) -> list[tuple[int, int]]:
+    """``[(start, end), ...]`` covering ``clip_len`` frames ``chunk_frames`` at a time (one span if None)."""
+    chunk = clip_len if not chunk_frames else min(int(chunk_frames), clip_len)
+    return [(start, min(start + chunk, clip_len)) for start in range(0, clip_len, chunk)]
 
 
 class PVCInternVisionModel(PVCInternVisionPreTrainedModel):
@@ -436,44 +435,70 @@ class PVCInternVisionModel(PVCInternVisionPreTrainedModel):
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings.patch_embedding
 
-    def encode_chunk(
+    def _time_embedding(self, clip_len: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
+        """Per-position time embedding of a clip ``(clip_len, C)``, or None without AdaLN."""
+        if self.time_embedder is None:
+            return None
+        return self.time_embedder(torch.arange(clip_len, device=device), clip_len).to(dtype)
+
+    def encode(
         self,
         pixel_values: torch.Tensor,
         clip_len: int,
         num_layers: int | None = None,
-        cache: TemporalCache | None = None,
-        total_clip_len: int | None = None,
+        chunk_frames: int | None = None,
         output_hidden_states: bool = False,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
-        """Encode ``clip_len`` new frames of every clip.
+        """Encode whole clips.
+
+        Without ``chunk_frames`` every block sees all frames at once. With it, the blocks run one after the
+        other, each over ``chunk_frames`` frames of every clip at a time in time order; a temporal layer
+        writes the keys/values of each chunk into a store the later chunks read (one store, reused by
+        every layer). The result is the same; the memory that grows with the clip length is the residual
+        stream plus one layer's temporal keys/values (about 3 hidden states per frame instead of about 11).
 
         Args:
             pixel_values: ``(n_clips * clip_len, 3, H, W)``, clip-major.
-            clip_len: new frames per clip in this call.
+            clip_len: frames per clip.
             num_layers: run only the first ``num_layers`` blocks (for ``select_layer``).
-            cache: temporal keys/values of the clips' earlier frames; updated in place.
-            total_clip_len: full clip length (for ``time_input="normalized"``).
+            chunk_frames: frames of every clip per step (None = all at once).
         Returns:
             The hidden state after block ``num_layers`` ``(n_clips * clip_len, S, C)`` and, if asked, all
             hidden states ``(embeddings, block 1, ...)``.
         """
-        num_layers = len(self.encoder.layers) if num_layers is None else num_layers
-        hidden = self.embeddings(pixel_values)
-        time_emb = None
-        if self.time_embedder is not None:
-            offset = cache.num_frames if cache is not None else 0
-            frame_index = torch.arange(clip_len, device=hidden.device) + offset
-            per_frame = self.time_embedder(frame_index, total_clip_len or clip_len)  # (clip_len, C)
-            time_emb = per_frame.repeat(hidden.shape[0] // clip_len, 1).to(hidden.dtype)
-        states = [hidden] if output_hidden_states else None
-        for index, layer in enumerate(self.encoder.layers[:num_layers]):
-            store = cache.layer(index) if cache is not None and layer.temporal_attn is not None else None
-            hidden = layer(hidden, time_emb, clip_len, store)
+        if pixel_values.shape[0] % clip_len != 0:
+            raise ValueError(f"{pixel_values.shape[0]} frames do not split into clips of {clip_len} frames")
+        n_clips = pixel_values.shape[0] // clip_len
+        layers = self.encoder.layers[: len(self.encoder.layers) if num_layers is None else num_layers]
+        spans = frame_spans(clip_len, chunk_frames)
+        pixels = pixel_values.view(n_clips, clip_len, *pixel_values.shape[1:])
+        hidden = None  # (n_clips, clip_len, S, C)
+        for start, end in spans:
+            part = self.embeddings(pixels[:, start:end].flatten(0, 1)).unflatten(0, (n_clips, end - start))
+            if len(spans) == 1:
+                hidden = part
+                break
+            if hidden is None:
+                hidden = part.new_empty(n_clips, clip_len, *part.shape[2:])
+            hidden[:, start:end] = part
+        per_frame = self._time_embedding(clip_len, hidden.device, hidden.dtype)
+        keep = (lambda h: h.flatten(0, 1).clone()) if len(spans) > 1 else (lambda h: h.flatten(0, 1))
+        states = [keep(hidden)] if output_hidden_states else None
+        store = TemporalKV(clip_len) if len(spans) > 1 else None
+        for layer in layers:
+            if store is not None:
+                store.reset()
+            for start, end in spans:
+                time_emb = None if per_frame is None else per_frame[start:end].repeat(n_clips, 1)
+                layer_store = store if layer.temporal_attn is not None else None
+                out = layer(hidden[:, start:end].flatten(0, 1), time_emb, end - start, layer_store)
+                if len(spans) == 1:
+                    hidden = out.unflatten(0, (n_clips, clip_len))
+                else:
+                    hidden[:, start:end] = out.unflatten(0, (n_clips, end - start))
             if states is not None:
-                states.append(hidden)
-        if cache is not None:
-            cache.num_frames += clip_len
-        return hidden, (tuple(states) if states is not None else None)
+                states.append(keep(hidden))
+        return hidden.flatten(0, 1), (tuple(states) if states is not None else None)
 
     def forward(
         self,
@@ -483,9 +508,7 @@ class PVCInternVisionModel(PVCInternVisionPreTrainedModel):
         return_dict: bool = True,
     ) -> BaseModelOutput | tuple:
         """Encode whole clips at once. ``pixel_values`` ``(n_clips * clip_len, 3, H, W)``."""
-        if pixel_values.shape[0] % clip_len != 0:
-            raise ValueError(f"{pixel_values.shape[0]} frames do not split into clips of {clip_len} frames")
-        last, states = self.encode_chunk(pixel_values, clip_len, output_hidden_states=output_hidden_states)
+        last, states = self.encode(pixel_values, clip_len, output_hidden_states=output_hidden_states)
         if not return_dict:
             return (last, states)
         return BaseModelOutput(last_hidden_state=last, hidden_states=states)
@@ -601,23 +624,20 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
     def encode_clips(self, frames: torch.Tensor, clip_len: int, chunk_frames: int | None = None) -> torch.Tensor:
         """Encode clips and project them: ``(n_clips * clip_len, 3, S, S)`` -> ``(n_clips, clip_len, L, D)``.
 
-        With ``chunk_frames``, every clip is encoded ``chunk_frames`` frames at a time, carrying the
-        temporal keys/values forward (same result as one pass; memory grows only by those keys/values).
+        With ``chunk_frames`` the vision model runs layer by layer on ``chunk_frames`` frames of every clip
+        at a time (same result as one pass, less memory; see ``PVCInternVisionModel.encode``), and the
+        projection too.
         """
         n_clips = frames.shape[0] // clip_len
-        frames = frames.view(n_clips, clip_len, *frames.shape[1:])
-        chunk = clip_len if not chunk_frames else min(int(chunk_frames), clip_len)
-        cache = TemporalCache(capacity=clip_len) if chunk < clip_len else None  # one pass keeps no keys/values
-        depth = self._vision_depth()
-        outputs = []
-        for start in range(0, clip_len, chunk):
-            part = frames[:, start : start + chunk]
-            length = part.shape[1]
-            hidden, _ = self.vision_model.encode_chunk(
-                part.reshape(-1, *frames.shape[2:]), length, depth, cache, total_clip_len=clip_len
-            )
-            outputs.append(self.project_frames(hidden).view(n_clips, length, -1, self.config.llm_config.hidden_size))
-        return torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]
+        hidden, _ = self.vision_model.encode(frames, clip_len, self._vision_depth(), chunk_frames)
+        hidden = hidden.view(n_clips, clip_len, *hidden.shape[1:])
+        out = None
+        for start, end in frame_spans(clip_len, chunk_frames):
+            part = self.project_frames(hidden[:, start:end].flatten(0, 1)).unflatten(0, (n_clips, end - start))
+            if out is None:
+                out = part.new_empty(n_clips, clip_len, *part.shape[2:])
+            out[:, start:end] = part
+        return out
 
     def _check_pixels(self, pixel_values: torch.Tensor) -> None:
         size = self.config.image_size

@@ -116,11 +116,22 @@ def iqr(values: list[float]) -> float:
     return float(q3 - q1)
 
 
+def hidden_state_bytes(record: dict) -> float:
+    """One hidden state of one frame: S * C * bytes."""
+    return record["tokens_per_frame"] * record["vision_hidden"] * record["bytes_per_element"]
+
+
+def kv_layer_bytes(record: dict) -> float:
+    """Keys + values of one temporal layer for one frame: 2 * S' * C * bytes."""
+    return 2 * record["temporal_tokens_per_frame"] * record["vision_hidden"] * record["bytes_per_element"]
+
+
 def predicted_chunk_slope(record: dict) -> float:
-    """Predicted per-frame memory of chunked encoding: 2 * L * S * C * bytes (temporal keys/values kept)
-    plus the per-frame projected output."""
-    kv = 2 * record["temporal_layers"] * record["temporal_tokens_per_frame"] * record["vision_hidden"]
-    return kv * record["bytes_per_element"] + record["output_bytes_per_frame"]
+    """Predicted per-frame memory of chunked (layer-by-layer) encoding: the residual stream of every frame
+    plus, while a temporal layer runs, its keys/values of every frame (one store, reused by each layer);
+    after the last layer the projected output takes the keys/values' place."""
+    kv = kv_layer_bytes(record) if record["temporal_layers"] else 0.0
+    return hidden_state_bytes(record) + max(kv, record["output_bytes_per_frame"])
 
 
 def activation_units(bytes_per_frame: float, record: dict) -> float:
@@ -299,46 +310,30 @@ def memory_rows(records: list[dict]) -> list[dict]:
     rows = []
     for layers in sorted({r["temporal_layers"] for r in records if r["mode"] == "chunked"}, reverse=True):
         c16, c96 = get.get((layers, "chunked", 16)), get.get((layers, "chunked", 96))
-        o16, o96 = get.get((layers, "oneshot_nocache", 16)), get.get((layers, "oneshot_nocache", 96))
+        o16, o96 = get.get((layers, "oneshot", 16)), get.get((layers, "oneshot", 96))
         if not (c16 and c96 and o16 and o96):
             continue
         measured = (c96["peak_bytes"] - c16["peak_bytes"]) / 80
-        predicted = predicted_chunk_slope(c96)
         oneshot_slope = (o96["peak_bytes"] - o16["peak_bytes"]) / 80
-        excess = max(measured - predicted, 0.0)  # beyond the kept K/V: the torch.cat copy of one layer
         rows.append({
             "temporal_layers": layers, "setting": c96.get("temporal_layers_setting"),
+            "chunk_frames": c96["chunk_frames"],
             "chunked_16_mb": c16["peak_bytes"] / MB, "chunked_96_mb": c96["peak_bytes"] / MB,
-            "slope_mb": measured / MB, "predicted_slope_mb": predicted / MB,
-            "predicted_slope_with_copy_mb": (predicted + kv_layer_bytes(c96)) / MB,
-            "extra_layers_of_kv": (measured - predicted) / kv_layer_bytes(c96),
+            "slope_mb": measured / MB, "predicted_slope_mb": predicted_chunk_slope(c96) / MB,
+            "slope_units": activation_units(measured, c96),
             "oneshot_16_mb": o16["peak_bytes"] / MB, "oneshot_96_mb": o96["peak_bytes"] / MB,
             "oneshot_slope_mb": oneshot_slope / MB, "oneshot_units": activation_units(oneshot_slope, o96),
-            "reduction": o96["peak_bytes"] / c96["peak_bytes"],
-            "chunked_96_without_copy_mb": (c96["peak_bytes"] - 96 * excess) / MB,
-            "reduction_without_copy": o96["peak_bytes"] / (c96["peak_bytes"] - 96 * excess),
-            "kv_layer_mb": kv_layer_bytes(c96) / MB, "output_mb": c96["output_bytes_per_frame"] / MB,
+            "reduction": o96["peak_bytes"] / c96["peak_bytes"], "slope_reduction": oneshot_slope / measured,
+            "hidden_mb": hidden_state_bytes(c96) / MB, "kv_layer_mb": kv_layer_bytes(c96) / MB,
+            "output_mb": c96["output_bytes_per_frame"] / MB,
+            "chunk_transient_mb": (c96["peak_bytes"] - 96 * measured) / MB,
         })
     return rows
 
 
-def max_layers_for_reduction(row: dict, with_copy: bool, factor: float = 3.0) -> int:
-    """Largest L for which chunked encoding stays ``factor`` x below one-shot at 96 frames, extrapolated from
-    one measured row: chunked(96) = fixed + 96 * ((L + copy) * K/V of one layer + output)."""
-    fixed = row["chunked_96_mb"] - 96 * row["slope_mb"]
-    copy = max(row["extra_layers_of_kv"], 0.0) if with_copy else 0.0
-    budget = ((row["oneshot_96_mb"] / factor - fixed) / 96 - row["output_mb"]) / row["kv_layer_mb"]
-    return math.floor(budget - copy)
-
-
-def kv_layer_bytes(record: dict) -> float:
-    """Keys + values of one temporal layer for one frame."""
-    return 2 * record["temporal_tokens_per_frame"] * record["vision_hidden"] * record["bytes_per_element"]
-
-
 def extract_feature_row(records: list[dict]) -> dict | None:
-    """``extract_feature`` against ``encode_clips`` (both chunked, same L): the per-frame cost of its pixel copy."""
-    get = {(r["mode"], r["frames"]): r for r in records if r["temporal_layers_setting"] == "-1"}
+    """``extract_feature`` against ``encode_clips`` (both chunked, same L): the per-frame cost of a pixel copy."""
+    get = {(r["mode"], r["frames"]): r for r in records if r["temporal_layers_setting"] == "all"}
     e16, e96, c16, c96 = (get.get(k) for k in (("extract_chunked", 16), ("extract_chunked", 96), ("chunked", 16),
                                                ("chunked", 96)))
     if not (e16 and e96 and c16 and c96):
@@ -347,17 +342,3 @@ def extract_feature_row(records: list[dict]) -> dict | None:
     return {"temporal_layers": e96["temporal_layers"], "extract_96_mb": e96["peak_bytes"] / MB,
             "encode_clips_96_mb": c96["peak_bytes"] / MB, "extra_per_frame_mb": extra / MB,
             "pixel_bytes_per_frame_mb": e96["pixel_bytes_per_frame"] / MB}
-
-
-def package_oneshot_row(records: list[dict]) -> dict | None:
-    """The package's one-shot ``extract_feature`` (which keeps a temporal cache) against the cache-free one."""
-    get = {(r["mode"], r["frames"]): r for r in records if r["temporal_layers_setting"] == "all"}
-    o16, o96, n96 = get.get(("oneshot", 16)), get.get(("oneshot", 96)), get.get(("oneshot_nocache", 96))
-    n16 = get.get(("oneshot_nocache", 16))
-    if not (o16 and o96 and n96 and n16):
-        return None
-    slope, lean = (o96["peak_bytes"] - o16["peak_bytes"]) / 80, (n96["peak_bytes"] - n16["peak_bytes"]) / 80
-    return {"temporal_layers": o96["temporal_layers"], "oneshot_96_mb": o96["peak_bytes"] / MB,
-            "nocache_96_mb": n96["peak_bytes"] / MB, "slope_mb": slope / MB, "nocache_slope_mb": lean / MB,
-            "extra_units": activation_units(slope - lean, o96), "qkv_units": 3 * o96["temporal_layers"]
-            * o96["temporal_tokens_per_frame"] / o96["tokens_per_frame"]}

@@ -33,7 +33,6 @@ def summarize(results: dict) -> dict:
         "vision_time": A.vision_rows(results, samples),
         "stage1": A.stage1_rows(results, samples),
         "vision_memory": A.memory_rows(results["vision_memory"]),
-        "package_oneshot_memory": A.package_oneshot_row(results["vision_memory"]) if results["vision_memory"] else None,
         "extract_feature_memory": A.extract_feature_row(results["vision_memory"]) if results["vision_memory"] else None,
         "cost_model": None if model is None else vars(model),
     }
@@ -165,10 +164,10 @@ def memory_section(results: dict, summary: dict) -> list[str]:
     if not rows:
         return ["## Vision encoder peak memory", "", "Not measured (--skip-memory).", ""]
     body = [[str(r["temporal_layers"]) + (" (8B default)" if r["setting"] == "all" else ""),
-             fmt(r["chunked_16_mb"], ".0f"), fmt(r["chunked_96_mb"], ".0f"), fmt(r["slope_mb"], ".2f"),
-             fmt(r["predicted_slope_mb"], ".2f"), fmt(r["predicted_slope_with_copy_mb"], ".2f"),
-             fmt(r["oneshot_16_mb"], ".0f"), fmt(r["oneshot_96_mb"], ".0f"), fmt(r["oneshot_slope_mb"], ".2f"),
-             fmt(r["oneshot_units"], ".1f"), fmt(r["reduction"], ".2f"), fmt(r["reduction_without_copy"], ".2f")]
+             fmt(r["chunked_16_mb"], ".1f"), fmt(r["chunked_96_mb"], ".1f"), fmt(r["slope_mb"], ".3f"),
+             fmt(r["predicted_slope_mb"], ".3f"), fmt(r["slope_units"], ".2f"),
+             fmt(r["oneshot_16_mb"], ".1f"), fmt(r["oneshot_96_mb"], ".1f"), fmt(r["oneshot_slope_mb"], ".3f"),
+             fmt(r["oneshot_units"], ".1f"), fmt(r["reduction"], ".2f"), fmt(r["slope_reduction"], ".2f")]
             for r in rows]
     record = results["vision_memory"][0]
     size = record["bytes_per_element"]
@@ -177,33 +176,28 @@ def memory_section(results: dict, summary: dict) -> list[str]:
              "Peak rise of the resident set during encoding over the resident set just before it (after model "
              "construction, video creation and a one-frame warm-up), VmHWM reset through `/proc/self/clear_refs`, "
              "with `MALLOC_MMAP_THRESHOLD_=65536` so freed tensors leave the resident set. Slope = (peak at 96 − "
-             "peak "
-             f"at 16 frames) / 80. Chunked = `encode_clips(video, T, chunk_frames={chunk})`; one-shot = all 96 "
-             "frames in one `vision_model.encode_chunk(…, cache=None)` + `project_frames` (no temporal cache is "
-             "kept). Predicted slope "
-             f"= 2 · L · S · C · bytes + projected output = 2 · L · {record['temporal_tokens_per_frame']} · "
-             f"{record['vision_hidden']} · {size} B + {record['output_bytes_per_frame'] / 1e3:.1f} kB per frame; "
-             "*+ 1 layer copy* adds one temporal layer's K/V per frame (what a cache grown by concatenation would "
-             "cost; the package writes into buffers sized for the clip, so the plain prediction should hold).", "",
+             "peak at 16 frames) / 80. "
+             f"Chunked = `encode_clips(video, T, chunk_frames={chunk})`: the blocks run one after the other, each "
+             f"over {chunk} frames at a time in time order; a temporal layer writes each chunk's keys/values into a "
+             "store sized for the clip, which the later chunks read, and the next temporal layer reuses the store. "
+             "One-shot = `encode_clips(video, T)`: every block on all frames at once (no store). "
+             "Predicted slope = residual stream + one temporal layer's keys/values = S · C · bytes + 2 · S' · C · "
+             f"bytes = {record['tokens_per_frame']} · {record['vision_hidden']} · {size} B + 2 · "
+             f"{record['temporal_tokens_per_frame']} · {record['vision_hidden']} · {size} B per frame (S' = "
+             "temporal tokens per frame; the projected output, "
+             f"{record['output_bytes_per_frame'] / 1e3:.1f} kB per frame, is written after the store is freed). "
+             "*Hidden states / frame* = slope / (S · C · bytes).", "",
              *table(["L", "chunked 16 fr. MB", "chunked 96 fr. MB", "slope MB/frame", "predicted",
-                     "predicted + 1 layer copy", "one-shot 16 fr. MB", "one-shot 96 fr. MB", "one-shot slope",
-                     "one-shot hidden states / frame", "one-shot / chunked at 96", "same, without the copy"], body),
-             "One-shot encoding holds the activations of one block at its peak (hidden states, norm outputs, the "
-             "MLP intermediate and its GELU, the temporal layer's qkv, …; *hidden states / frame* = slope / (S · C · "
-             "bytes)), while chunked encoding keeps 2 · L hidden states per frame of temporal keys/values for the "
-             "rest of the clip.", ""]
-    package = summary["package_oneshot_memory"]
-    if package and package["extra_units"] > 0.5:
-        lines += ["**Package note.** One-shot `extract_feature` (no `chunk_frames`) as the package has it now peaks "
-                  "at "
-                  f"{package['oneshot_96_mb']:.0f} MB for 96 frames (L = {package['temporal_layers']}), not "
-                  f"{package['nocache_96_mb']:.0f} MB: it grows by {package['slope_mb']:.2f} MB per frame instead of "
-                  f"{package['nocache_slope_mb']:.2f}, i.e. {package['extra_units']:.1f} extra hidden states per frame "
-                  f"(the fused qkv of every temporal layer would be {package['qkv_units']:.1f}): `encode_clips` always "
-                  "keeps temporal keys/values it does not need for a single-chunk encode.", ""]
+                     "hidden states / frame", "one-shot 16 fr. MB", "one-shot 96 fr. MB", "one-shot slope",
+                     "one-shot hidden states / frame", "one-shot / chunked at 96", "one-shot / chunked slope"], body),
+             "One-shot encoding holds the activations of a whole block for every frame at its peak (norm outputs, "
+             "qkv, the MLP intermediate and its GELU, …), chunked encoding only for the frames of one chunk, plus "
+             "the residual stream and one layer's temporal keys/values for every frame. The slope does not depend "
+             "on the number of temporal layers L, because the layers run one after the other and share the store.",
+             ""]
     extract = summary["extract_feature_memory"]
     if extract and extract["extra_per_frame_mb"] > 0.1 * extract["pixel_bytes_per_frame_mb"]:
-        lines += ["**Package note.** The public `extract_feature(…, chunk_frames=8)` peaks at "
+        lines += [f"**Package note.** The public `extract_feature(…, chunk_frames={chunk})` peaks at "
                   f"{extract['extract_96_mb']:.0f} MB for 96 frames (L = {extract['temporal_layers']}) where "
                   f"`encode_clips` peaks at {extract['encode_clips_96_mb']:.0f} MB: "
                   f"{extract['extra_per_frame_mb']:.2f} MB more per frame, the size of one input frame "

@@ -2,17 +2,15 @@
 
 Run by ``run.py`` once per (temporal layers, frames, chunking) so that no allocator state carries over:
 
-    python benchmarks/vision_memory.py --frames 96 --mode chunked --temporal-layers=-4,-3,-2,-1
+    python benchmarks/vision_memory.py --frames 96 --mode chunked --temporal-layers=-1
 
 Modes (one clip of all frames, through the model's own methods):
 
-* ``chunked``: ``encode_clips(video, T, chunk_frames=8)``; the temporal keys/values of earlier frames are
-  carried forward from chunk to chunk;
-* ``oneshot``: ``encode_clips(video, T)``, all frames at once, the package as it is;
-* ``oneshot_nocache``: ``vision_model.encode_chunk(video, T, cache=None)`` + ``project_frames``, all frames
-  at once keeping no temporal keys/values once a layer is done;
-* ``extract_chunked``: ``extract_feature(video, data_flag=[3], ..., chunk_frames=8)``, the public entry point,
-  which also copies the input pixels (``index_select`` in ``encode_samples``).
+* ``chunked``: ``encode_clips(video, T, chunk_frames=4)``: layer by layer, 4 frames at a time, each temporal
+  layer reading the keys/values of the earlier frames from one store shared by all layers;
+* ``oneshot``: ``encode_clips(video, T)``, every block on all frames at once;
+* ``extract_chunked``: ``extract_feature(video, data_flag=[3], ..., chunk_frames=4)``, the public entry point
+  (it must cost what ``chunked`` costs: a contiguous clip is not copied).
 
 The process builds the PVC model (the language model cut to one layer: it is not used), creates the video,
 runs a one-frame warm-up (so one-time kernel and thread-pool buffers are not counted), then reports the
@@ -37,20 +35,13 @@ from measure import encode_video, track_peak
 from pvc_internvl.modeling_pvc_internvl import PVCInternVLChatModel
 
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}  # large tensors get their own mappings (no heap caching)
-MODES = ("chunked", "oneshot", "oneshot_nocache", "extract_chunked")
-CHUNK_FRAMES = 8
+MODES = ("chunked", "oneshot", "extract_chunked")
+CHUNK_FRAMES = 4
 
 
 def parse_layers(text: str) -> list[int] | None:
     """``"all"`` -> None (every layer); ``"-4,-3,-2,-1"`` -> a list of indices."""
     return None if text == "all" else [int(x) for x in text.split(",")]
-
-
-@torch.no_grad()
-def encode_without_cache(model: PVCInternVLChatModel, video: torch.Tensor) -> torch.Tensor:
-    """One-shot encoding of one clip that keeps no temporal keys/values (``select_layer`` -1: all blocks)."""
-    hidden, _ = model.vision_model.encode_chunk(video, clip_len=video.shape[0], cache=None)
-    return model.project_frames(hidden)
 
 
 @torch.no_grad()
@@ -60,8 +51,6 @@ def encode(model: PVCInternVLChatModel, video: torch.Tensor, mode: str) -> torch
         return model.encode_clips(video, video.shape[0], chunk_frames=CHUNK_FRAMES)
     if mode == "oneshot":
         return model.encode_clips(video, video.shape[0])
-    if mode == "oneshot_nocache":
-        return encode_without_cache(model, video)
     if mode == "extract_chunked":
         return encode_video(model, video, chunk_frames=CHUNK_FRAMES)
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")

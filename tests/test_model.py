@@ -84,6 +84,31 @@ def test_chunked_encoding_equals_one_pass(chunk):
     assert (whole - chunked).abs().max().item() <= 1e-5
 
 
+@pytest.mark.parametrize(
+    "vision, select_layer",
+    [
+        (dict(num_hidden_layers=3, temporal_attn_layers=[0, 2], time_input="normalized"), -1),
+        (dict(num_hidden_layers=3, temporal_include_cls=True, adaln_num_modulations=6), -2),
+    ],
+)
+def test_chunked_encoding_of_several_clips_equals_one_pass(vision, select_layer):
+    """Three image tiles = three 4-frame clips encoded together, chunk 3 (spans of 3 and 1 frames)."""
+    model = tiny_model(pvc=True, temporal_random=True, vision=vision, select_layer=select_layer)
+    tiles = pixels(3, seed=11)
+    with torch.no_grad():
+        whole = model.extract_feature(tiles, data_flag=[1])
+        chunked = model.extract_feature(tiles, data_flag=[1], chunk_frames=3)
+        frames = tiles.repeat_interleave(4, dim=0)  # clip-major: tile 0 x4, tile 1 x4, ...
+        one = model.vision_model.encode(frames, 4, output_hidden_states=True)[1]
+        steps = model.vision_model.encode(frames, 4, chunk_frames=3, output_hidden_states=True)[1]
+    assert whole.shape[0] == 12
+    assert (whole - chunked).abs().max().item() <= 1e-5
+    assert len(one) == len(steps) == 4
+    for a, b in zip(one, steps):
+        assert (a - b).abs().max().item() <= 1e-5
+    assert (one[-1] - one[-2]).abs().max().item() > 1e-3  # the states differ layer to layer
+
+
 def test_max_clip_frames_restarts_the_clip():
     model = tiny_model(pvc=True, temporal_random=True, max_clip_frames=3)
     video = pixels(6, seed=6)
