@@ -52,25 +52,25 @@ def pruned_flops(stage1_tokens: int, stage2_tokens: int, selected_layer: int, sh
     return llm_prefill_flops(lengths, shape.hidden, shape.intermediate)
 
 
-def executed_macs(lengths: list[float], shape: LLMShape) -> float:
-    """Multiply-adds the Llama layers really execute: q/o projections on all heads, k/v on the KV heads (GQA),
-    causal attention (about n^2/2 scores, each a q.k and a p.v product) and the 3-matrix SwiGLU MLP."""
+def layer_terms(tokens: float, shape: LLMShape) -> tuple[float, float]:
+    """Multiply-adds one Llama layer executes on ``tokens`` tokens, as (linear, attention): q/o projections on
+    all heads and k/v on the KV heads (GQA), the 3-matrix SwiGLU MLP; causal attention, about n^2/2 scores,
+    each a q.k and a p.v product over all heads."""
     d, m = shape.hidden, shape.intermediate
     width, kv_width = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
-    return float(sum(n * d * (2 * width + 2 * kv_width) + n * n * width + 3 * n * d * m for n in lengths))
+    return tokens * d * (2 * width + 2 * kv_width) + 3 * tokens * d * m, tokens * tokens * width
 
 
-def layer_terms(tokens: float, shape: LLMShape) -> tuple[float, float]:
-    """The formula's per-layer linear FLOPs (4nd^2 + 2ndm) and attention FLOPs (2n^2d)."""
-    d, m = shape.hidden, shape.intermediate
-    return 4 * tokens * d * d + 2 * tokens * d * m, 2 * tokens * tokens * d
+def executed_macs(lengths: list[float], shape: LLMShape) -> float:
+    """Multiply-adds of a prefill whose layers see ``lengths`` tokens (see ``layer_terms``)."""
+    return float(sum(sum(layer_terms(n, shape)) for n in lengths))
 
 
 @dataclass(frozen=True)
 class CostModel:
-    """Measured CPU cost of a prefill: ``fixed + per_linear * linear FLOPs + per_attention * attention FLOPs``
-    (summed over layers). ``fixed`` is measured with a tiny prompt; the two rates are fitted to the dense
-    prefills of every frame count."""
+    """Measured cost of a prefill: ``fixed + per_linear * linear MACs + per_attention * attention MACs``
+    (executed multiply-adds summed over layers, ``layer_terms``). ``fixed`` is measured with a tiny prompt;
+    the two rates are fitted to the dense prefills of every frame count."""
 
     fixed_s: float
     per_linear_s: float
@@ -286,6 +286,7 @@ def vision_rows(results: dict, samples: Samples) -> list[dict]:
             row[f"{config}_s"] = samples.median("vision_s", config, frames)
             row[f"{config}_n"] = len(samples.get("vision_s", config, frames))
             row[f"{config}_ms_per_frame"] = row[f"{config}_s"] / frames * 1e3
+        row["pvc_chunked_s"] = samples.median("vision_chunked_s", PVC, frames)
         rows.append(row)
     return rows
 

@@ -43,7 +43,8 @@ FRAME_CLOSE_TOKENS = 2  # "</img>", "\n"
 # Reduced widths for CPU runs: real token counts (448 px, patch 14 -> 1025 ViT tokens per frame) and real
 # layer counts (24 ViT layers, 32 LLM layers); widths cut so the whole run fits 15 minutes on 2 cores.
 REDUCED_VISION = dict(hidden_size=32, num_attention_heads=1, intermediate_size=128, time_embed_dim=64)
-REDUCED_LLM = dict(hidden_size=128, num_attention_heads=2, num_key_value_heads=1, head_dim=64, intermediate_size=448)
+# The LLM keeps the 8B head size (128), grouped KV heads and MLP ratio (3.5): 2 heads / 1 KV head, hidden 256.
+REDUCED_LLM = dict(hidden_size=256, num_attention_heads=2, num_key_value_heads=1, head_dim=128, intermediate_size=896)
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,12 @@ def video_prompt(frame_token_counts: list[int]) -> PromptLayout:
 def text_tokens(frames: int) -> int:
     """Non-visual prompt tokens of a ``frames``-frame video prompt."""
     return PROMPT_PREFIX_TOKENS + PROMPT_SUFFIX_TOKENS + frames * (FRAME_OPEN_TOKENS + FRAME_CLOSE_TOKENS)
+
+
+def measuring_env(**extra: str) -> dict:
+    """Environment for a memory-measuring subprocess: this one's, without the timing process's ``MALLOC_*``
+    settings (they keep freed memory resident, which a peak-memory measurement must not see)."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}, **extra}
 
 
 def sync(device: str) -> None:

@@ -93,9 +93,11 @@ def encode_video(model: PVCInternVLChatModel, video: torch.Tensor, chunk_frames:
                                  chunk_frames=chunk_frames)
 
 
-def time_vision(model: PVCInternVLChatModel, video: torch.Tensor, device: str) -> tuple[float, torch.Tensor]:
-    """Seconds to encode ``video`` in one pass, and the projected tokens ``(T, L, D)``."""
-    return timed(lambda: encode_video(model, video), device)
+def time_vision(model: PVCInternVLChatModel, video: torch.Tensor, device: str,
+                chunk_frames: int | None = None) -> tuple[float, torch.Tensor]:
+    """Seconds to encode ``video`` (in one pass, or ``chunk_frames`` at a time), and the projected tokens
+    ``(T, L, D)``."""
+    return timed(lambda: encode_video(model, video, chunk_frames), device)
 
 
 def prompt_embeds(layout: PromptLayout, visual: torch.Tensor, hidden: int, dtype: torch.dtype, device: str,

@@ -77,7 +77,8 @@ def setup_section(results: dict) -> list[str]:
         f"(template + system message), {prompt['suffix_tokens']} after it (question, options, assistant turn) and "
         f"{prompt['frame_wrapper_tokens']} per frame for `Frame{{i}}: <img>…</img>\\n`.",
         f"- **Method.** Every measurement is repeated {settings['repeats']} times "
-        f"({settings['large_repeats']} for the costliest, the baseline prefill at {max(settings['frames'])} frames), "
+        f"({settings['large_repeats']} for the costliest, the baseline prefill at {max(settings['frames'])} frames; "
+        "the PVC and PVC + PruneVid prefills run twice per repeat, before and after the baseline prefill), "
         "interleaved (repeat, then frames, then configuration) after one warm-up "
         "pass; tables show medians. Prefill = time to first token: `language_model(inputs_embeds=…, use_cache=True, "
         "logits_to_keep=1)` for the dense models, `pruned_generate(…, max_new_tokens=1)` for PVC + PruneVid (stage 2 "
@@ -114,27 +115,29 @@ def tokens_section(summary: dict) -> list[str]:
 def prefill_section(summary: dict) -> list[str]:
     """Prefill times, measured and predicted ratios."""
     body = [[str(r["frames"]), fmt(r["internvl2_s"], ".3f"), fmt(r["pvc_s"], ".3f"), fmt(r["pvc_prunevid_s"], ".4f"),
-             fmt(r["ratio_pvc"], ".4f"), fmt(r.get("predicted_pvc"), ".4f"), fmt(r.get("executed_pvc"), ".4f"),
+             fmt(r["ratio_pvc"], ".4f"), fmt(r.get("executed_pvc"), ".4f"), fmt(r.get("predicted_pvc"), ".4f"),
              fmt(r.get("predicted_8b_pvc"), ".4f"), fmt(r["ratio_pvc_prunevid"], ".4f"),
-             fmt(r.get("predicted_pvc_prunevid"), ".4f"), fmt(r.get("executed_pvc_prunevid"), ".4f"),
+             fmt(r.get("executed_pvc_prunevid"), ".4f"), fmt(r.get("predicted_pvc_prunevid"), ".4f"),
              fmt(r.get("predicted_8b_pvc_prunevid"), ".4f"),
              f"{fmt(r['internvl2_kv_mb'], '.0f')} / {fmt(r['pvc_kv_mb'], '.0f')} / "
              f"{fmt(r['pvc_prunevid_kv_mb'], '.0f')}",
              f"{r['internvl2_n']}/{r['pvc_n']}/{r['pvc_prunevid_n']}"] for r in summary["prefill"]]
     lines = ["## LLM prefill (time to first token)", "",
-             "Ratios are over the InternVL2 baseline. *FLOPs* = the FastV estimate Σ_layers 4nd² + 2n²d + 2ndm "
-             "(prefill, LLM only; PruneVid: layers 0..M on the stage-1 length, the rest on the stage-2 length) with "
-             "this run's widths; *executed* = the multiply-adds this Llama really runs (GQA k/v projections, 3-matrix "
-             "SwiGLU MLP, causal attention ≈ n²/2 scores); *FLOPs 8B* = the FastV estimate for the same token counts "
-             "at the 8B widths (d 4096, m 14336). KV cache = "
-             "2 · layers · KV heads · head dim · tokens · bytes after prefill (PruneVid: the pruned cache).", "",
-             *table(["frames", "InternVL2 s", "PVC s", "PVC+PruneVid s", "PVC ratio", "FLOPs", "executed", "FLOPs 8B",
-                     "PruneVid ratio", "FLOPs", "executed", "FLOPs 8B", "KV cache MB (base/PVC/PV)", "runs"], body)]
+             "Ratios are over the InternVL2 baseline, LLM prefill only (PruneVid: layers 0..M on the stage-1 "
+             "length, the rest on the stage-2 length). *FLOPs* = the FLOPs-predicted ratio of target 1: the "
+             "multiply-adds this Llama executes with this run's widths (q/o projections on all heads, k/v on the KV "
+             "heads, the 3-matrix SwiGLU MLP, causal attention ≈ n²/2 scores per head). *FastV* = the estimate "
+             "Σ_layers 4nd² + 2n²d + 2ndm the PruneVid paper's FLOPs follow (multi-head k/v, 2-matrix MLP, full "
+             "attention), same widths; *FastV 8B* = that estimate for the same token counts at the 8B widths "
+             "(d 4096, m 14336). KV cache = 2 · layers · KV heads · head dim · tokens · bytes after prefill "
+             "(PruneVid: the pruned cache).", "",
+             *table(["frames", "InternVL2 s", "PVC s", "PVC+PruneVid s", "PVC ratio", "FLOPs", "FastV", "FastV 8B",
+                     "PruneVid ratio", "FLOPs", "FastV", "FastV 8B", "KV cache MB (base/PVC/PV)", "runs"], body)]
     model = summary["cost_model"]
     if model:
         lines += [f"Cost model fitted to the dense prefills (used to explain deviations): fixed "
                   f"{model['fixed_s'] * 1e3:.1f} ms per call (16-token prompt), {model['per_linear_s'] * 1e12:.2f} ps "
-                  f"per linear FLOP, {model['per_attention_s'] * 1e12:.2f} ps per attention FLOP of the formula.", ""]
+                  f"per linear multiply-add, {model['per_attention_s'] * 1e12:.2f} ps per attention multiply-add.", ""]
     return lines
 
 
@@ -149,13 +152,17 @@ def decode_section(summary: dict) -> list[str]:
             *table(["frames", "InternVL2", "PVC", "PVC+PruneVid", "PVC, same loop"], body)]
 
 
-def vision_section(summary: dict) -> list[str]:
+def vision_section(results: dict, summary: dict) -> list[str]:
     """Vision-encoder time."""
+    chunk = results["settings"]["chunk_frames"]
     body = [[str(r["frames"]), fmt(r["internvl2_s"], ".2f"), fmt(r["pvc_s"], ".2f"),
              fmt(r["internvl2_ms_per_frame"], ".0f"), fmt(r["pvc_ms_per_frame"], ".0f"),
-             f"{r['internvl2_n']}/{r['pvc_n']}"] for r in summary["vision_time"]]
-    return ["## Vision encoder time (all frames in one pass, incl. pixel shuffle + mlp1)", "",
-            *table(["frames", "InternVL2 s", "PVC s", "InternVL2 ms/frame", "PVC ms/frame", "runs"], body)]
+             fmt(r["pvc_chunked_s"], ".2f"), f"{r['internvl2_n']}/{r['pvc_n']}"] for r in summary["vision_time"]]
+    return ["## Vision encoder time (incl. pixel shuffle + mlp1)", "",
+            f"All frames in one pass; *PVC chunked* = `chunk_frames={chunk}` (the memory-bounded setting of the "
+            "memory benchmark below), measured at the target frame count only.", "",
+            *table(["frames", "InternVL2 s", "PVC s", "InternVL2 ms/frame", "PVC ms/frame", "PVC chunked s", "runs"],
+                   body)]
 
 
 def memory_section(results: dict, summary: dict) -> list[str]:
@@ -252,7 +259,7 @@ def markdown(results: dict) -> str:
     lines = ["# PVC-InternVL benchmark results", "",
              f"Generated by `python {env['command']}` on {env['date']} in {env['wall_time_s']:.0f} s. Device: {device}."
              + load, "", *targets_section(results["targets"]), *setup_section(results), *tokens_section(summary),
-             *prefill_section(summary), *decode_section(summary), *vision_section(summary),
+             *prefill_section(summary), *decode_section(summary), *vision_section(results, summary),
              *memory_section(results, summary), *stage1_section(summary),
              *conversion_section(results["conversion_memory"]), *environment_section(env)]
     return "\n".join(lines)

@@ -13,7 +13,17 @@ Measurements are interleaved (repeat-major, then frames, then configuration) and
 from __future__ import annotations
 
 import os
+import sys
 import time
+
+# The timing process keeps the memory it frees (glibc: no trimming, heap rather than a fresh mapping for
+# blocks up to 32 MiB), as PyTorch's caching allocator does on a GPU. Otherwise a short prefill that follows
+# a long one pays page faults for the memory the long one gave back, which inflates the short
+# configurations' times. glibc reads these settings at start-up only, hence the re-exec.
+TIMING_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 40),
+                 "MALLOC_TOP_PAD_": str(256 << 20)}
+if __name__ == "__main__" and any(os.environ.get(k) != v for k, v in TIMING_MALLOC.items()):
+    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **TIMING_MALLOC})
 
 
 def busy_share(seconds: float = 1.0) -> float:
@@ -43,7 +53,6 @@ import pathlib  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
 import subprocess  # noqa: E402
-import sys  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
 import torch  # noqa: E402
@@ -59,9 +68,9 @@ from report import write_reports  # noqa: E402
 HERE = pathlib.Path(__file__).resolve().parent
 WORK = HERE / "_work"
 TARGET_FRAMES = 64
-DECODE_STEPS = 24
+DECODE_STEPS = 12
 OVERHEAD_TOKENS = 16  # tiny prompt that measures the fixed cost of one prefill call
-MEMORY_LAYERS = ("all", "-1")  # temporal layer settings of the memory benchmark: 24 (8B default) and 1
+MEMORY_LAYERS = ("all",)  # temporal layer settings of the memory benchmark: all 24 (the 8B default)
 
 
 @dataclass(frozen=True)
@@ -70,24 +79,27 @@ class Task:
 
     repeat: int
     frames: int
-    kind: str  # "vision", "stage1", "prefill", "decode_same_loop"
+    kind: str  # "vision", "vision_chunked", "stage1", "prefill" (then decode), "prefill_only", "decode_same_loop"
     config: str
 
 
 def schedule(frames: list[int], repeats: int, large_repeats: int) -> list[Task]:
     """Repeat-major, interleaved list of measurements. The costliest item (the baseline prefill at the
-    largest frame count) gets ``large_repeats``."""
+    largest frame count) gets ``large_repeats``. The short PVC and PVC + PruneVid prefills, whose relative
+    noise is the largest, run twice per repeat: before the baseline prefill (prefill only) and after it
+    (prefill, then decode)."""
     def count(kind: str, config: str, f: int) -> int:
         large = kind == "prefill" and config == BASE and f == max(frames)
         return large_repeats if large else repeats
 
-    items = [("vision", BASE), ("vision", PVC), ("stage1", PRUNEVID), ("prefill", BASE), ("prefill", PVC),
-             ("prefill", PRUNEVID), ("decode_same_loop", PVC)]
+    items = [("vision", BASE), ("vision", PVC), ("stage1", PRUNEVID), ("prefill_only", PVC),
+             ("prefill_only", PRUNEVID), ("prefill", BASE), ("prefill", PVC), ("prefill", PRUNEVID),
+             ("decode_same_loop", PVC), ("vision_chunked", PVC)]
     tasks = []
     for r in range(repeats):
         for f in frames:
             for kind, config in items:
-                if kind == "decode_same_loop" and f != TARGET_FRAMES:
+                if kind in ("decode_same_loop", "vision_chunked") and f != TARGET_FRAMES:
                     continue
                 if r < count(kind, config, f):
                     tasks.append(Task(r, f, kind, config))
@@ -141,20 +153,30 @@ class Bench:
         self.samples.add("vision_s", task.config, task.frames, seconds)
         self.features.setdefault((task.config, task.frames), features)
 
+    def _vision_chunked(self, task: Task) -> None:
+        """PVC encoding ``vision_memory.CHUNK_FRAMES`` frames at a time (the setting of the memory benchmark)."""
+        seconds, _ = measure.time_vision(self.pvc, self.video(task.frames), self.spec.device,
+                                         chunk_frames=vision_memory.CHUNK_FRAMES)
+        self.samples.add("vision_chunked_s", PVC, task.frames, seconds)
+
     def _stage1(self, task: Task) -> None:
         seconds, result = measure.time_stage1(self.features[(PVC, task.frames)], self.settings, self.spec.device)
         self.samples.add("stage1_s", PRUNEVID, task.frames, seconds)
         self.stage1.setdefault(task.frames, result)
 
-    def _prefill(self, task: Task) -> None:
+    def _prefill_only(self, task: Task) -> None:
+        self._prefill(task, decode=False)
+
+    def _prefill(self, task: Task, decode: bool = True) -> None:
         if task.config == PRUNEVID:
-            return self._pruned_prefill(task)
+            return self._pruned_prefill(task, decode)
         layout = self.dense_layout(task.config, task.frames)
         embeds = self.embeds(layout, self.features[(task.config, task.frames)])
         result = measure.time_dense_prefill(self.lm, embeds, self.spec.device)
-        steps = measure.dense_decode_steps(self.lm, result, layout.length, DECODE_STEPS, self.spec.device)
         self.samples.add("prefill_s", task.config, task.frames, result.seconds)
-        self.samples.extend("decode_step_s", task.config, task.frames, steps)
+        if decode:
+            steps = measure.dense_decode_steps(self.lm, result, layout.length, DECODE_STEPS, self.spec.device)
+            self.samples.extend("decode_step_s", task.config, task.frames, steps)
         self.tokens.setdefault(task.frames, {}).update({
             f"{task.config}_visual": layout.visual_tokens, f"{task.config}_prompt": layout.length})
 
@@ -163,13 +185,14 @@ class Bench:
         layout = harness.video_prompt(result.frame_token_counts)
         return layout, self.embeds(layout, result.features), result.group_sizes
 
-    def _pruned_prefill(self, task: Task) -> None:
+    def _pruned_prefill(self, task: Task, decode: bool) -> None:
         layout, embeds, groups = self._pruned_inputs(task.frames)
         result = measure.time_pruned_prefill(self.lm, embeds, layout, groups, self.settings, self.spec.device)
-        steps = measure.pruned_decode_steps(self.lm, embeds, layout, groups, self.settings, DECODE_STEPS,
-                                            self.spec.device)
         self.samples.add("prefill_s", PRUNEVID, task.frames, result.seconds)
-        self.samples.extend("decode_step_s", PRUNEVID, task.frames, steps)
+        if decode:
+            steps = measure.pruned_decode_steps(self.lm, embeds, layout, groups, self.settings, DECODE_STEPS,
+                                                self.spec.device)
+            self.samples.extend("decode_step_s", PRUNEVID, task.frames, steps)
         stage1 = self.stage1[task.frames]
         self.tokens.setdefault(task.frames, {}).update({
             "pvc_prunevid_stage1_visual": layout.visual_tokens,
@@ -231,7 +254,7 @@ def conversion_memory(timeout_s: float) -> dict:
     command = [sys.executable, str(script), "--work", str(work), "--results", str(results)]
     start = time.perf_counter()
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=harness.measuring_env())
     except subprocess.TimeoutExpired:
         return {"status": "failed", "reason": f"timed out after {timeout_s:.0f} s", "command": command[1:]}
     seconds = time.perf_counter() - start
@@ -271,6 +294,7 @@ def environment(args: argparse.Namespace, spec: harness.BenchSpec) -> dict:
         "cpu": cpu, "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
         "device": spec.device, "gpu": gpu or "no GPU in this run",
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default (spin, then sleep)"),
+        "timing_malloc": {k: os.environ.get(k) for k in TIMING_MALLOC},
         "other_processes_cpu_share_at_start": OTHER_LOAD_AT_START,
         "loadavg_at_start": pathlib.Path("/proc/loadavg").read_text().split()[:3],
     }

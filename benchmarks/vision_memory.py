@@ -91,7 +91,7 @@ def run_in_subprocess(frames: int, mode: str, layers: str, full_size: bool, devi
                f"--temporal-layers={layers}", "--device", device, "--threads", str(threads)]
     if full_size:
         command.append("--full-size")
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env={**os.environ, **MALLOC_ENV})
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=harness.measuring_env(**MALLOC_ENV))
     if done.returncode != 0:
         raise RuntimeError(f"vision memory run {command[2:]} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
