@@ -412,6 +412,22 @@ def frame_spans(clip_len: int, chunk_frames: int | None) -> list[tuple[int, int]
     return [(start, min(start + chunk, clip_len)) for start in range(0, clip_len, chunk)]
 
 
+def over_spans(
+    spans: list[tuple[int, int]], step: Callable[[int, int], torch.Tensor], out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Run ``step(start, end) -> (n_clips, end - start, ...)`` for every span, in order, and gather the parts
+    along the time axis into ``out`` (allocated from the first part if None; it may be the tensor the steps
+    read, as each step reads only its own span). One span returns its part as it is (no copy)."""
+    if len(spans) == 1:
+        return step(*spans[0])
+    for start, end in spans:
+        part = step(start, end)
+        if out is None:
+            out = part.new_empty(part.shape[0], spans[-1][1], *part.shape[2:])
+        out[:, start:end] = part
+    return out
+
+
 class PVCInternVisionModel(PVCInternVisionPreTrainedModel):
     """InternViT encoder with PVC temporal modules.
 
@@ -472,32 +488,27 @@ class PVCInternVisionModel(PVCInternVisionPreTrainedModel):
         layers = self.encoder.layers[: len(self.encoder.layers) if num_layers is None else num_layers]
         spans = frame_spans(clip_len, chunk_frames)
         pixels = pixel_values.view(n_clips, clip_len, *pixel_values.shape[1:])
-        hidden = None  # (n_clips, clip_len, S, C)
-        for start, end in spans:
-            part = self.embeddings(pixels[:, start:end].flatten(0, 1)).unflatten(0, (n_clips, end - start))
-            if len(spans) == 1:
-                hidden = part
-                break
-            if hidden is None:
-                hidden = part.new_empty(n_clips, clip_len, *part.shape[2:])
-            hidden[:, start:end] = part
+        hidden = over_spans(  # (n_clips, clip_len, S, C)
+            spans, lambda start, end: self.embeddings(pixels[:, start:end].flatten(0, 1)).unflatten(0, (n_clips, -1))
+        )
         per_frame = self._time_embedding(clip_len, hidden.device, hidden.dtype)
-        keep = (lambda h: h.flatten(0, 1).clone()) if len(spans) > 1 else (lambda h: h.flatten(0, 1))
-        states = [keep(hidden)] if output_hidden_states else None
-        store = TemporalKV(clip_len) if len(spans) > 1 else None
+        chunked = len(spans) > 1
+        store = TemporalKV(clip_len) if chunked else None
+        snapshot = (lambda h: h.flatten(0, 1).clone()) if chunked else (lambda h: h.flatten(0, 1))  # buffer reused
+        states = [snapshot(hidden)] if output_hidden_states else None
         for layer in layers:
-            if store is not None:
-                store.reset()
-            for start, end in spans:
+            layer_store = store if layer.temporal_attn is not None else None
+            if layer_store is not None:
+                layer_store.reset()
+
+            def step(start: int, end: int, layer=layer, layer_store=layer_store) -> torch.Tensor:
                 time_emb = None if per_frame is None else per_frame[start:end].repeat(n_clips, 1)
-                layer_store = store if layer.temporal_attn is not None else None
                 out = layer(hidden[:, start:end].flatten(0, 1), time_emb, end - start, layer_store)
-                if len(spans) == 1:
-                    hidden = out.unflatten(0, (n_clips, clip_len))
-                else:
-                    hidden[:, start:end] = out.unflatten(0, (n_clips, end - start))
+                return out.unflatten(0, (n_clips, -1))
+
+            hidden = over_spans(spans, step, out=hidden if chunked else None)
             if states is not None:
-                states.append(keep(hidden))
+                states.append(snapshot(hidden))
         return hidden.flatten(0, 1), (tuple(states) if states is not None else None)
 
     def forward(
@@ -631,13 +642,10 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
         n_clips = frames.shape[0] // clip_len
         hidden, _ = self.vision_model.encode(frames, clip_len, self._vision_depth(), chunk_frames)
         hidden = hidden.view(n_clips, clip_len, *hidden.shape[1:])
-        out = None
-        for start, end in frame_spans(clip_len, chunk_frames):
-            part = self.project_frames(hidden[:, start:end].flatten(0, 1)).unflatten(0, (n_clips, end - start))
-            if out is None:
-                out = part.new_empty(n_clips, clip_len, *part.shape[2:])
-            out[:, start:end] = part
-        return out
+        return over_spans(
+            frame_spans(clip_len, chunk_frames),
+            lambda start, end: self.project_frames(hidden[:, start:end].flatten(0, 1)).unflatten(0, (n_clips, -1)),
+        )
 
     def _check_pixels(self, pixel_values: torch.Tensor) -> None:
         size = self.config.image_size

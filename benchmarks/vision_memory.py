@@ -6,10 +6,10 @@ Run by ``run.py`` once per (temporal layers, frames, chunking) so that no alloca
 
 Modes (one clip of all frames, through the model's own methods):
 
-* ``chunked``: ``encode_clips(video, T, chunk_frames=4)``: layer by layer, 4 frames at a time, each temporal
+* ``chunked``: ``encode_clips(video, T, chunk_frames=2)``: layer by layer, 2 frames at a time, each temporal
   layer reading the keys/values of the earlier frames from one store shared by all layers;
 * ``oneshot``: ``encode_clips(video, T)``, every block on all frames at once;
-* ``extract_chunked``: ``extract_feature(video, data_flag=[3], ..., chunk_frames=4)``, the public entry point
+* ``extract_chunked``: ``extract_feature(video, data_flag=[3], ..., chunk_frames=2)``, the public entry point
   (it must cost what ``chunked`` costs: a contiguous clip is not copied).
 
 The process builds the PVC model (the language model cut to one layer: it is not used), creates the video,
@@ -36,7 +36,7 @@ from pvc_internvl.modeling_pvc_internvl import PVCInternVLChatModel
 
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}  # large tensors get their own mappings (no heap caching)
 MODES = ("chunked", "oneshot", "extract_chunked")
-CHUNK_FRAMES = 4
+CHUNK_FRAMES = 2
 
 
 def parse_layers(text: str) -> list[int] | None:
