@@ -14,26 +14,26 @@ SLOPE_BAND = 0.15  # a memory slope is "explained" within 15% of its prediction
 
 def explain_ratio(name: str, measured: float, executed: float, fastv: float, lengths: list[int],
                   base_tokens: int, measured_s: float, model: CostModel, shape: LLMShape, pruned: bool) -> str:
-    """Why a measured prefill ratio differs from the executed-FLOPs ratio: the fixed cost per call and this
-    machine's different speed per linear and per attention multiply-add (all computed from the measurements)."""
+    """Why a measured prefill ratio differs from the executed-FLOPs ratio, split (multiplicatively) into this
+    machine's different speed per linear and per attention multiply-add, the fixed cost per call, and what
+    the fitted cost model leaves over (all computed from the measurements)."""
     base_lengths = [base_tokens] * shape.layers
     fitted = model.seconds(lengths, shape) / model.seconds(base_lengths, shape)
     no_fixed = model.seconds(lengths, shape, fixed=False) / model.seconds(base_lengths, shape, fixed=False)
-    unexplained = measured_s - model.seconds(lengths, shape)
     speed = model.per_linear_s / model.per_attention_s if model.per_attention_s > 0 else math.inf
+    leftover = "noise between repeats and runs" + ("; the stage-2 scoring, gathers and mask rebuild" if pruned else "")
     return (
-        f"{name}: measured {measured:.4f} vs executed FLOPs {executed:.4f} ({measured / executed - 1:+.0%}; the "
-        f"FastV formula gives {fastv:.4f}). Fitted to all dense prefills, this machine spends {speed:.1f}x more "
+        f"{name}: measured {measured:.4f} vs executed FLOPs {executed:.4f} ({measured / executed - 1:+.1%}; the "
+        f"FastV formula gives {fastv:.4f}). Fitted to all dense prefills, this machine spends {speed:.2f}x more "
         "time per linear multiply-add than per attention one (GEMMs of this width and the memory-bound norms, "
-        f"SiLU, residuals and RoPE that scale with n·d), plus a fixed {model.fixed_s * 1e3:.0f} ms per call "
-        f"(reading the weights once, per-op overhead; {model.fixed_s / measured_s:.0%} of this prefill); that "
-        f"model predicts {fitted:.4f} ({measured / fitted - 1:+.0%} from measured; {no_fixed:.4f} without the "
-        f"fixed cost) and leaves {unexplained * 1e3:+.0f} ms of this prefill unexplained"
-        + (" (the stage-2 scoring, gathers and mask rebuild)" if pruned else "") + ". "
-        "What would fix it: counting the fixed per-call cost, which no FLOPs count contains (the fitted model "
-        f"does, {measured / fitted - 1:+.0%} from measured), or a prefill long enough to make it negligible "
-        "(more frames, or wider layers: with the 8B widths on a GPU, `--device cuda --full-size`, the layers' "
-        "work grows far more than the fixed cost)."
+        f"SiLU, residuals and RoPE that scale with n·d) and {model.fixed_s * 1e3:.0f} ms per call whatever its "
+        f"length (reading the weights once, per-op overhead). The {measured / executed - 1:+.1%} splits into "
+        f"{no_fixed / executed - 1:+.1%} from those per-operation speeds, {fitted / no_fixed - 1:+.1%} from the fixed "
+        f"cost and {measured / fitted - 1:+.1%} left over ({leftover}). What would fix it: predicting time with the "
+        f"measured per-operation costs instead of FLOPs (that cost model lands within {abs(measured / fitted - 1):.0%}), "
+        "or hardware on which linear layers and attention run equally fast per multiply-add and the fixed cost is "
+        "negligible next to the prefill; the full-size run on a GPU (`--device cuda --full-size`, not run here) "
+        "would show how close the 8B shapes come."
     )
 
 
