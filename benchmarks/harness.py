@@ -194,11 +194,6 @@ def video_prompt(frame_token_counts: list[int]) -> PromptLayout:
     return PromptLayout(torch.cat(pieces)[None])
 
 
-def text_tokens(frames: int) -> int:
-    """Non-visual prompt tokens of a ``frames``-frame video prompt."""
-    return PROMPT_PREFIX_TOKENS + PROMPT_SUFFIX_TOKENS + frames * (FRAME_OPEN_TOKENS + FRAME_CLOSE_TOKENS)
-
-
 def measuring_env(**extra: str) -> dict:
     """Environment for a memory-measuring subprocess: this one's, without the timing process's ``MALLOC_*``
     settings (they keep freed memory resident, which a peak-memory measurement must not see)."""
