@@ -13,10 +13,21 @@ Three config objects:
 from __future__ import annotations
 
 import copy
+from enum import IntEnum
 from typing import Any
 
 from transformers import AutoConfig, PretrainedConfig
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+
+
+class DataFlag(IntEnum):
+    """What one sample is (the official ``data_flag``): how its tiles become clips and prompt slots."""
+
+    IMAGE = 1  # one image: its tiles (+ thumbnail) behind one <image>
+    MULTI_IMAGE = 2  # several images: one <image> each
+    VIDEO = 3  # a video: one tile per frame, one "Frame{i}: <image>" per frame
+
 
 VISION_NORM_TYPES = ("layer_norm", "rms_norm")
 PIXEL_SHUFFLE_VERSIONS = ("v1", "v2")
@@ -488,7 +499,7 @@ class PVCInternVLConfig(PretrainedConfig):
 
     def tokens_per_tile(self, data_flag: int) -> int:
         """LLM tokens one tile (flag 1/2) or one video frame (flag 3) costs."""
-        repeat = self.video_repeat_time if int(data_flag) == 3 else self.image_repeat_time
+        repeat = self.video_repeat_time if int(data_flag) == DataFlag.VIDEO else self.image_repeat_time
         return self.num_image_token * int(repeat)
 
     @property

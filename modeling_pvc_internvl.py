@@ -22,7 +22,7 @@ from transformers.modeling_outputs import BaseModelOutput, CausalLMOutputWithPas
 from transformers.utils import logging
 
 from .prunevid import can_merge, llm_prefill_flops, merge_video_tokens, pruned_generate
-from .configuration_pvc_internvl import PruneVidConfig, PVCInternVisionConfig, PVCInternVLConfig
+from .configuration_pvc_internvl import DataFlag, PruneVidConfig, PVCInternVisionConfig, PVCInternVLConfig
 from .conversation import get_template
 
 try:  # transformers >= 4.48
@@ -32,8 +32,6 @@ except ImportError:  # pragma: no cover - older transformers
 
 logger = logging.get_logger(__name__)
 
-IMAGE_FLAG, MULTI_IMAGE_FLAG, VIDEO_FLAG = 1, 2, 3
-DATA_FLAGS = (IMAGE_FLAG, MULTI_IMAGE_FLAG, VIDEO_FLAG)
 
 
 # ============================================================================================ attention
@@ -667,9 +665,9 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
         ``num_patches_list`` is either flat (tiles per ``<image>``, all samples in order) or one list per
         sample. Without ``data_flag`` the whole input is one image sample.
         """
-        flags = [IMAGE_FLAG] if data_flag is None else [int(f) for f in torch.as_tensor(data_flag).flatten().tolist()]
+        flags = [DataFlag.IMAGE] if data_flag is None else [int(f) for f in torch.as_tensor(data_flag).flatten().tolist()]
         for f in flags:
-            if f not in DATA_FLAGS:
+            if f not in set(DataFlag):
                 raise ValueError(f"data_flag values must be 1 (image), 2 (multi-image) or 3 (video), got {f}")
         if split_sizes is None:
             if len(flags) != 1:
@@ -684,7 +682,7 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
         per_sample = self._patches_per_sample(num_patches_list, sizes, flags)
         layouts, start = [], 0
         for flag, size, tiles in zip(flags, sizes, per_sample):
-            if flag == VIDEO_FLAG and any(t != 1 for t in tiles):
+            if flag == DataFlag.VIDEO and any(t != 1 for t in tiles):
                 raise ValueError(
                     f"video samples take one tile per frame, got tiles per frame {tiles}; load videos with max_num=1"
                 )
@@ -695,7 +693,7 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
     @staticmethod
     def _patches_per_sample(num_patches_list: list | None, sizes: list[int], flags: list[int]) -> list[list[int]]:
         if num_patches_list is None:
-            return [[1] * s if f == VIDEO_FLAG else [s] for s, f in zip(sizes, flags)]
+            return [[1] * s if f == DataFlag.VIDEO else [s] for s, f in zip(sizes, flags)]
         items = list(num_patches_list.tolist() if torch.is_tensor(num_patches_list) else num_patches_list)
         if items and isinstance(items[0], (list, tuple)):
             if len(items) != len(sizes):
@@ -722,7 +720,7 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
         Image tiles: every tile is a static clip of ``image_repeat_time`` frames. Video: the frames
         (each repeated ``video_repeat_time`` times) form one clip, or clips of ``max_clip_frames``.
         """
-        if layout.flag != VIDEO_FLAG:
+        if layout.flag != DataFlag.VIDEO:
             return [([i], self.config.image_repeat_time) for i in range(layout.size)]
         limit = self.config.max_clip_frames or layout.size
         return [(list(range(s, min(s + limit, layout.size))), self.config.video_repeat_time) for s in range(0, layout.size, limit)]
@@ -763,7 +761,7 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
 
     def _order_blocks(self, layout: SampleLayout, blocks: list[torch.Tensor]) -> torch.Tensor:
         """Concatenate a sample's clip outputs in LLM order ``(blocks, L, D)``."""
-        if layout.flag == VIDEO_FLAG or self.config.tile_repeat_way in (None, "tile_major"):
+        if layout.flag == DataFlag.VIDEO or self.config.tile_repeat_way in (None, "tile_major"):
             return torch.cat(blocks, dim=0)
         # frame_major: inside each image, all tiles' frame 1, then all tiles' frame 2, ...
         out, start = [], 0
@@ -1010,8 +1008,8 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
         tokens = [int(s.shape[0] * s.shape[1]) for s in samples] if samples is not None else []
         return {
             "data_flag": flags,
-            "frames": [l.size if l.flag == VIDEO_FLAG else 0 for l in layouts] if layouts is not None else [],
-            "tiles": [l.size if l.flag != VIDEO_FLAG else 0 for l in layouts] if layouts is not None else [],
+            "frames": [l.size if l.flag == DataFlag.VIDEO else 0 for l in layouts] if layouts is not None else [],
+            "tiles": [l.size if l.flag != DataFlag.VIDEO else 0 for l in layouts] if layouts is not None else [],
             "visual_tokens": tokens,
             "visual_tokens_after_stage1": list(tokens),
             "stage1_applied": [False] * len(tokens),
@@ -1047,7 +1045,7 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
         rows, new_samples, groups = [], [], []
         for row, (layout, feats) in enumerate(zip(layouts, samples)):
             ids = input_ids[row][attention_mask[row].bool()]
-            if layout.flag != VIDEO_FLAG:
+            if layout.flag != DataFlag.VIDEO:
                 rows.append(ids)
                 new_samples.append(feats)
                 groups.append([])
@@ -1176,8 +1174,8 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
         if pixel_values is not None:
             self._check_pixels(pixel_values)
             if num_patches_list is None:
-                flag = int(torch.as_tensor(data_flag).flatten()[0]) if data_flag is not None else IMAGE_FLAG
-                num_patches_list = [1] * pixel_values.shape[0] if flag == VIDEO_FLAG else [pixel_values.shape[0]]
+                flag = int(torch.as_tensor(data_flag).flatten()[0]) if data_flag is not None else DataFlag.IMAGE
+                num_patches_list = [1] * pixel_values.shape[0] if flag == DataFlag.VIDEO else [pixel_values.shape[0]]
             if sum(int(n) for n in num_patches_list) != pixel_values.shape[0]:
                 raise ValueError(
                     f"num_patches_list sums to {sum(int(n) for n in num_patches_list)} but pixel_values has "
@@ -1250,7 +1248,7 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
                 if image_counts is not None:
                     raise ValueError("image_counts is not supported; give split_sizes and per-sample num_patches_list")
                 split_sizes = [sum(p) if isinstance(p, (list, tuple)) else int(p) for p in num_patches_list]
-            flags = data_flag if data_flag is not None else [IMAGE_FLAG] * num
+            flags = data_flag if data_flag is not None else [DataFlag.IMAGE] * num
             layouts = self.sample_layouts(pixel_values.shape[0], flags, split_sizes, num_patches_list)
             if len(layouts) != num:
                 raise ValueError(f"batch_chat got {num} questions but {len(layouts)} samples")

@@ -23,6 +23,7 @@ REMOTE_CODE_FILES = (
     "conversation.py",
     "prunevid.py",
     "processing.py",
+    "media.py",
 )
 REQUIRED_CODE_FILES = REMOTE_CODE_FILES[:4]
 

@@ -7,7 +7,6 @@ import sys
 import types
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-GOLDEN = ROOT.parent / "shared" / "golden"
 
 if "pvc_internvl" not in sys.modules:
     package = types.ModuleType("pvc_internvl")

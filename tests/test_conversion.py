@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from conversion import convert_checkpoint as cc
 from conversion import spm_proto
 from conversion.common import layer_ranges, parse_size
+from tests.golden import golden_path
 from tests.conv_helpers import (
     ROOT,
     Spec,
@@ -28,7 +29,7 @@ from tests.conv_helpers import (
     write_checkpoint,
 )
 
-GOLDEN = ROOT.parent / "shared" / "golden" / "internvl2" / "internlm2"
+GOLDEN = golden_path("internvl2", "internlm2")
 REMOTE_CODE = ["configuration_pvc_internvl.py", "modeling_pvc_internvl.py", "conversation.py", "prunevid.py"]
 INTERNVL_TOKENS = ["<img>", "</img>", "<IMG_CONTEXT>", "<quad>", "</quad>", "<ref>", "</ref>", "<box>", "</box>"]
 
@@ -56,7 +57,6 @@ def image_prompt(context_id: int, count: int, vocab: int, seed: int = 0) -> torc
 
 
 # ==================================================================================== golden parity
-@pytest.mark.skipif(not (GOLDEN / "cases.json").is_file(), reason=f"golden data not found at {GOLDEN}")
 def rope_settings(llm: dict) -> tuple:
     """(rope type, factor, theta) from a saved LLM config of transformers 5 or 4."""
     rope = llm.get("rope_parameters") or {**(llm.get("rope_scaling") or {}), "rope_theta": llm.get("rope_theta")}

@@ -14,7 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
+from pvc_internvl import media as M
 from pvc_internvl import processing as P
+from tests.golden import golden_path
 from tests.tokenizer_utils import (
     BOS_ID,
     EOS_ID,
@@ -28,18 +30,13 @@ from tests.tokenizer_utils import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-GOLDEN_CANDIDATES = [ROOT.parent / "shared" / "golden" / "preprocess" / "cases.json",
-                     ROOT / "shared" / "golden" / "preprocess" / "cases.json"]
-GOLDEN_PATH = next((p for p in GOLDEN_CANDIDATES if p.is_file()), None)
 MEAN32 = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD32 = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
 @pytest.fixture(scope="module")
 def golden() -> dict:
-    if GOLDEN_PATH is None:
-        pytest.skip(f"golden preprocessing cases not found at {[str(p) for p in GOLDEN_CANDIDATES]}")
-    return json.loads(GOLDEN_PATH.read_text())
+    return json.loads(golden_path("preprocess", "cases.json").read_text())
 
 
 def noise_image(width: int, height: int, seed: int = 0) -> Image.Image:
@@ -118,7 +115,7 @@ def test_dynamic_preprocess_equals_golden(golden):
         grid = P.tile_grid(w, h, case["min_num"], case["max_num"], size)
         assert grid == (case["grid_cols"], case["grid_rows"]), case["id"]
         assert (grid[0] * size, grid[1] * size) == (case["resized_width"], case["resized_height"]), case["id"]
-        assert [list(b) for b in P.tile_boxes(*grid, size)] == case["crop_boxes"], case["id"]
+        assert [list(b) for b in M.tile_boxes(*grid, size)] == case["crop_boxes"], case["id"]
         tiles = P.dynamic_preprocess(image, case["min_num"], case["max_num"], size, case["use_thumbnail"])
         assert len(tiles) == case["num_tiles"], case["id"]
         resized = image.resize((case["resized_width"], case["resized_height"]), Image.BICUBIC)
@@ -350,7 +347,7 @@ def test_load_video_pyav_counts_frames_without_header_count(video_dir):
 
 def test_load_video_pyav_header_count_too_high(video_dir, monkeypatch):
     # the header claims 60 frames; indices past 47 cannot be decoded, so sampling is redone over 48 frames
-    monkeypatch.setattr(P, "_pyav_stream_info", lambda av_module, path: (60, float(FPS)))
+    monkeypatch.setattr(M, "_pyav_stream_info", lambda av_module, path: (60, float(FPS)))
     assert P.get_index(None, FPS, 59, num_segments=8).max() > 47
     pixel_values, _ = P.load_video(video_dir / "clip.mp4", num_segments=8, input_size=32, backend="pyav")
     assert frame_ids(pixel_values) == [2, 8, 14, 20, 26, 31, 37, 43]
@@ -609,6 +606,6 @@ def test_save_keeps_tokenizer_auto_map(tmp_path):
 def test_remote_code_imports_only_required_packages():
     from transformers.dynamic_module_utils import get_imports
 
-    required = set(get_imports(str(ROOT / "processing.py")))
+    required = set(get_imports(str(ROOT / "processing.py"))) | set(get_imports(str(ROOT / "media.py")))
     assert not required & {"decord", "av", "torchvision", "timm", "cv2"}, required
     assert {"torch", "numpy", "PIL", "transformers"} <= required

@@ -1,6 +1,6 @@
 """Tests for prunevid.py: golden parity with the official PruneVid code, plus generality checks.
 
-Golden data: /work/shared/golden/prunevid/ (format in shared/design/prunevid.md §9). Stage 2 is checked
+Golden data: tests/data/golden/prunevid/ (format in the design notes, prunevid.md §9). Stage 2 is checked
 against a slow reference written here that recomputes every layer from scratch at every decode step.
 """
 
@@ -15,18 +15,15 @@ import pytest
 import torch
 
 import prunevid as pv
+from tests.golden import golden_path
 
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden" / "prunevid"
-if not GOLDEN.is_dir():
-    GOLDEN = Path("/work/shared/golden/prunevid")
+GOLDEN = golden_path("prunevid")
 
 
 def _golden(case: str) -> tuple[dict, dict]:
     from safetensors.torch import load_file
 
-    if not (GOLDEN / f"{case}.safetensors").is_file():
-        pytest.skip(f"golden case {case} not found under {GOLDEN}")
     return load_file(str(GOLDEN / f"{case}.safetensors")), json.loads((GOLDEN / f"{case}.json").read_text())
 
 
@@ -53,7 +50,8 @@ def test_dpc_knn_golden_derived_and_noise_draw():
     t, _ = _golden("u_cluster_dpc_knn")
     x = t["input.x"]
     dist = torch.cdist(x.float(), x.float()) / math.sqrt(x.shape[-1])
-    torch.testing.assert_close(dist, t["derived.dist_matrix"], rtol=0, atol=0)
+    # cdist is computed by the BLAS of the machine: equal up to float32 rounding, not bit-exact everywhere
+    torch.testing.assert_close(dist, t["derived.dist_matrix"], rtol=1e-6, atol=1e-6)
     nearest = torch.topk(dist, 7, dim=-1, largest=False).values
     density = torch.exp(-(nearest**2).sum(-1) / 7)
     torch.testing.assert_close(density, t["derived.density_k7_without_noise"], rtol=1e-6, atol=1e-7)
