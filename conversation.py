@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 
 IMAGE_PLACEHOLDER = "<image>"
+IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN = "<img>", "</img>", "<IMG_CONTEXT>"
 VIDEO_PLACEHOLDER = "<video>"  # expanded by the processor into one "Frame{i}: <image>\n" line per frame
 
 INTERNVL_SYSTEM_MESSAGE = (

@@ -9,21 +9,25 @@ what plain InternViT computes. The language model is a native transformers causa
 
 from __future__ import annotations
 
+import copy
+import importlib.util
 import math
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers import AutoModelForCausalLM, GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutput, CausalLMOutputWithPast
 from transformers.utils import logging
 
 from .prunevid import can_merge, llm_prefill_flops, merge_video_tokens, pruned_generate
 from .configuration_pvc_internvl import DataFlag, PruneVidConfig, PVCInternVisionConfig, PVCInternVLConfig
-from .conversation import get_template
+from .conversation import IMG_CONTEXT_TOKEN, IMG_END_TOKEN, IMG_START_TOKEN, get_template
+from .layout import SampleLayout, left_pad, sample_layouts
+from .media import load_image  # noqa: F401 - transformers 4.57 copies only the direct relative imports of a local folder
+from .processing import PVCInternVLProcessor
 
 try:  # transformers >= 4.48
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -524,16 +528,6 @@ class PVCInternVisionModel(PVCInternVisionPreTrainedModel):
 
 
 # ======================================================================================= chat model
-@dataclass
-class SampleLayout:
-    """How one sample's tiles/frames become encoder clips and LLM tokens."""
-
-    flag: int
-    start: int  # first tile/frame in pixel_values
-    size: int  # tiles/frames of the sample
-    image_tiles: list[int]  # tiles per <image> (images) or [1] * frames (video)
-
-
 class PVCInternVLPreTrainedModel(PreTrainedModel):
     config_class = PVCInternVLConfig
     base_model_prefix = ""
@@ -550,6 +544,23 @@ class PVCInternVLPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_flash_attn_2 = True
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any):
+        """``PreTrainedModel.from_pretrained``, plus: the official scripts' ``load_in_8bit`` / ``load_in_4bit`` flags
+        (False accepted; True becomes a bitsandbytes quantization config), and a ``ValueError`` listing every weight
+        the checkpoint lacks (instead of answering with random weights)."""
+        kwargs = _legacy_quantization_flags(kwargs)
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        missing = _untied_missing_keys(model, info.get("missing_keys") or [])
+        if missing:
+            shown = ", ".join(missing[:12]) + (f", ... ({len(missing) - 12} more)" if len(missing) > 12 else "")
+            raise ValueError(
+                f"the checkpoint {pretrained_model_name_or_path} lacks {len(missing)} weights of the model: {shown}; "
+                "convert official checkpoints with conversion/convert_checkpoint.py"
+            )
+        return (model, info) if want_info else model
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -579,6 +590,14 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
             nn.Linear(llm_hidden, llm_hidden),
         )
         self.post_init()
+        # Settable as in InternVL2; the template's default unless the config names one.
+        self.system_message = (
+            config.system_message
+            if config.system_message is not None
+            else get_template(config.template or "internlm2-chat").system_message
+        )
+        # Defaults of the language model; from_pretrained replaces them with generation_config.json.
+        self.generation_config = GenerationConfig.from_model_config(config.llm_config)
 
     # ------------------------------------------------------------------------------ plumbing
     def get_input_embeddings(self) -> nn.Module:
@@ -645,74 +664,29 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
             lambda start, end: self.project_frames(hidden[:, start:end].flatten(0, 1)).unflatten(0, (n_clips, -1)),
         )
 
-    def _check_pixels(self, pixel_values: torch.Tensor) -> None:
+    def _check_pixels(self, pixel_values: Any) -> None:
+        """``pixel_values`` must be a finite float tensor ``(num_tiles, 3, S, S)`` (``load_image`` / processor output)."""
         size = self.config.image_size
-        if pixel_values.ndim != 4 or pixel_values.shape[1] != 3 or pixel_values.shape[2:] != (size, size):
+        if not torch.is_tensor(pixel_values):
+            raise ValueError(
+                f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}; load images with "
+                "load_image / load_video or PVCInternVLProcessor (or convert explicitly with torch.from_numpy)"
+            )
+        if not pixel_values.is_floating_point():
+            raise ValueError(
+                f"pixel_values must be normalised floats, got dtype {pixel_values.dtype} (raw 0-255 pixels?); "
+                "load images with load_image / load_video or PVCInternVLProcessor"
+            )
+        if pixel_values.ndim != 4 or pixel_values.shape[1] != 3 or tuple(pixel_values.shape[2:]) != (size, size):
             raise ValueError(
                 f"pixel_values must have shape (num_tiles, 3, {size}, {size}) for this model's image size "
                 f"{size}, got {tuple(pixel_values.shape)}"
             )
-
-    def sample_layouts(
-        self,
-        num_tiles: int,
-        data_flag: Any = None,
-        split_sizes: Any = None,
-        num_patches_list: list | None = None,
-    ) -> list[SampleLayout]:
-        """Validate ``data_flag`` / ``split_sizes`` / ``num_patches_list`` and describe every sample.
-
-        ``num_patches_list`` is either flat (tiles per ``<image>``, all samples in order) or one list per
-        sample. Without ``data_flag`` the whole input is one image sample.
-        """
-        flags = [DataFlag.IMAGE] if data_flag is None else [int(f) for f in torch.as_tensor(data_flag).flatten().tolist()]
-        for f in flags:
-            if f not in set(DataFlag):
-                raise ValueError(f"data_flag values must be 1 (image), 2 (multi-image) or 3 (video), got {f}")
-        if split_sizes is None:
-            if len(flags) != 1:
-                raise ValueError(f"data_flag has {len(flags)} entries but split_sizes was not given")
-            sizes = [num_tiles]
-        else:
-            sizes = [int(s) for s in torch.as_tensor(split_sizes).flatten().tolist()]
-        if len(sizes) != len(flags):
-            raise ValueError(f"data_flag has {len(flags)} entries but split_sizes has {len(sizes)}; give one per sample")
-        if sum(sizes) != num_tiles:
-            raise ValueError(f"split_sizes sum to {sum(sizes)} but pixel_values has {num_tiles} tiles")
-        per_sample = self._patches_per_sample(num_patches_list, sizes, flags)
-        layouts, start = [], 0
-        for flag, size, tiles in zip(flags, sizes, per_sample):
-            if flag == DataFlag.VIDEO and any(t != 1 for t in tiles):
-                raise ValueError(
-                    f"video samples take one tile per frame, got tiles per frame {tiles}; load videos with max_num=1"
-                )
-            layouts.append(SampleLayout(flag, start, size, tiles))
-            start += size
-        return layouts
-
-    @staticmethod
-    def _patches_per_sample(num_patches_list: list | None, sizes: list[int], flags: list[int]) -> list[list[int]]:
-        if num_patches_list is None:
-            return [[1] * s if f == DataFlag.VIDEO else [s] for s, f in zip(sizes, flags)]
-        items = list(num_patches_list.tolist() if torch.is_tensor(num_patches_list) else num_patches_list)
-        if items and isinstance(items[0], (list, tuple)):
-            if len(items) != len(sizes):
-                raise ValueError(f"num_patches_list has {len(items)} per-sample lists but there are {len(sizes)} samples")
-            out = [[int(x) for x in sub] for sub in items]
-        else:
-            flat, out = [int(x) for x in items], []
-            for size in sizes:
-                taken, acc = [], 0
-                while acc < size and flat:
-                    acc += flat[0]
-                    taken.append(flat.pop(0))
-                out.append(taken)
-            if flat:
-                out[-1].extend(flat)
-        for size, tiles in zip(sizes, out):
-            if sum(tiles) != size:
-                raise ValueError(f"num_patches_list sums to {sum(tiles)} for a sample of {size} tiles/frames")
-        return out
+        if pixel_values.shape[0] == 0:
+            raise ValueError("pixel_values holds 0 tiles; pass None for a text-only prompt")
+        bad = int((~torch.isfinite(pixel_values)).sum())
+        if bad:
+            raise ValueError(f"pixel_values has {bad} NaN/Inf values (of {pixel_values.numel()})")
 
     def _clip_plan(self, layout: SampleLayout) -> list[tuple[list[int], int]]:
         """The sample's clips as ``(frame indices into the sample, repeat)`` lists of equal-length groups.
@@ -785,7 +759,7 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
         (``L`` = 64): ``image_repeat_time`` blocks per image tile, ``video_repeat_time`` per video frame.
         """
         self._check_pixels(pixel_values)
-        layouts = self.sample_layouts(pixel_values.shape[0], data_flag, split_sizes, num_patches_list)
+        layouts = sample_layouts(pixel_values.shape[0], data_flag, split_sizes, num_patches_list)
         return torch.cat(self.encode_samples(pixel_values, layouts, chunk_frames), dim=0)
 
     # ------------------------------------------------------------------------------ LLM input
@@ -887,39 +861,50 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.LongTensor | None = None,
         visual_features: torch.Tensor | None = None,
-        generation_config: Any = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
+        generation_config: GenerationConfig | dict | None = None,
         data_flag: Any = None,
         split_sizes: Any = None,
-        num_patches_list: list | None = None,
+        num_patches_list: Any = None,
         prunevid: dict | None = None,
         return_stats: bool = False,
-        **generate_kwargs,
+        **kwargs,
     ):
-        """Generate new tokens for prompts with ``<IMG_CONTEXT>`` placeholders (the result holds only the
-        new tokens, as in InternVL2).
+        """Generate answers for prompts whose ``<IMG_CONTEXT>`` runs take the visual tokens (the result holds
+        only the new tokens, as in InternVL2).
+
+        The defaults come from ``self.generation_config`` (``generation_config.json`` of the checkpoint: stop
+        ids, pad id); ``generation_config`` (a ``GenerationConfig`` or a dict) and keyword arguments override
+        them. Keyword arguments that are not generation settings (``streamer``, ``stopping_criteria``, ...) go
+        to ``GenerationMixin.generate`` of the language model, which refuses unknown ones.
 
         Args:
-            pixel_values: ``(num_tiles, 3, S, S)``; ``visual_features`` ``(blocks, L, D)`` may replace it.
-            input_ids, attention_mask: ``(B, T)``, left padded.
-            data_flag, split_sizes, num_patches_list: per-sample layout (see ``sample_layouts``).
+            pixel_values: ``(num_tiles, 3, S, S)`` float; ``visual_features`` ``(blocks, L, D)`` may replace it.
+            input_ids, attention_mask: ``(B, T)``, left padded (``PVCInternVLProcessor`` output).
+            data_flag, split_sizes, num_patches_list: the layout of the samples (see ``layout.sample_layouts``).
             prunevid: per-call overrides of ``config.prunevid`` (e.g. ``{"enabled": True}``).
             return_stats: also return the token / FLOPs accounting of this call.
         """
         if input_ids is None:
-            raise ValueError("generate needs input_ids")
+            raise ValueError("generate needs input_ids (use PVCInternVLProcessor or processor.apply_chat_template)")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        settings = self._prunevid_settings(prunevid)
-        layouts, samples = None, None
         if pixel_values is not None and visual_features is not None:
             raise ValueError("give pixel_values or precomputed visual_features, not both")
+        gen_config, model_kwargs = self._generation_config(generation_config, kwargs)
+        settings = self._prunevid_settings(prunevid)
+        layouts, samples = None, None
+        if pixel_values is not None:
+            self._check_pixels(pixel_values)
+            layouts = sample_layouts(pixel_values.shape[0], data_flag, split_sizes, num_patches_list)
+            self._check_slots(input_ids, layouts)
+        elif data_flag is not None or split_sizes is not None or num_patches_list is not None:
+            raise ValueError("data_flag / split_sizes / num_patches_list were given without pixel_values")
+        stage1 = settings.enabled and settings.enable_stage1 and layouts is not None
+        if not stage1:  # the prompt keeps its length: check the budget before the vision encoder runs
+            self._check_budget(input_ids.shape[1], gen_config)
         if visual_features is not None:
             samples = [visual_features]
-        elif pixel_values is not None:
-            self._check_pixels(pixel_values)
-            layouts = self.sample_layouts(pixel_values.shape[0], data_flag, split_sizes, num_patches_list)
+        elif layouts is not None:
             samples = self.encode_samples(pixel_values, layouts)
         stats = self._new_stats(layouts, samples)
         groups = None
@@ -927,80 +912,93 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
             input_ids, attention_mask, samples, groups = self._apply_stage1(
                 input_ids, attention_mask, layouts, samples, settings, stats
             )
+            self._check_budget(input_ids.shape[1], gen_config)
         embeds = self.get_input_embeddings()(input_ids)
         if samples is not None:
             visual = torch.cat([s.reshape(-1, s.shape[-1]) for s in samples], dim=0)
             embeds = self.merge_visual_tokens(input_ids, embeds, visual)
-        self._check_length(input_ids.shape[1])
         self._reset_dynamic_rope()
-        kwargs = self._generation_kwargs(generation_config, generate_kwargs)
         if groups is not None and settings.enable_stage2 and any(groups):
-            visual_mask = input_ids == self._require_context_id()
-            pruned_rows = torch.tensor([bool(g) for g in groups], device=visual_mask.device)
-            visual_mask = visual_mask & pruned_rows[:, None]  # image rows are not pruned
-            output, stage2 = pruned_generate(
-                self.language_model,
-                embeds,
-                attention_mask,
-                visual_mask=visual_mask,
-                group_sizes=groups,
-                selected_layer=settings.selected_layer,
-                alpha=settings.alpha,
-                **self._pruned_generation_kwargs(kwargs),
-            )
-            stats["visual_tokens_after_stage2"] = [
-                int(kept) if group else int(before)
-                for kept, before, group in zip(stage2["visual_tokens_kept"], stats["visual_tokens_after_stage1"], groups)
-            ]
-            stats["prefill_flops"] = [float(f) for f in stage2["prefill_flops"]]
+            output = self._generate_stage2(embeds, attention_mask, input_ids, groups, settings, gen_config, model_kwargs, stats)
         else:
             output = self.language_model.generate(
-                inputs_embeds=embeds,
-                attention_mask=attention_mask,
-                use_cache=True,
-                output_hidden_states=output_hidden_states,
-                return_dict_in_generate=bool(return_dict) and not return_stats,
-                **kwargs,
+                inputs_embeds=embeds, attention_mask=attention_mask, generation_config=gen_config, **model_kwargs
             )
             stats["visual_tokens_after_stage2"] = list(stats["visual_tokens_after_stage1"])
             stats["prefill_flops"] = self._dense_prefill_flops(attention_mask)
         return (output, stats) if return_stats else output
 
-    def _generation_kwargs(self, generation_config: Any, generate_kwargs: dict) -> dict:
-        """Merge a ``GenerationConfig`` / dict and keyword arguments into plain generate kwargs."""
-        kwargs: dict = {}
-        if generation_config is not None:
-            kwargs.update(generation_config.to_dict() if hasattr(generation_config, "to_dict") else dict(generation_config))
-            kwargs = {k: v for k, v in kwargs.items() if not k.startswith("_") and k != "transformers_version"}
-        kwargs.update(generate_kwargs)
-        return kwargs
+    def _generate_stage2(self, embeds, attention_mask, input_ids, groups, settings, gen_config, model_kwargs, stats):
+        """PruneVid stage 2: prune the video tokens inside the LLM, then decode."""
+        visual_mask = input_ids == self._require_context_id()
+        pruned_rows = torch.tensor([bool(g) for g in groups], device=visual_mask.device)
+        visual_mask = visual_mask & pruned_rows[:, None]  # image rows are not pruned
+        output, stage2 = pruned_generate(
+            self.language_model,
+            embeds,
+            attention_mask,
+            visual_mask=visual_mask,
+            group_sizes=groups,
+            selected_layer=settings.selected_layer,
+            alpha=settings.alpha,
+            generation_config=gen_config,
+            **model_kwargs,
+        )
+        stats["visual_tokens_after_stage2"] = [
+            int(kept) if group else int(before)
+            for kept, before, group in zip(stage2["visual_tokens_kept"], stats["visual_tokens_after_stage1"], groups)
+        ]
+        stats["prefill_flops"] = [float(f) for f in stage2["prefill_flops"]]
+        return output
 
-    def _pruned_generation_kwargs(self, kwargs: dict) -> dict:
-        """Generation settings for the PruneVid stage-2 decoder (greedy or sampling, no beam search)."""
-        supported = ("max_new_tokens", "eos_token_id", "pad_token_id", "do_sample", "temperature", "top_k", "top_p",
-                     "repetition_penalty", "min_new_tokens", "streamer")
-        neutral = {"num_beams": 1, "num_return_sequences": 1, "use_cache": True}
-        defaults = self.language_model.generation_config
-        out = {name: kwargs.get(name, getattr(defaults, name, None)) for name in supported}
-        out["max_new_tokens"] = out["max_new_tokens"] or 20
-        out["min_new_tokens"] = out["min_new_tokens"] or 0
-        for name, value in kwargs.items():
-            if name in supported or value is None or neutral.get(name, object()) == value:
-                continue
-            if name in ("max_length", "output_scores", "return_dict_in_generate", "output_attentions", "output_hidden_states"):
-                continue
+    def _generation_config(self, generation_config: Any, kwargs: dict) -> tuple[GenerationConfig, dict]:
+        """The call's ``GenerationConfig`` (model defaults < ``generation_config`` < keyword arguments) and the
+        remaining keyword arguments (``streamer``, ``stopping_criteria``, ...), which are not generation settings."""
+        merged = copy.deepcopy(self.generation_config)
+        model_kwargs: dict = {}
+        if isinstance(generation_config, GenerationConfig):
+            model_kwargs.update(merged.update(**generation_config.to_diff_dict()))
+        elif isinstance(generation_config, dict):
+            model_kwargs.update(merged.update(**generation_config))
+        elif generation_config is not None:
             raise ValueError(
-                f"generation setting {name}={value!r} is not supported with PruneVid stage 2 "
-                f"(supported: {', '.join(supported)}); switch stage 2 off with prunevid={{'enable_stage2': False}}"
+                f"generation_config must be a GenerationConfig or a dict, got {type(generation_config).__name__}"
             )
-        return out
+        model_kwargs.update(merged.update(**kwargs))
+        model_kwargs.pop("transformers_version", None)
+        merged.validate()
+        return merged, model_kwargs
 
-    def _check_length(self, length: int) -> None:
+    def _check_budget(self, prompt_length: int, gen_config: GenerationConfig) -> None:
+        """The prompt plus the requested new tokens must fit the language model's positions."""
         limit = self.config.max_context_length
-        if limit and length > limit:
+        if not limit:
+            return
+        if prompt_length > limit:
             raise ValueError(
-                f"the prompt has {length} tokens but the language model accepts at most {limit} "
-                f"(max_position_embeddings {self.config.llm_config.max_position_embeddings})"
+                f"the prompt has {prompt_length} tokens but the language model accepts at most {limit} "
+                f"(max_position_embeddings {self.config.llm_config.max_position_embeddings}); use fewer frames or tiles"
+            )
+        if gen_config.max_new_tokens is not None:
+            total, asked = prompt_length + gen_config.max_new_tokens, f"max_new_tokens={gen_config.max_new_tokens}"
+        else:  # with inputs_embeds, max_length counts the new tokens only when it is below the prompt length
+            total, asked = max(gen_config.max_length, prompt_length), f"max_length={gen_config.max_length}"
+        if total > limit:
+            raise ValueError(
+                f"{asked} with a prompt of {prompt_length} tokens needs {total} positions, but the language model "
+                f"accepts at most {limit}; at most max_new_tokens={limit - prompt_length} fit"
+            )
+
+    def _check_slots(self, input_ids: torch.Tensor, layouts: list[SampleLayout]) -> None:
+        """The prompt's ``<IMG_CONTEXT>`` count must equal the visual tokens the layout gives (checked before encoding)."""
+        per_frame = self.config.num_image_token
+        expected = sum(self.config.tokens_per_tile(layout.flag) * layout.size for layout in layouts)
+        found = int((input_ids == self._require_context_id()).sum())
+        if found != expected:
+            raise ValueError(
+                f"the prompt has {found} <IMG_CONTEXT> tokens but pixel_values give {expected} visual tokens "
+                f"({sum(layout.size for layout in layouts)} tiles/frames, {per_frame} tokens per encoded frame); "
+                "build the prompt with PVCInternVLProcessor"
             )
 
     def _new_stats(self, layouts: list[SampleLayout] | None, samples: list[torch.Tensor] | None) -> dict:
@@ -1078,152 +1076,95 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
             new_samples.append(merged.unsqueeze(1))
             groups.append(group)
         pad_id = int(input_ids[0][~attention_mask[0].bool()][0]) if bool((attention_mask == 0).any()) else 0
-        new_ids, new_mask = _left_pad(rows, pad_id)
+        new_ids, new_mask = left_pad(rows, pad_id)
         return new_ids.to(input_ids.device), new_mask.to(attention_mask.device), new_samples, groups
 
-    # ------------------------------------------------------------------------------ chat
-    def _template(self):
-        return get_template(self.config.template or "internlm2-chat")
-
-    @property
-    def system_message(self) -> str:
-        if self.config.system_message is not None:
-            return self.config.system_message
-        return self._template().system_message
-
-    def _expand_images(
-        self,
-        question: str,
-        tiles_per_image: list[int],
-        flag: int,
-        img_start: str,
-        img_end: str,
-        img_context: str,
-    ) -> str:
-        """Replace each ``<image>`` (in order) by ``<img>`` + ``<IMG_CONTEXT>`` x count + ``</img>``."""
-        placeholders = question.count("<image>")
-        if placeholders != len(tiles_per_image):
+    # ------------------------------------------------------------------------------ chat (thin wrappers)
+    def _chat_processor(self, tokenizer: Any, image_tokens: tuple[str, str, str]) -> PVCInternVLProcessor:
+        if image_tokens != (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN):
             raise ValueError(
-                f"the question has {placeholders} <image> placeholders but num_patches_list has "
-                f"{len(tiles_per_image)} entries"
+                f"IMG_START_TOKEN / IMG_END_TOKEN / IMG_CONTEXT_TOKEN must be {IMG_START_TOKEN!r}, {IMG_END_TOKEN!r}, "
+                f"{IMG_CONTEXT_TOKEN!r} (the tokens this model was trained with), got {image_tokens}"
             )
-        per_tile = self.config.tokens_per_tile(flag)
-        for tiles in tiles_per_image:
-            question = question.replace("<image>", img_start + img_context * (per_tile * tiles) + img_end, 1)
-        return question
+        processor = PVCInternVLProcessor.from_model_config(tokenizer, self.config)
+        token_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT_TOKEN)
+        if token_id != self._require_context_id():
+            raise ValueError(
+                f"the tokenizer maps {IMG_CONTEXT_TOKEN} to id {token_id}, but config.img_context_token_id is "
+                f"{self.config.img_context_token_id}"
+            )
+        return processor
 
-    def _build_prompt(
-        self,
-        question: str,
-        history: list | None,
-        layout: SampleLayout | None,
-        tokens: tuple[str, str, str],
-        has_pixels: bool,
-    ) -> tuple[str, str]:
-        """The rendered prompt with expanded placeholders, and the question as stored in the history
-        (with ``<image>\n`` prepended when a first question about an image has no placeholder)."""
-        if history is None and has_pixels and "<image>" not in question:
-            question = "<image>\n" + question
-        prompt = self._template().render(list(history or []), question, self.system_message)
-        if layout is not None:
-            prompt = self._expand_images(prompt, layout.image_tiles, layout.flag, *tokens)
-        elif "<image>" in prompt:
-            raise ValueError(f"the question has {prompt.count('<image>')} <image> placeholders but no pixel_values were given")
-        return prompt, question
-
-    def _stop_kwargs(self, tokenizer, generation_config: dict | None) -> dict:
-        kwargs = dict(generation_config or {})
-        kwargs["eos_token_id"] = tokenizer.convert_tokens_to_ids(self._template().sep)
-        if kwargs.get("pad_token_id") is None:
-            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-            if pad is not None:
-                kwargs["pad_token_id"] = pad
-        return kwargs
-
-    def _decode(self, tokenizer, ids: torch.Tensor) -> list[str]:
-        sep = self._template().sep
-        return [text.split(sep)[0].strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+    def _chat_generation_config(self, processor: PVCInternVLProcessor, generation_config: Any) -> GenerationConfig:
+        """The call's settings; the answer stops at the template separator (as the official ``chat``) unless
+        ``generation_config.json`` already lists it among its stop ids."""
+        merged, extra = self._generation_config(generation_config, {})
+        stop = processor.stop_token_ids()
+        configured = merged.eos_token_id if isinstance(merged.eos_token_id, list) else [merged.eos_token_id]
+        if not set(stop) <= {i for i in configured if i is not None}:
+            merged.eos_token_id = stop
+        if merged.pad_token_id is None:
+            tokenizer = processor.tokenizer
+            merged.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
+        return merged, extra
 
     def chat(
         self,
-        tokenizer,
+        tokenizer: Any,
         pixel_values: torch.Tensor | None,
         question: str,
-        generation_config: dict | None = None,
+        generation_config: GenerationConfig | dict | None = None,
         history: list | None = None,
         return_history: bool = False,
-        num_patches_list: list | None = None,
-        IMG_START_TOKEN: str = "<img>",
-        IMG_END_TOKEN: str = "</img>",
-        IMG_CONTEXT_TOKEN: str = "<IMG_CONTEXT>",
+        num_patches_list: Any = None,
+        IMG_START_TOKEN: str = IMG_START_TOKEN,
+        IMG_END_TOKEN: str = IMG_END_TOKEN,
+        IMG_CONTEXT_TOKEN: str = IMG_CONTEXT_TOKEN,
         verbose: bool = False,
         data_flag: Any = None,
         split_sizes: Any = None,
         prunevid: dict | None = None,
         return_stats: bool = False,
     ):
-        """Answer ``question`` about one sample (an image, several images or a video).
+        """Answer ``question`` about one sample (an image, several images, a video, or text only).
 
-        ``data_flag``: ``[1]`` single image, ``[2]`` several images (``num_patches_list`` = tiles per
-        ``<image>``), ``[3]`` video (``Frame{i}: <image>`` prompts, ``num_patches_list = [1] * frames``).
-        Returns the answer, plus the updated history with ``return_history`` and the token / FLOPs
-        accounting with ``return_stats``.
+        The official InternVL2 / PVC signature: processor -> ``generate`` -> decode. ``data_flag``: ``[1]`` one
+        image, ``[2]`` several images (``num_patches_list`` = tiles per ``<image>``), ``[3]`` a video
+        (``Frame{i}: <image>`` prompts). Returns the answer, plus the updated history with ``return_history``
+        and the token / FLOPs accounting with ``return_stats``.
         """
-        self._check_context_token(tokenizer, IMG_CONTEXT_TOKEN)
-        layout = None
-        if pixel_values is not None:
-            self._check_pixels(pixel_values)
-            if num_patches_list is None:
-                flag = int(torch.as_tensor(data_flag).flatten()[0]) if data_flag is not None else DataFlag.IMAGE
-                num_patches_list = [1] * pixel_values.shape[0] if flag == DataFlag.VIDEO else [pixel_values.shape[0]]
-            if sum(int(n) for n in num_patches_list) != pixel_values.shape[0]:
-                raise ValueError(
-                    f"num_patches_list sums to {sum(int(n) for n in num_patches_list)} but pixel_values has "
-                    f"{pixel_values.shape[0]} tiles"
-                )
-            layouts = self.sample_layouts(pixel_values.shape[0], data_flag, split_sizes, [list(num_patches_list)])
-            if len(layouts) != 1:
-                raise ValueError(f"chat takes one sample, got {len(layouts)} (use batch_chat)")
-            layout = layouts[0]
-        tokens = (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN)
-        prompt, question = self._build_prompt(question, history, layout, tokens, pixel_values is not None)
-        if verbose:
-            logger.warning(prompt.replace(IMG_CONTEXT_TOKEN * max(self.num_image_token, 1), "<IMG_CONTEXT*L>"))
-        inputs = tokenizer(prompt, return_tensors="pt")
-        device = self.get_input_embeddings().weight.device
-        kwargs = self._stop_kwargs(tokenizer, generation_config)
-        output = self.generate(
-            pixel_values=pixel_values,
-            input_ids=inputs["input_ids"].to(device),
-            attention_mask=inputs["attention_mask"].to(device),
-            data_flag=[layout.flag] if layout is not None else None,
-            num_patches_list=[layout.image_tiles] if layout is not None else None,
-            prunevid=prunevid,
-            return_stats=True,
-            **kwargs,
+        processor = self._chat_processor(tokenizer, (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN))
+        if not isinstance(question, str):
+            raise ValueError(f"question must be a string, got {type(question).__name__} (use batch_chat for several)")
+        if pixel_values is not None and num_patches_list is not None and data_flag is None and split_sizes is None:
+            split_sizes = [pixel_values.shape[0]]
+        inputs, stored = processor.chat_inputs(
+            [question], self._checked_pixels(pixel_values), [history], data_flag, split_sizes, num_patches_list,
+            self.system_message,
         )
-        ids, stats = output
-        response = self._decode(tokenizer, ids)[0]
-        history = list(history or []) + [(question, response)]
-        result = (response, history) if return_history else response
+        if len(inputs["input_ids"]) != 1:
+            raise ValueError("chat answers one sample; use batch_chat for several")
+        response, stats = self._answer(processor, inputs, generation_config, prunevid, verbose)
+        history = list(history or []) + [(stored[0], response[0])]
+        result = (response[0], history) if return_history else response[0]
         if return_stats:
             return (*result, stats) if return_history else (result, stats)
         return result
 
     def batch_chat(
         self,
-        tokenizer,
+        tokenizer: Any,
         pixel_values: torch.Tensor | None,
         questions: list[str],
-        generation_config: dict | None = None,
-        num_patches_list: list | None = None,
+        generation_config: GenerationConfig | dict | None = None,
+        num_patches_list: Any = None,
         history: list | None = None,
         return_history: bool = False,
-        IMG_START_TOKEN: str = "<img>",
-        IMG_END_TOKEN: str = "</img>",
-        IMG_CONTEXT_TOKEN: str = "<IMG_CONTEXT>",
+        IMG_START_TOKEN: str = IMG_START_TOKEN,
+        IMG_END_TOKEN: str = IMG_END_TOKEN,
+        IMG_CONTEXT_TOKEN: str = IMG_CONTEXT_TOKEN,
         verbose: bool = False,
-        image_counts: list | None = None,
+        image_counts: Any = None,
         data_flag: Any = None,
         split_sizes: Any = None,
         prunevid: dict | None = None,
@@ -1231,55 +1172,86 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
     ):
         """Answer one question per sample, all samples in one left-padded batch.
 
-        ``split_sizes`` gives the tiles/frames per sample (default: ``num_patches_list``, one image per
+        ``split_sizes`` gives the tiles / frames per sample (default: ``num_patches_list``, one image per
         question); ``num_patches_list`` is flat (one entry per ``<image>`` across the batch) or one list per
         sample; ``data_flag`` has one entry per sample (default: all images).
         """
         if history is not None or return_history:
-            raise NotImplementedError("batch_chat does not support multi-turn history; use chat")
-        self._check_context_token(tokenizer, IMG_CONTEXT_TOKEN)
-        num = len(questions)
-        layouts: list[SampleLayout | None] = [None] * num
+            raise ValueError("batch_chat does not support multi-turn history; use chat for each sample")
+        if image_counts is not None:
+            raise ValueError("image_counts is not supported; give split_sizes and one num_patches_list per sample")
+        if not isinstance(questions, (list, tuple)) or not all(isinstance(q, str) for q in questions) or not questions:
+            raise ValueError(f"questions must be a non-empty list of strings, got {type(questions).__name__}")
+        processor = self._chat_processor(tokenizer, (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN))
         if pixel_values is not None:
-            self._check_pixels(pixel_values)
+            if split_sizes is None and num_patches_list is None:
+                raise ValueError("batch_chat needs num_patches_list or split_sizes to split pixel_values per question")
             if split_sizes is None:
-                if num_patches_list is None:
-                    raise ValueError("batch_chat needs num_patches_list or split_sizes to split pixel_values per question")
-                if image_counts is not None:
-                    raise ValueError("image_counts is not supported; give split_sizes and per-sample num_patches_list")
-                split_sizes = [sum(p) if isinstance(p, (list, tuple)) else int(p) for p in num_patches_list]
-            flags = data_flag if data_flag is not None else [DataFlag.IMAGE] * num
-            layouts = self.sample_layouts(pixel_values.shape[0], flags, split_sizes, num_patches_list)
-            if len(layouts) != num:
-                raise ValueError(f"batch_chat got {num} questions but {len(layouts)} samples")
-        tokens = (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN)
-        prompts = [self._build_prompt(q, None, lay, tokens, pixel_values is not None)[0] for q, lay in zip(questions, layouts)]
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        encoded = [tokenizer(p, return_tensors="pt")["input_ids"][0] for p in prompts]
-        input_ids, attention_mask = _left_pad(encoded, pad_id if pad_id is not None else 0)
-        device = self.get_input_embeddings().weight.device
-        kwargs = self._stop_kwargs(tokenizer, generation_config)
-        ids, stats = self.generate(
-            pixel_values=pixel_values,
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
-            data_flag=[l.flag for l in layouts] if pixel_values is not None else None,
-            split_sizes=[l.size for l in layouts] if pixel_values is not None else None,
-            num_patches_list=[l.image_tiles for l in layouts] if pixel_values is not None else None,
-            prunevid=prunevid,
-            return_stats=True,
-            **kwargs,
+                split_sizes = [sum(p) if isinstance(p, (list, tuple)) else p for p in _listed(num_patches_list)]
+            if data_flag is None:
+                data_flag = [int(DataFlag.IMAGE)] * len(questions)
+        inputs, _ = processor.chat_inputs(
+            list(questions), self._checked_pixels(pixel_values), None, data_flag, split_sizes, num_patches_list,
+            self.system_message,
         )
-        responses = self._decode(tokenizer, ids)
+        responses, stats = self._answer(processor, inputs, generation_config, prunevid, verbose)
         return (responses, stats) if return_stats else responses
 
-    def _check_context_token(self, tokenizer, img_context_token: str) -> None:
-        token_id = tokenizer.convert_tokens_to_ids(img_context_token)
-        configured = self._require_context_id()
-        if token_id != configured:
-            raise ValueError(
-                f"the tokenizer maps {img_context_token} to id {token_id}, but config.img_context_token_id is {configured}"
-            )
+    def _answer(self, processor, inputs, generation_config, prunevid, verbose) -> tuple[list[str], dict]:
+        """generate -> decode for the chat wrappers."""
+        if verbose:
+            for row in processor.tokenizer.batch_decode(inputs["input_ids"], skip_special_tokens=False):
+                logger.info(row.replace(IMG_CONTEXT_TOKEN * max(self.num_image_token, 1), "<IMG_CONTEXT*L>"))
+        device = self.get_input_embeddings().weight.device
+        gen_config, extra = self._chat_generation_config(processor, generation_config)
+        ids, stats = self.generate(
+            **inputs.to(device), generation_config=gen_config, prunevid=prunevid, return_stats=True, **extra
+        )
+        sequences = ids.sequences if hasattr(ids, "sequences") else ids
+        return processor.decode_answers(sequences), stats
+
+    def _checked_pixels(self, pixel_values: Any) -> torch.Tensor | None:
+        if pixel_values is not None:
+            self._check_pixels(pixel_values)
+        return pixel_values
+
+
+def _legacy_quantization_flags(kwargs: dict) -> dict:
+    """Map the official scripts' ``load_in_8bit`` / ``load_in_4bit`` (removed in transformers 5) onto
+    ``quantization_config``; False / None are accepted and dropped."""
+    kwargs = dict(kwargs)
+    flags = {name: kwargs.pop(name) for name in ("load_in_8bit", "load_in_4bit") if name in kwargs}
+    for name, value in flags.items():
+        if value is not None and not isinstance(value, bool):
+            raise ValueError(f"{name} must be True or False, got {value!r}")
+    enabled = [name for name, value in flags.items() if value]
+    if not enabled:
+        return kwargs
+    if len(enabled) > 1:
+        raise ValueError("load_in_8bit and load_in_4bit cannot both be True")
+    if kwargs.get("quantization_config") is not None:
+        raise ValueError(f"give quantization_config or {enabled[0]}=True, not both")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ImportError(f"{enabled[0]}=True needs the bitsandbytes package (pip install bitsandbytes) and a CUDA GPU")
+    from transformers import BitsAndBytesConfig
+
+    kwargs["quantization_config"] = BitsAndBytesConfig(**{enabled[0]: True})
+    return kwargs
+
+
+def _untied_missing_keys(model: nn.Module, missing: Any) -> list[str]:
+    """The missing parameter names that are not tied to a loaded parameter (e.g. a tied ``lm_head``)."""
+    missing = sorted(set(missing))
+    if not missing:
+        return []
+    params = dict(model.named_parameters(remove_duplicate=False))
+    loaded = {id(param) for name, param in params.items() if name not in missing}
+    return [name for name in missing if name not in params or id(params[name]) not in loaded]
+
+
+def _listed(value: Any) -> list:
+    """A list from a list / tuple / tensor (``batch_chat``'s ``num_patches_list``)."""
+    return value.tolist() if torch.is_tensor(value) else list(value)
 
 
 def _seeded_noise(device: torch.device) -> Callable[[int, tuple], torch.Tensor]:
@@ -1293,18 +1265,6 @@ def _cache_length(past_key_values: Any) -> int:
     if hasattr(past_key_values, "get_seq_length"):
         return int(past_key_values.get_seq_length())
     return int(past_key_values[0][0].shape[-2]) if past_key_values else 0
-
-
-def _left_pad(rows: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad 1-D id tensors into ``(B, T)`` ids and attention mask."""
-    length = max(int(r.shape[0]) for r in rows)
-    ids = torch.full((len(rows), length), int(pad_id), dtype=torch.long)
-    mask = torch.zeros((len(rows), length), dtype=torch.long)
-    for i, row in enumerate(rows):
-        if row.shape[0]:
-            ids[i, length - row.shape[0] :] = row.cpu()
-            mask[i, length - row.shape[0] :] = 1
-    return ids, mask
 
 
 def _relayout_row(ids: torch.Tensor, context_id: int, counts: list[int]) -> torch.Tensor:

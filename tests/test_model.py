@@ -10,7 +10,9 @@ from transformers.generation.streamers import BaseStreamer
 
 from pvc_internvl.configuration_pvc_internvl import PVCInternVLConfig
 from pvc_internvl.conversation import INTERNVL_SYSTEM_MESSAGE, get_template
+from pvc_internvl.layout import sample_layouts
 from pvc_internvl.modeling_pvc_internvl import PVCInternVLChatModel
+from pvc_internvl.processing import PVCInternVLProcessor
 from tests.conftest import ROOT
 from tests.tiny import IMAGE_SIZE, pixels, tiny_config, tiny_model
 from tests.tokenizer_utils import IM_END_ID, IMG_CONTEXT_ID, make_tiny_tokenizer
@@ -129,7 +131,7 @@ def test_tile_repeat_way_orders_frames():
 
 
 # ------------------------------------------------------------------------------------- token counts
-def test_full_size_token_counts():
+def test_full_size_token_counts(tmp_path):
     config = PVCInternVLConfig.from_pretrained(str(ROOT))
     assert config.num_image_token == 64
     assert config.tokens_per_tile(3) == 64
@@ -138,12 +140,13 @@ def test_full_size_token_counts():
     assert internvl2.num_image_token == 256 and internvl2.tokens_per_tile(1) == 256 and internvl2.tokens_per_tile(3) == 256
     with torch.device("meta"):
         model = PVCInternVLChatModel(config)
+    processor = PVCInternVLProcessor.from_model_config(make_tiny_tokenizer(tmp_path), config)
     video_prompt = "".join(f"Frame{i + 1}: <image>\n" for i in range(64)) + "What happens?"
-    layout = model.sample_layouts(64, [3], [64], [[1] * 64])[0]
-    prompt, _ = model._build_prompt(video_prompt, None, layout, ("<img>", "</img>", "<IMG_CONTEXT>"), True)
+    layout = sample_layouts(64, [3], [64], [[1] * 64])[0]
+    prompt, _ = processor.chat_prompt(video_prompt, layout)
     assert prompt.count("<IMG_CONTEXT>") == 64 * 64
-    layout = model.sample_layouts(13, [1], [13], None)[0]
-    prompt, _ = model._build_prompt("Describe.", None, layout, ("<img>", "</img>", "<IMG_CONTEXT>"), True)
+    layout = sample_layouts(13, [1], [13], None)[0]
+    prompt, _ = processor.chat_prompt("Describe.", layout)
     assert prompt.count("<IMG_CONTEXT>") == 13 * 256
 
 
@@ -293,9 +296,9 @@ def test_bad_inputs_raise_value_errors(tokenizer):
         model.extract_feature(pv, data_flag=[1, 1], split_sizes=[3])
     with pytest.raises(ValueError, match="split_sizes sum to 4 but pixel_values has 3"):
         model.extract_feature(pv, data_flag=[1, 1], split_sizes=[2, 2])
-    with pytest.raises(ValueError, match="num_patches_list sums to 2 but pixel_values has 3"):
+    with pytest.raises(ValueError, match="num_patches_list of sample 0 sums to 2 but the sample has 3 tiles"):
         model.chat(tokenizer, pv, "Image-1: <image>\nImage-2: <image>\nq", dict(GEN), num_patches_list=[1, 1], data_flag=[2])
-    with pytest.raises(ValueError, match="2 <image> placeholders but num_patches_list has 3 entries"):
+    with pytest.raises(ValueError, match="2 <image> placeholders but the sample has 3 images/frames"):
         model.chat(tokenizer, pv, "<image> <image> q", dict(GEN), num_patches_list=[1, 1, 1], data_flag=[2])
     with pytest.raises(ValueError, match=rf"\(num_tiles, 3, {IMAGE_SIZE}, {IMAGE_SIZE}\).*\(1, 3, 56, 56\)"):
         model.chat(tokenizer, torch.zeros(1, 3, 56, 56), "q", dict(GEN))

@@ -438,24 +438,42 @@ def processor(tmp_path_factory):
     return P.PVCInternVLProcessor(tokenizer, max_dynamic_patch=6, num_segments=8)
 
 
+def expected_ids(processor, texts: list[str], flags: list[int], tiles: list[list[int]]) -> torch.Tensor:
+    """Independent expansion: each <image> -> <img> + <IMG_CONTEXT> x (tokens per tile x tiles) + </img>."""
+    rows = []
+    for text, flag, sample_tiles in zip(texts, flags, tiles):
+        per_tile = processor.num_image_token * (processor.video_repeat_time if flag == 3 else processor.image_repeat_time)
+        pieces = text.split("<image>")
+        assert len(pieces) == len(sample_tiles) + 1
+        out = pieces[0]
+        for n, piece in zip(sample_tiles, pieces[1:]):
+            out += "<img>" + "<IMG_CONTEXT>" * (per_tile * n) + "</img>" + piece
+        rows.append(processor.tokenizer(out)["input_ids"])
+    width = max(len(r) for r in rows)
+    return torch.tensor([[EOS_ID] * (width - len(r)) + r for r in rows])
+
+
 def test_processor_single_image(processor, media, golden):
     out = processor("Describe the image.", images=str(media["wide"]))
     grid = reference_grid(900, 500, golden_order(golden, 1, 6), 448)
     assert grid == (2, 1)
-    assert out["question"] == "<image>\nDescribe the image."
-    assert out["num_patches_list"] == [3]  # 2 tiles + thumbnail
+    assert out["num_patches_list"] == [[3]]  # 2 tiles + thumbnail
     assert out["data_flag"].tolist() == [1] and out["split_sizes"].tolist() == [3]
+    assert torch.equal(out["input_ids"], expected_ids(processor, ["<image>\nDescribe the image."], [1], [[3]]))
+    assert out["input_ids"].eq(IMG_CONTEXT_ID).sum() == 3 * 64 * 4
+    assert out["attention_mask"].all()
     assert torch.equal(out["pixel_values"], P.load_image(media["wide"], max_num=6))
     kept = processor("Look: <image>\nWhat is it?", images=Image.open(media["wide"]))
-    assert kept["question"] == "Look: <image>\nWhat is it?"
-    assert processor("x", images=media["wide"], max_num=1)["num_patches_list"] == [1]
+    assert torch.equal(kept["input_ids"], expected_ids(processor, ["Look: <image>\nWhat is it?"], [1], [[3]]))
+    assert processor("x", images=media["wide"], max_num=1)["num_patches_list"] == [[1]]
 
 
 def test_processor_two_images(processor, media, golden):
     out = processor("Compare them.", images=[media["wide"], media["tall"]])
-    assert out["question"] == "Image-1: <image>\nImage-2: <image>\nCompare them."
+    text = "Image-1: <image>\nImage-2: <image>\nCompare them."
+    assert torch.equal(out["input_ids"], expected_ids(processor, [text], [2], [[3, 3]]))
     assert reference_grid(300, 700, golden_order(golden, 1, 6), 448) == (1, 2)
-    assert out["num_patches_list"] == [3, 3]  # 2x1 + thumbnail, 1x2 + thumbnail
+    assert out["num_patches_list"] == [[3, 3]]  # 2x1 + thumbnail, 1x2 + thumbnail
     assert out["data_flag"].tolist() == [2] and out["split_sizes"].tolist() == [6]
     assert out["pixel_values"].shape == (6, 3, 448, 448)
     assert torch.equal(out["pixel_values"][3:], P.load_image(media["tall"], max_num=6))
@@ -464,23 +482,30 @@ def test_processor_two_images(processor, media, golden):
 def test_processor_video(processor, video_dir):
     media = {"video": video_dir / "clip.mp4"}
     out = processor("What happens?", videos=str(media["video"]))
-    assert out["question"] == "".join(f"Frame{i}: <image>\n" for i in range(1, 9)) + "What happens?"
-    assert out["num_patches_list"] == [1] * 8
+    frames = "".join(f"Frame{i}: <image>\n" for i in range(1, 9))
+    assert torch.equal(out["input_ids"], expected_ids(processor, [frames + "What happens?"], [3], [[1] * 8]))
+    assert out["input_ids"].eq(IMG_CONTEXT_ID).sum() == 8 * 64  # 64 tokens per frame
+    assert out["num_patches_list"] == [[1] * 8]
     assert out["data_flag"].tolist() == [3] and out["split_sizes"].tolist() == [8]
     assert frame_ids(out["pixel_values"]) == [2, 8, 14, 20, 26, 31, 37, 43]
     short = processor("Q", videos=[media["video"]], num_segments=4, bound=(0.5, 1.5))
     assert frame_ids(short["pixel_values"]) == reference_get_index((0.5, 1.5), FPS, NUM_FRAMES - 1, 4)
-    assert short["question"].count("<image>") == 4
+    assert short["input_ids"].eq(IMG_CONTEXT_ID).sum() == 4 * 64
+    # a <video> placeholder becomes the frame lines at its place
+    placed = processor("Watch: <video>Why?", videos=media["video"], num_segments=4)
+    frames4 = "".join(f"Frame{i}: <image>\n" for i in range(1, 5))
+    assert torch.equal(placed["input_ids"], expected_ids(processor, ["Watch: " + frames4 + "Why?"], [3], [[1] * 4]))
 
 
 def test_processor_text_only(processor):
     out = processor("Hello there.")
-    assert out["pixel_values"] is None and out["num_patches_list"] == [] and out["question"] == "Hello there."
+    assert set(out) == {"input_ids", "attention_mask"}
+    assert out["input_ids"][0].tolist() == processor.tokenizer("Hello there.")["input_ids"]
 
 
 def test_processor_errors(processor, media, video_dir):
     media = {**media, "video": video_dir / "clip.mp4"}
-    with pytest.raises(ValueError, match="1 images and 1 videos"):
+    with pytest.raises(ValueError, match="images or a video, not both"):
         processor("x", images=media["small"], videos=media["video"])
     with pytest.raises(ValueError, match="2 <image> placeholders but 1 images"):
         processor("<image> and <image>", images=media["small"])
@@ -492,31 +517,36 @@ def test_processor_errors(processor, media, video_dir):
         processor("x", videos=media["video"], max_num=4)
     with pytest.raises(ValueError, match="got 2"):
         processor("x", videos=[media["video"], media["video"]])
-    with pytest.raises(ValueError, match="1 <image> placeholders but 0 images"):
+    with pytest.raises(ValueError, match="1 <image> placeholders but no images"):
         processor("<image>\nx")
-    with pytest.raises(ValueError, match="list"):
-        processor(["a", "b"], images=media["small"])
+    with pytest.raises(ValueError, match="images has 1 entries for 2 prompts"):
+        processor(["a", "b"], images=[media["small"]])
+    with pytest.raises(ValueError, match="contains '<IMG_CONTEXT>'"):
+        processor("<IMG_CONTEXT> x", images=media["small"])
+    with pytest.raises(ValueError, match="mixes prompts with and without media"):
+        processor(["a", "b"], images=[media["small"], None])
     with pytest.raises(ValueError, match="min_num=5, max_num=2"):
         P.PVCInternVLProcessor(processor.tokenizer, min_dynamic_patch=5, max_dynamic_patch=2)
 
 
-def test_collate(processor, media, video_dir, golden):
-    media = {**media, "video": video_dir / "clip.mp4"}
+def test_batch_is_left_padded(processor, media, video_dir):
     # a small 200x150 image is upscaled onto the 3x2 grid (ratio 1.5 is the closest to 4/3 with <= 6 tiles)
-    assert reference_grid(200, 150, golden_order(golden, 1, 6), 448) == (3, 2)
+    media = {**media, "video": video_dir / "clip.mp4"}
     a = processor("A?", images=media["wide"])
-    b = processor("B?", videos=media["video"], num_segments=4)
     c = processor("C?", images=[media["small"], media["tall"]])
-    batch = P.PVCInternVLProcessor.collate([a, b, c])
-    assert batch["data_flag"].tolist() == [1, 3, 2]
-    assert batch["split_sizes"].tolist() == [3, 4, 7 + 3]
-    assert batch["num_patches_list"] == [[3], [1, 1, 1, 1], [7, 3]]
-    assert batch["questions"] == [a["question"], b["question"], c["question"]]
-    assert torch.equal(batch["pixel_values"], torch.cat([a["pixel_values"], b["pixel_values"], c["pixel_values"]]))
-    with pytest.raises(ValueError, match="sample 1 of 2"):
-        P.collate_features([a, processor("text only")])
-    with pytest.raises(ValueError, match="got 0"):
-        P.collate_features([])
+    batch = processor(["A?", "C?"], images=[media["wide"], [media["small"], media["tall"]]])
+    assert batch["data_flag"].tolist() == [1, 2]
+    assert batch["split_sizes"].tolist() == [3, 7 + 3]
+    assert batch["num_patches_list"] == [[3], [7, 3]]
+    assert torch.equal(batch["pixel_values"], torch.cat([a["pixel_values"], c["pixel_values"]]))
+    width = batch["input_ids"].shape[1]
+    for row, single in enumerate((a, c)):
+        n = single["input_ids"].shape[1]
+        assert torch.equal(batch["input_ids"][row, width - n :], single["input_ids"][0])
+        assert batch["attention_mask"][row].tolist() == [0] * (width - n) + [1] * n
+        assert batch["input_ids"][row, : width - n].eq(EOS_ID).all()  # pad = </s>
+    mixed = processor(["A?", "B?"], images=[media["wide"], None], videos=[None, media["video"]], num_segments=4)
+    assert mixed["data_flag"].tolist() == [1, 3] and mixed["num_patches_list"] == [[3], [1] * 4]
 
 
 SUBPROCESS_SCRIPT = textwrap.dedent(
@@ -580,12 +610,12 @@ def test_auto_processor_round_trip(tmp_path, processor, media, video_dir):
              "video": processor("Tell me.", videos=media["video"])}
     for name, expected in local.items():
         got = remote[name]
-        assert got["question"] == expected["question"], name
+        assert torch.equal(got["input_ids"], expected["input_ids"]), name
         assert got["num_patches_list"] == expected["num_patches_list"], name
         assert torch.equal(got["data_flag"], expected["data_flag"]), name
         assert torch.equal(got["split_sizes"], expected["split_sizes"]), name
         assert torch.equal(got["pixel_values"], expected["pixel_values"]), name
-    assert remote["two"]["data_flag"].tolist() == [2] and remote["video"]["num_patches_list"] == [1] * 8
+    assert remote["two"]["data_flag"].tolist() == [2] and remote["video"]["num_patches_list"] == [[1] * 8]
 
     # without decord and PyAV the processor still loads and handles images; videos name both packages
     bare = run_subprocess("no-decoders")

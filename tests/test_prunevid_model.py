@@ -7,6 +7,8 @@ import logging
 import pytest
 import torch
 
+from pvc_internvl.layout import sample_layouts
+from pvc_internvl.processing import PVCInternVLProcessor
 from tests.tiny import pixels, tiny_model
 from tests.tokenizer_utils import make_tiny_tokenizer
 
@@ -56,8 +58,8 @@ def test_disabled_is_the_plain_model(model, tokenizer):
     off = model.chat(tokenizer, video, question, dict(GEN), **kwargs)
     explicit_off = model.chat(tokenizer, video, question, dict(GEN), prunevid={"enabled": False, "alpha": 0.1}, **kwargs)
     # The same prompt through forward() + plain HF generate on the merged embeddings.
-    prompt, _ = model._build_prompt(question, None, model.sample_layouts(8, [3], [8], [[1] * 8])[0],
-                                    ("<img>", "</img>", "<IMG_CONTEXT>"), True)
+    processor = PVCInternVLProcessor.from_model_config(tokenizer, model.config)
+    prompt, _ = processor.chat_prompt(question, sample_layouts(8, [3], [8], [[1] * 8])[0])
     ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
     with torch.no_grad():
         visual = model.extract_feature(video, data_flag=[3])
@@ -65,7 +67,7 @@ def test_disabled_is_the_plain_model(model, tokenizer):
         plain = model.language_model.generate(
             inputs_embeds=embeds, attention_mask=torch.ones_like(ids), eos_token_id=4, pad_token_id=2, **GEN
         )
-    assert off == explicit_off == model._decode(tokenizer, plain)[0]
+    assert off == explicit_off == processor.decode_answers(plain)[0]
 
 
 def test_alpha_one_without_stage1_equals_disabled(model, tokenizer):

@@ -17,12 +17,12 @@ from pvc_internvl.processing import PVCInternVLProcessor
 from tests.chat_all import run_all
 from tests.conftest import ROOT
 from tests.tiny import IMAGE_SIZE, tiny_model
-from tests.tokenizer_utils import make_tiny_tokenizer
+from tests.tokenizer_utils import IM_END_ID, make_tiny_tokenizer
 
 AUTO_MAP = {
     "AutoConfig": "configuration_pvc_internvl.PVCInternVLConfig",
     "AutoModel": "modeling_pvc_internvl.PVCInternVLChatModel",
-    "AutoModelForCausalLM": "modeling_pvc_internvl.PVCInternVLChatModel",
+    "AutoModelForImageTextToText": "modeling_pvc_internvl.PVCInternVLChatModel",
 }
 
 
@@ -58,6 +58,13 @@ CHILD = textwrap.dedent(
     bf16 = AutoModel.from_pretrained(path, trust_remote_code=True, dtype=torch.bfloat16).eval()
     out["bf16_dtype"] = str(next(bf16.parameters()).dtype)
     out["bf16_answer_type"] = type(run_all(bf16, tokenizer, processor, {media!r})["video"]).__name__
+    from transformers import pipeline
+    from tests.chat_all import GEN, messages_for
+    pipe = pipeline("image-text-to-text", model=path, trust_remote_code=True, dtype=torch.float32)
+    out["pipeline_class"] = type(pipe.model).__name__
+    for kind in ("image", "video"):
+        answer = pipe(text=messages_for(kind, {media!r}), return_full_text=False, generate_kwargs=dict(GEN))
+        out["pipeline_" + kind] = answer[0]["generated_text"]
     print("RESULT" + json.dumps(out))
     """
 )
@@ -71,8 +78,9 @@ def checkpoint(tmp_path_factory):
     model = tiny_model(pvc=True, temporal_random=True)
     model.config.auto_map = dict(AUTO_MAP)
     PVCInternVLChatModel.register_for_auto_class("AutoModel")
+    model.generation_config.eos_token_id = [IM_END_ID]  # what the converter writes: the template separator
     model.save_pretrained(path)
-    processor = PVCInternVLProcessor(tokenizer, image_size=IMAGE_SIZE, max_dynamic_patch=6, use_thumbnail=True)
+    processor = PVCInternVLProcessor.from_model_config(tokenizer, model.config)
     processor.save_pretrained(path)
     media = {"wide": str(root / "wide.png"), "square": str(root / "square.png"), "video": str(root / "clip.mp4")}
     rng = np.random.default_rng(0)
@@ -86,7 +94,8 @@ def test_saved_folder_is_self_contained(checkpoint):
     path = checkpoint[0]
     names = set(os.listdir(path))
     for required in ("configuration_pvc_internvl.py", "modeling_pvc_internvl.py", "prunevid.py", "conversation.py",
-                     "processing.py", "config.json", "processor_config.json", "tokenizer.json"):
+                     "processing.py", "media.py", "layout.py", "config.json", "processor_config.json",
+                     "tokenizer.json", "generation_config.json"):
         assert required in names, f"{required} missing from the saved folder: {sorted(names)}"
     config = json.loads((path / "config.json").read_text())
     assert config["auto_map"] == AUTO_MAP and config["img_context_token_id"] == 7
@@ -95,6 +104,8 @@ def test_saved_folder_is_self_contained(checkpoint):
 def test_fresh_offline_process_loads_and_chats(checkpoint, tmp_path):
     path, model, tokenizer, processor, media = checkpoint
     expected = run_all(model, tokenizer, processor, media)
+    for kind in ("image", "images", "video", "text"):  # native path == chat()
+        assert expected[kind + "_native_text"] == expected[kind], kind
     assert expected["image_tiles"] == [4]  # 260x100 -> 3 tiles + thumbnail
     assert expected["images_tiles"] == [4, 1]
     assert expected["video_tiles"] == [1] * 8
@@ -105,9 +116,11 @@ def test_fresh_offline_process_loads_and_chats(checkpoint, tmp_path):
     line = next(l for l in result.stdout.splitlines() if l.startswith("RESULT"))
     got = json.loads(line[len("RESULT"):])
     assert all(m.startswith("transformers_modules.") for m in got["modules"]), got["modules"]
-    for key in ("image", "images", "video", "batch", "image_tiles", "images_tiles", "video_tiles"):
+    for key in expected:
         assert got[key] == expected[key], key
+    assert got["pipeline_class"] == "PVCInternVLChatModel"
+    assert got["pipeline_image"] == expected["image"] and got["pipeline_video"] == expected["video"]
     assert got["device_map_answer"] == expected["image"]
     assert got["bf16_dtype"] == "torch.bfloat16" and got["bf16_answer_type"] == "str"
     assert isinstance(expected["batch"], list) and len(expected["batch"]) == 2
-    assert expected["batch"] == [expected["image"], expected["video"]]
+    assert expected["batch"] == expected["batch_native"] == [expected["image"], expected["video"]]

@@ -1,0 +1,157 @@
+"""The layout of a call: which tiles / frames of ``pixel_values`` belong to which sample, and how.
+
+The official InternVL2 / PVC interface describes a batch with three fields:
+
+* ``data_flag`` -- one :class:`DataFlag` per sample (1 image, 2 several images, 3 video);
+* ``split_sizes`` -- tiles (images) or frames (video) per sample, summing to ``pixel_values.shape[0]``;
+* ``num_patches_list`` -- tiles per ``<image>`` placeholder: flat over the batch, or one list per sample
+  (a video has ``[1] * frames``).
+
+:func:`sample_layouts` validates them once and returns one :class:`SampleLayout` per sample; the processor
+uses it to expand placeholders and the model to encode clips.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from .configuration_pvc_internvl import DataFlag
+
+
+@dataclass(frozen=True)
+class SampleLayout:
+    """How one sample's tiles / frames become encoder clips and ``<image>`` slots."""
+
+    flag: DataFlag
+    start: int  # first tile / frame of the sample in pixel_values
+    size: int  # tiles / frames of the sample
+    image_tiles: tuple[int, ...]  # tiles per <image> (images) or (1,) * frames (video)
+
+
+def _as_list(value: Any, name: str) -> list:
+    """A flat Python list from a list / tuple / tensor / numpy array (``ValueError`` for anything else)."""
+    if torch.is_tensor(value):
+        return value.flatten().tolist()
+    if hasattr(value, "tolist") and hasattr(value, "shape"):  # numpy array
+        return list(value.reshape(-1).tolist())
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return [int(value)]
+    raise ValueError(f"{name} must be a list, tuple or tensor of integers, got {type(value).__name__}")
+
+
+def _positive_int(value: Any, name: str, index: int) -> int:
+    """``value`` as an int, or ``ValueError`` naming ``name[index]`` (bools, floats like 2.7, 0 and negatives refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise ValueError(f"{name}[{index}] must be a positive integer, got {value!r} ({type(value).__name__})")
+    if int(value) < 1:
+        raise ValueError(f"{name}[{index}] must be a positive integer, got {int(value)}")
+    return int(value)
+
+
+def parse_data_flags(data_flag: Any) -> list[DataFlag]:
+    """``data_flag`` (int, list or tensor) as a list of :class:`DataFlag`; ``ValueError`` naming a bad entry."""
+    flags = []
+    for index, value in enumerate(_as_list(data_flag, "data_flag")):
+        if isinstance(value, bool) or not isinstance(value, numbers.Number) or float(value) != int(value):
+            raise ValueError(f"data_flag[{index}] must be 1 (image), 2 (multi-image) or 3 (video), got {value!r}")
+        if int(value) not in {int(f) for f in DataFlag}:
+            raise ValueError(f"data_flag[{index}] must be 1 (image), 2 (multi-image) or 3 (video), got {int(value)}")
+        flags.append(DataFlag(int(value)))
+    if not flags:
+        raise ValueError("data_flag is empty; give one flag per sample (1 image, 2 multi-image, 3 video)")
+    return flags
+
+
+def _patches_per_sample(num_patches_list: Any, sizes: list[int], flags: list[DataFlag]) -> list[list[int]]:
+    """Tiles per ``<image>`` of every sample, from a flat or per-sample ``num_patches_list`` (or the defaults)."""
+    if num_patches_list is None:
+        return [[1] * size if flag == DataFlag.VIDEO else [size] for size, flag in zip(sizes, flags)]
+    items = num_patches_list.tolist() if torch.is_tensor(num_patches_list) else _as_list(num_patches_list, "num_patches_list")
+    if items and all(isinstance(item, (list, tuple)) for item in items):
+        if len(items) != len(sizes):
+            raise ValueError(f"num_patches_list has {len(items)} per-sample lists but there are {len(sizes)} samples")
+        per_sample = [
+            [_positive_int(v, f"num_patches_list[{s}]", i) for i, v in enumerate(item)] for s, item in enumerate(items)
+        ]
+    elif any(isinstance(item, (list, tuple)) for item in items):
+        raise ValueError("num_patches_list mixes numbers and lists; give a flat list or one list per sample")
+    else:
+        flat = [_positive_int(v, "num_patches_list", i) for i, v in enumerate(items)]
+        per_sample, cursor = [], 0
+        for size in sizes:
+            taken, total = [], 0
+            while total < size and cursor < len(flat):
+                total += flat[cursor]
+                taken.append(flat[cursor])
+                cursor += 1
+            per_sample.append(taken)
+        if cursor != len(flat):
+            raise ValueError(
+                f"num_patches_list has {len(flat)} entries summing to {sum(flat)}, but the samples hold {sum(sizes)} tiles"
+            )
+    for index, (size, tiles) in enumerate(zip(sizes, per_sample)):
+        if sum(tiles) != size:
+            raise ValueError(
+                f"num_patches_list of sample {index} sums to {sum(tiles)} but the sample has {size} tiles/frames"
+            )
+    return per_sample
+
+
+def sample_layouts(
+    num_tiles: int,
+    data_flag: Any = None,
+    split_sizes: Any = None,
+    num_patches_list: Any = None,
+) -> list[SampleLayout]:
+    """Validate the official layout fields of a call and describe every sample.
+
+    Args:
+        num_tiles: ``pixel_values.shape[0]``.
+        data_flag: one flag per sample; None = one single-image sample.
+        split_sizes: tiles / frames per sample; may be omitted for one sample.
+        num_patches_list: tiles per ``<image>`` (flat or per sample); None = one ``<image>`` per image sample,
+            one per frame for a video.
+    """
+    flags = [DataFlag.IMAGE] if data_flag is None else parse_data_flags(data_flag)
+    if split_sizes is None:
+        if len(flags) != 1:
+            raise ValueError(f"data_flag gives {len(flags)} samples but split_sizes was not given; give one size per sample")
+        sizes = [int(num_tiles)]
+    else:
+        sizes = [_positive_int(v, "split_sizes", i) for i, v in enumerate(_as_list(split_sizes, "split_sizes"))]
+    if len(sizes) != len(flags):
+        given = "data_flag" if data_flag is not None else "the default data_flag (one image sample)"
+        raise ValueError(f"{given} has {len(flags)} entries but split_sizes has {len(sizes)}; give one per sample")
+    if sum(sizes) != num_tiles:
+        raise ValueError(f"split_sizes sum to {sum(sizes)} but pixel_values has {num_tiles} tiles")
+    layouts, start = [], 0
+    for index, (flag, size, tiles) in enumerate(zip(flags, sizes, _patches_per_sample(num_patches_list, sizes, flags))):
+        if flag == DataFlag.VIDEO and any(t != 1 for t in tiles):
+            raise ValueError(
+                f"sample {index} is a video, which takes one tile per frame, but num_patches_list gives {tiles}; "
+                "load videos with max_num=1"
+            )
+        layouts.append(SampleLayout(flag, start, size, tuple(tiles)))
+        start += size
+    return layouts
+
+
+def left_pad(rows: Sequence[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad 1-D id tensors into ``(B, T)`` ids and a ``(B, T)`` attention mask."""
+    length = max(int(row.shape[0]) for row in rows)
+    ids = torch.full((len(rows), length), int(pad_id), dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row.shape[0]:
+            ids[i, length - row.shape[0] :] = row.cpu()
+            mask[i, length - row.shape[0] :] = 1
+    return ids, mask
