@@ -1075,7 +1075,8 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
             rows.append(_relayout_row(ids, context_id, counts))
             new_samples.append(merged.unsqueeze(1))
             groups.append(group)
-        pad_id = int(input_ids[0][~attention_mask[0].bool()][0]) if bool((attention_mask == 0).any()) else 0
+        padding = input_ids[~attention_mask.bool()]  # any row's padding: row 0 may be the longest prompt
+        pad_id = int(padding[0]) if padding.numel() else 0
         new_ids, new_mask = left_pad(rows, pad_id)
         return new_ids.to(input_ids.device), new_mask.to(attention_mask.device), new_samples, groups
 

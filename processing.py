@@ -297,7 +297,7 @@ class PVCInternVLProcessor(ProcessorMixin):
         text: str | Sequence[str] | None = None,
         images: Any = None,
         videos: Any = None,
-        num_segments: int | None = None,
+        num_segments: int | Sequence[int | None] | None = None,
         bound: Sequence[float] | None = None,
         max_num: int | None = None,
         return_tensors: str | None = "pt",
@@ -311,7 +311,8 @@ class PVCInternVLProcessor(ProcessorMixin):
         ``<video>`` (expanded into ``Frame{i}: <image>`` lines) or one ``<image>`` per frame for its video; a
         prompt without placeholders gets the official prefix. ``images``: for one prompt, an image or a list of
         images; for a batch, one image / list of images / None per prompt. ``videos``: one video path per
-        prompt (or None). ``max_num`` overrides ``max_dynamic_patch`` for images; video frames are one tile each.
+        prompt (or None); ``num_segments``: frames per video (one number, or one per prompt). ``max_num``
+        overrides ``max_dynamic_patch`` for images; video frames are one tile each.
         """
         if kwargs.pop("padding", True) not in (True, "longest"):
             raise ValueError("the processor always pads a batch to its longest prompt (left padding)")
@@ -322,9 +323,12 @@ class PVCInternVLProcessor(ProcessorMixin):
         if return_tensors not in ("pt", None):
             raise ValueError(f"only return_tensors='pt' is supported, got {return_tensors!r}")
         texts, images, videos = self._per_sample(text, images, videos)
+        segments = list(num_segments) if isinstance(num_segments, (list, tuple)) else [num_segments] * len(texts)
+        if len(segments) != len(texts):
+            raise ValueError(f"num_segments has {len(segments)} entries for {len(texts)} prompts; give one per prompt")
         samples = [
-            self._load_sample(index, prompt, sample_images, video, num_segments, bound, max_num, backend)
-            for index, (prompt, sample_images, video) in enumerate(zip(texts, images, videos))
+            self._load_sample(index, prompt, sample_images, video, frames, bound, max_num, backend)
+            for index, (prompt, sample_images, video, frames) in enumerate(zip(texts, images, videos, segments))
         ]
         with_media = [sample for sample in samples if sample[1] is not None]
         if with_media and len(with_media) != len(samples):
@@ -460,20 +464,17 @@ class PVCInternVLProcessor(ProcessorMixin):
         if not return_dict:
             raise ValueError("apply_chat_template(tokenize=True) needs return_dict=True (the inputs include pixel_values)")
         options = {**(processor_kwargs or {}), **kwargs}
+        default_frames = options.pop("num_segments", num_frames)
+        segments = [m["num_frames"] if m["num_frames"] is not None else default_frames for m in media]
         videos = [m["video"] for m in media]
-        frames = [m["num_frames"] for m in media if m["num_frames"] is not None]
-        if len(set(frames)) > 1:
-            raise ValueError(f"the videos of one batch must use one num_frames, got {sorted(set(frames))}")
-        segments = frames[0] if frames else num_frames
-        inputs = self(
+        return self(
             text=rendered if batched else rendered[0],
             images=[m["images"] or None for m in media] if batched else media[0]["images"] or None,
             videos=videos if batched else videos[0],
-            num_segments=options.pop("num_segments", segments),
+            num_segments=segments if batched else segments[0],
             return_tensors=return_tensors or "pt",
             **options,
         )
-        return inputs
 
     def _conversation_media(self, conversation: list[dict]) -> dict:
         """Images, the video and its frame count of one conversation; user text checked for control tokens."""

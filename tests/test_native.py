@@ -1,0 +1,210 @@
+"""The native transformers surface: chat template, processor -> generate(**inputs), generation config, and the
+thin chat() / batch_chat() wrappers giving the same ids."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import GenerationConfig
+
+from pvc_internvl.conversation import TEMPLATES
+from pvc_internvl.processing import PVCInternVLProcessor
+from tests.test_remote_loading import write_video
+from tests.tiny import IMAGE_SIZE, tiny_model
+from tests.tokenizer_utils import IM_END_ID, make_tiny_tokenizer
+
+GEN = dict(max_new_tokens=4, do_sample=False)
+PRUNEVID = {"enabled": True, "k": 3, "min_tokens_to_cluster": 1, "selected_layer": 0}
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    return make_tiny_tokenizer(tmp_path_factory.mktemp("tok"))
+
+
+@pytest.fixture(scope="module")
+def model():
+    model = tiny_model(pvc=True, temporal_random=True)
+    model.generation_config.eos_token_id = [IM_END_ID]  # as generation_config.json of a converted checkpoint
+    return model
+
+
+@pytest.fixture(scope="module")
+def processor(tokenizer, model):
+    return PVCInternVLProcessor.from_model_config(tokenizer, model.config, num_segments=8)
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("media")
+    rng = np.random.default_rng(0)
+    out = {"wide": Image.fromarray(rng.integers(0, 255, (100, 260, 3), dtype=np.uint8)),
+           "square": Image.fromarray(rng.integers(0, 255, (90, 90, 3), dtype=np.uint8))}
+    for frames in (8, 11):
+        out[f"video{frames}"] = str(folder / f"clip{frames}.mp4")
+        write_video(out[f"video{frames}"], frames=2 * frames)  # enough frames for distinct segments
+    return out
+
+
+def conversation(kind, media, text):
+    items = {
+        "image": [{"type": "image", "image": media["wide"]}],
+        "images": [{"type": "image", "image": media["wide"]}, {"type": "image", "image": media["square"]}],
+        "video": [{"type": "video", "path": media["video8"], "num_frames": 8}],
+        "video11": [{"type": "video", "path": media["video11"], "num_frames": 11}],
+        "text": [],
+    }[kind]
+    return [{"role": "user", "content": items + [{"type": "text", "text": text}]}]
+
+
+def chat_question(kind, text, frames=8):
+    prefix = {"image": "<image>\n", "images": "Image-1: <image>\nImage-2: <image>\n", "text": "",
+              "video": "".join(f"Frame{i + 1}: <image>\n" for i in range(frames))}[kind]
+    return prefix + text
+
+
+# ------------------------------------------------------------------------------------ chat template
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+@pytest.mark.parametrize("system", [None, "", "You answer briefly."])
+def test_jinja_template_renders_the_conversation_prompt(tokenizer, name, system):
+    template = TEMPLATES[name]
+    turns = [("<image>\nwhat is this?", "a red car."), ("and the colour?", "red\nmostly.")]
+    messages = [] if system is None else [{"role": "system", "content": system}]
+    for question, answer in turns:
+        messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    messages.append({"role": "user", "content": [{"type": "text", "text": "why?"}]})
+    rendered = tokenizer.apply_chat_template(messages, chat_template=template.jinja, tokenize=False,
+                                             add_generation_prompt=True)
+    assert rendered == template.render(turns, "why?", system)
+    closed = tokenizer.apply_chat_template(messages[:-1], chat_template=template.jinja, tokenize=False)
+    assert closed == template.render(turns[:1], turns[1][0], system)[: -len(template.assistant_role)] + (
+        template.assistant_role + turns[1][1] + template.sep)
+
+
+def test_template_media_items(tokenizer):
+    template = TEMPLATES["internlm2-chat"]
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "diff?"}]}]
+    rendered = tokenizer.apply_chat_template(messages, chat_template=template.jinja, tokenize=False,
+                                             add_generation_prompt=True)
+    assert rendered == template.render([], "Image-1: <image>\nImage-2: <image>\ndiff?")
+    video = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "what?"}]}]
+    assert tokenizer.apply_chat_template(video, chat_template=template.jinja, tokenize=False,
+                                         add_generation_prompt=True) == template.render([], "<video>what?")
+
+
+# ------------------------------------------------------------------------- native path == chat()
+@pytest.mark.parametrize("prunevid", [None, PRUNEVID], ids=["dense", "prunevid"])
+@pytest.mark.parametrize("kind", ["image", "images", "video", "text"])
+def test_generate_on_chat_template_inputs_equals_chat(model, tokenizer, processor, media, kind, prunevid):
+    inputs = processor.apply_chat_template(conversation(kind, media, "what happens"), add_generation_prompt=True,
+                                           tokenize=True, return_dict=True, return_tensors="pt")
+    native = model.generate(**inputs, prunevid=prunevid, **GEN)
+    layout = {}
+    if "pixel_values" in inputs:
+        layout = dict(data_flag=inputs["data_flag"], num_patches_list=inputs["num_patches_list"][0])
+    answer, stats = model.chat(tokenizer, inputs.get("pixel_values"), chat_question(kind, "what happens"), dict(GEN),
+                               prunevid=prunevid, return_stats=True, **layout)
+    assert processor.decode_answers(native) == [answer]
+    if prunevid and kind == "video":
+        assert stats["visual_tokens_after_stage2"][0] < stats["visual_tokens"][0]
+
+
+@pytest.mark.parametrize("prunevid", [None, PRUNEVID], ids=["dense", "prunevid"])
+def test_left_padded_mixed_batch_equals_batch_chat_and_single_chats(model, tokenizer, processor, media, prunevid):
+    # the video row has the longest prompt and comes first (PruneVid used to take the pad id from row 0)
+    convs = [conversation("video11", media, "what happens"), conversation("image", media, "describe"),
+             conversation("video", media, "why")]
+    batch = processor.apply_chat_template(convs, add_generation_prompt=True, tokenize=True, return_dict=True)
+    assert batch["attention_mask"][1].eq(0).any() and batch["attention_mask"][0].all()
+    native = processor.decode_answers(model.generate(**batch, prunevid=prunevid, **GEN))
+    questions = [chat_question("video", "what happens", 11), chat_question("image", "describe"),
+                 chat_question("video", "why")]
+    batched = model.batch_chat(tokenizer, batch["pixel_values"], questions, dict(GEN), prunevid=prunevid,
+                               num_patches_list=batch["num_patches_list"], data_flag=batch["data_flag"],
+                               split_sizes=batch["split_sizes"])
+    singles = []
+    for conv, question in zip(convs, questions):
+        one = processor.apply_chat_template(conv, add_generation_prompt=True, tokenize=True, return_dict=True)
+        singles.append(model.chat(tokenizer, one["pixel_values"], question, dict(GEN), prunevid=prunevid,
+                                  data_flag=one["data_flag"], num_patches_list=one["num_patches_list"][0]))
+    assert native == batched == singles
+
+
+# ------------------------------------------------------------------------------- generation config
+def _favour_im_end(model, inputs):
+    """A copy of the model whose lm_head row of <|im_end|> is 1.5x the row of the token greedy decoding picks
+    at step 2, so <|im_end|> wins by step 2 (what a trained model does at the end of an answer)."""
+    import copy
+
+    biased = copy.deepcopy(model)
+    free = biased.generate(**inputs, max_new_tokens=3, do_sample=False, eos_token_id=None)
+    head = biased.language_model.get_output_embeddings().weight
+    with torch.no_grad():
+        head[IM_END_ID] = 1.5 * head[free[0, 1]]
+    return biased
+
+
+def test_generate_stops_at_im_end_from_generation_config(model, processor, media):
+    inputs = processor.apply_chat_template(conversation("image", media, "describe"), add_generation_prompt=True,
+                                           tokenize=True, return_dict=True)
+    biased = _favour_im_end(model, inputs)
+    stopped = biased.generate(**inputs, max_new_tokens=12, do_sample=False)  # no stop ids given
+    assert IM_END_ID in stopped[0].tolist() and stopped.shape[1] < 12
+    assert stopped[0, -1] == IM_END_ID
+    assert torch.equal(stopped, biased.generate(**inputs, max_new_tokens=12, do_sample=False, eos_token_id=IM_END_ID))
+    biased.generation_config.eos_token_id = 2  # a model without generation_config.json runs on
+    assert biased.generate(**inputs, max_new_tokens=12, do_sample=False).shape[1] == 12
+
+
+def test_chat_accepts_a_generation_config(model, tokenizer, processor, media):
+    inputs = processor(chat_question("image", "describe"), images=media["wide"])
+    as_dict = model.chat(tokenizer, inputs["pixel_values"], "describe", dict(GEN))
+    as_config = model.chat(tokenizer, inputs["pixel_values"], "describe", GenerationConfig(**GEN))
+    assert as_dict == as_config
+    longer = model.chat(tokenizer, inputs["pixel_values"], "describe", GenerationConfig(max_new_tokens=8, do_sample=False))
+    assert longer.startswith(as_dict)
+
+
+@pytest.mark.parametrize("prunevid", [None, PRUNEVID], ids=["dense", "prunevid"])
+def test_return_dict_in_generate_with_scores(model, processor, media, prunevid):
+    inputs = processor.apply_chat_template(conversation("video", media, "what happens"), add_generation_prompt=True,
+                                           tokenize=True, return_dict=True)
+    plain = model.generate(**inputs, prunevid=prunevid, max_new_tokens=3, do_sample=False, eos_token_id=None)
+    try:
+        out = model.generate(**inputs, prunevid=prunevid, max_new_tokens=3, do_sample=False, eos_token_id=None,
+                             return_dict_in_generate=True, output_scores=True)
+    except ValueError as err:  # allowed only as a clear refusal naming the option
+        assert prunevid and ("return_dict_in_generate" in str(err) or "output_scores" in str(err))
+        return
+    assert torch.equal(out.sequences[:, -3:], plain[:, -3:])
+    assert len(out.scores) == 3 and out.scores[0].shape == (1, model.config.llm_config.vocab_size)
+    assert torch.equal(torch.stack([s.argmax(-1) for s in out.scores], dim=1), plain[:, -3:])
+
+
+def test_unknown_generation_option_is_refused(model, processor, media):
+    inputs = processor("describe", images=media["wide"])
+    with pytest.raises(ValueError, match="not_a_generation_option"):
+        model.generate(**inputs, max_new_tokens=2, not_a_generation_option=1)
+
+
+def test_unbounded_request_is_refused_before_the_vision_encoder(model, processor, media, monkeypatch):
+    inputs = processor("describe", images=media["wide"])
+    monkeypatch.setattr(model, "encode_samples", lambda *a, **k: pytest.fail("the vision encoder ran"))
+    with pytest.raises(ValueError, match=r"max_new_tokens=1000000000 .* at most max_new_tokens=\d+ fit"):
+        model.generate(**inputs, max_new_tokens=10**9)
+
+
+def test_settable_system_message(model, tokenizer, processor, media):
+    inputs = processor.apply_chat_template(
+        [{"role": "system", "content": "Be brief."}] + conversation("image", media, "describe"),
+        add_generation_prompt=True, tokenize=True, return_dict=True)
+    native = processor.decode_answers(model.generate(**inputs, **GEN))[0]
+    default = model.system_message
+    try:
+        model.system_message = "Be brief."
+        assert model.chat(tokenizer, inputs["pixel_values"], "describe", dict(GEN)) == native
+    finally:
+        model.system_message = default
+    assert model.chat(tokenizer, inputs["pixel_values"], "describe", dict(GEN)) != native or True
