@@ -58,7 +58,8 @@ def run_converter(command: list[str], env: dict) -> tuple[int, int, float, str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", default="/tmp/pvc-conversion-memory", help="work folder (outside the repository)")
-    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results_conversion.json"))
+    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "_work" / "results_conversion.json"),
+                        help="results JSON (`--results benchmarks/results_conversion.json` replaces the committed one)")
     parser.add_argument("--size-gb", type=float, default=2.2, help="synthetic checkpoint size")
     parser.add_argument("--max-shard-size", default="5GB")
     parser.add_argument("--keep-output", action="store_true", help="keep the converted checkpoint")

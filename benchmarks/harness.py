@@ -1,7 +1,8 @@
 """Shared set-up of the benchmark: package import, model shapes, random models, synthetic inputs.
 
-The flat remote-code files of the repository root are exposed as the package ``pvc_internvl`` (they use
-relative imports, as in the transformers module cache), exactly as ``tests/conftest.py`` does.
+The flat remote-code files of the repository root are imported as the package ``pvc_internvl`` through
+``conversion/package.py`` (the one shim of the repository); after ``import harness`` the other benchmark
+modules import from ``pvc_internvl.*`` directly.
 """
 
 from __future__ import annotations
@@ -12,22 +13,19 @@ import json
 import os
 import pathlib
 import sys
-import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-if "pvc_internvl" not in sys.modules:
-    _package = types.ModuleType("pvc_internvl")
-    _package.__path__ = [str(ROOT)]
-    sys.modules["pvc_internvl"] = _package
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from conversion.package import ROOT, remote_module  # noqa: E402
 
-from pvc_internvl.configuration_pvc_internvl import PruneVidConfig, PVCInternVLConfig  # noqa: E402
-from pvc_internvl.modeling_pvc_internvl import PVCInternVLChatModel  # noqa: E402
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+_configuration = remote_module("configuration_pvc_internvl")
+PruneVidConfig, PVCInternVLConfig = _configuration.PruneVidConfig, _configuration.PVCInternVLConfig
+PVCInternVLChatModel = remote_module("modeling_pvc_internvl").PVCInternVLChatModel
 
 FULL_CONFIG = ROOT / "config.json"
 VIDEO_FLAG = 3

@@ -2,63 +2,148 @@
 
     python scripts/chat.py --model DIR --image a.jpg [b.jpg ...] --question "What is shown?"
     python scripts/chat.py --model DIR --video clip.mp4 --num-segments 64 --question "What happens?"
+    python scripts/chat.py --model DIR --video clip.mp4 --prunevid
     python scripts/chat.py            # no --model: a tiny random-weight model on a generated clip (offline demo)
 
-Prints the answer and the token budget (frames or tiles, tokens per frame / tile, total visual tokens).
+Prints the answer and the token budget (frames or tiles, tokens per frame / tile, total visual tokens; the
+counts after PruneVid's two stages when PruneVid is on). Every argument and path is checked before
+anything heavy is loaded; a bad one is reported in one line on stderr with exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import pathlib
 import sys
 import tempfile
 import time
-import types
+from typing import NoReturn
 
-import torch
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from conversion.package import remote_module  # noqa: E402
+from scripts.cli import HelpFormatter, positive_int  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # "auto": the checkpoint's dtype; float32 for the demo
+DEMO_CLIP_FRAMES = 24
+PROG = "chat.py"
 
 
-def _package():
-    """Import the flat remote-code files as the package ``pvc_internvl`` (they use relative imports)."""
-    if "pvc_internvl" not in sys.modules:
-        package = types.ModuleType("pvc_internvl")
-        package.__path__ = [str(ROOT)]
-        sys.modules["pvc_internvl"] = package
-    import pvc_internvl.configuration_pvc_internvl as configuration
-    import pvc_internvl.modeling_pvc_internvl as modeling
-    import pvc_internvl.processing as processing
+def fail(message: str) -> NoReturn:
+    """Report a usage error in one line on stderr and exit with code 2."""
+    sys.stderr.write(f"{PROG}: error: {message}\n")
+    raise SystemExit(2)
 
-    return configuration, modeling, processing
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(f"{message} (see --help)")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog=PROG, description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--model", type=pathlib.Path, default=None,
+                        help="converted checkpoint folder (None: the tiny random-weight demo model)")
+    media = parser.add_mutually_exclusive_group()
+    media.add_argument("--image", type=pathlib.Path, nargs="+", default=None, help="one or more image files")
+    media.add_argument("--video", type=pathlib.Path, default=None,
+                       help="a video file (None without --image: the demo's generated clip)")
+    parser.add_argument("--question", default=None,
+                        help="the question (None: a request to describe the image or the video)")
+    parser.add_argument("--num-segments", type=positive_int, default=16, help="frames sampled from a video")
+    parser.add_argument("--max-num", type=positive_int, default=None,
+                        help="maximum tiles per image (None: the config's max_dynamic_patch)")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=128, help="longest answer, in tokens")
+    parser.add_argument("--dtype", choices=DTYPES, default="auto",
+                        help="weights and pixels dtype (auto: the checkpoint's dtype, float32 for the demo)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 or mps")
+    parser.add_argument("--prunevid", action="store_true",
+                        help="switch PruneVid on for this call (videos only; also on when the config enables it)")
+    return parser
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Every file and folder the call needs exists, before anything is loaded."""
+    if args.model is not None:
+        if not args.model.is_dir():
+            fail(f"--model {args.model}: no such folder (give a converted checkpoint folder, or omit --model "
+                 "for the demo)")
+        if not (args.model / "config.json").is_file():
+            fail(f"--model {args.model} has no config.json: is it a converted checkpoint folder?")
+        if args.image is None and args.video is None:
+            fail(f"--model {args.model} needs --image or --video (only the demo has its own clip)")
+    for path in args.image or []:
+        if not path.is_file():
+            fail(f"--image {path}: no such file")
+    if args.video is not None and not args.video.is_file():
+        fail(f"--video {args.video}: no such file")
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Combinations that cannot work, refused before loading."""
+    if args.question is not None and not args.question.strip():
+        fail("--question is empty; ask something, or omit it for the default question")
+    if args.prunevid and args.image is not None:
+        fail("--prunevid prunes video tokens only; use it with --video (or the demo clip)")
+    if args.max_num is not None and args.image is None:
+        fail("--max-num sets the tiles per image; a video is read one tile per frame (use --num-segments)")
+    if args.model is None and args.image is None and args.video is None and importlib.util.find_spec("av") is None:
+        fail("the demo writes its clip with PyAV, which is not installed: pip install av (or give --video)")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="converted checkpoint folder (omit for the tiny random demo)")
-    media = parser.add_mutually_exclusive_group()
-    media.add_argument("--image", nargs="+", help="one or more image files")
-    media.add_argument("--video", help="a video file")
-    parser.add_argument("--question", default=None, help="the question (default: a description request)")
-    parser.add_argument("--num-segments", type=int, default=16, help="frames sampled from a video")
-    parser.add_argument("--max-num", type=int, default=None, help="maximum tiles per image (default: config)")
-    parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
-    parser.add_argument("--prunevid", action="store_true", help="switch PruneVid on for this call (videos)")
-    return parser.parse_args(argv)
+    """Parse and check the command line (imports nothing heavy, so ``--help`` and errors answer at once)."""
+    args = build_parser().parse_args(argv)
+    check_paths(args)
+    check_options(args)
+    return args
 
 
-def tiny_demo(workdir: pathlib.Path):
-    """A tiny random-weight PVC model, its tokenizer, and a generated 8-frame clip (clearly not a real model)."""
-    configuration, modeling, _ = _package()
-    sys.path.insert(0, str(ROOT))
+def resolve_device(text: str):
+    """``--device`` as a ``torch.device`` that exists on this machine."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError as err:
+        fail(f"--device {text!r} is not a torch device ({err}); use e.g. cpu, cuda, cuda:0 or mps")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        fail(f"--device {text}: CUDA is not available in this torch build or on this machine; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        fail(f"--device {text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        fail(f"--device {text}: Apple MPS is not available here; use --device cpu")
+    return device
+
+
+def resolve_dtype(name: str, demo: bool):
+    """``--dtype`` as a torch dtype, or "auto" (the checkpoint's dtype) for a checkpoint."""
+    import torch
+
+    if name == "auto":
+        return torch.float32 if demo else "auto"
+    return getattr(torch, name)
+
+
+def load_checkpoint(folder: pathlib.Path, device, dtype):
+    """The converted checkpoint's model (on ``device`` in ``dtype``) and tokenizer."""
+    from transformers import AutoModel, AutoTokenizer
+
+    model = AutoModel.from_pretrained(folder, trust_remote_code=True, dtype=dtype).eval().to(device)
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True, use_fast=False)
+    return model, tokenizer
+
+
+def tiny_demo(workdir: pathlib.Path, device, dtype):
+    """A tiny random-weight PVC model (clearly not a real model) on ``device`` in ``dtype``, and its tokenizer."""
+    import torch
+
     from tests.tokenizer_utils import IMG_CONTEXT_ID, VOCAB_SIZE, make_tiny_tokenizer
 
-    import av
-    import numpy as np
-
+    configuration = remote_module("configuration_pvc_internvl")
+    modeling = remote_module("modeling_pvc_internvl")
     tokenizer = make_tiny_tokenizer(workdir / "tokenizer")
     config = configuration.PVCInternVLConfig(
         vision_config=dict(image_size=112, hidden_size=32, num_attention_heads=4, intermediate_size=64, num_hidden_layers=2),
@@ -69,82 +154,98 @@ def tiny_demo(workdir: pathlib.Path):
         prunevid=dict(selected_layer=1),
     )
     torch.manual_seed(0)
-    model = modeling.PVCInternVLChatModel(config).eval()
-    video = workdir / "demo.mp4"
-    with av.open(str(video), "w") as container:
+    model = modeling.PVCInternVLChatModel(config).eval().to(device=device, dtype=dtype)
+    return model, tokenizer
+
+
+def write_demo_clip(path: pathlib.Path) -> pathlib.Path:
+    """A small generated clip: a grey level that changes and a white bar that grows, 160x120, 8 fps."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=8)
         stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
-        for i in range(24):
+        for i in range(DEMO_CLIP_FRAMES):
             rgb = np.full((120, 160, 3), (10 * i) % 256, dtype=np.uint8)
-            rgb[:, : 8 + 4 * i] = 255  # a bar that grows: a little motion
+            rgb[:, : 8 + 4 * i] = 255
             for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    return model, tokenizer, video
+    return path
+
+
+def video_inputs(video: pathlib.Path, args: argparse.Namespace, config) -> dict:
+    """Pixels, layout and prompt of one video (one tile per frame, ``Frame{i}: <image>`` lines)."""
+    processing = remote_module("processing")
+    flag = remote_module("configuration_pvc_internvl").DataFlag.VIDEO
+    pixel_values, num_patches_list = processing.load_video(
+        video, num_segments=args.num_segments, input_size=config.image_size, max_num=1
+    )
+    body = args.question or "What happens in the video?"
+    question = processing.build_video_prompt(len(num_patches_list)) + body
+    return dict(pixel_values=pixel_values, num_patches_list=num_patches_list, question=question, body=body,
+                flag=flag, unit="frame", count=len(num_patches_list))
+
+
+def image_inputs(images: list[pathlib.Path], args: argparse.Namespace, config) -> dict:
+    """Pixels, layout and prompt of one or more images (dynamic tiles each)."""
+    import torch
+
+    processing = remote_module("processing")
+    flags = remote_module("configuration_pvc_internvl").DataFlag
+    max_num = args.max_num or config.max_dynamic_patch
+    tiles = [processing.load_image(path, input_size=config.image_size, max_num=max_num,
+                                   use_thumbnail=config.use_thumbnail) for path in images]
+    body = args.question or "Describe the image in detail."
+    single = len(tiles) == 1
+    question = body if single else processing.build_multi_image_prompt(len(tiles)) + body
+    return dict(pixel_values=torch.cat(tiles), num_patches_list=[t.shape[0] for t in tiles], question=question,
+                body=body, flag=flags.IMAGE if single else flags.MULTI_IMAGE, unit="tile",
+                count=sum(t.shape[0] for t in tiles))
+
+
+def report(inputs: dict, answer: str, stats: dict, config, prunevid_on: bool, seconds: float) -> None:
+    """Print the question, the answer and the token budget (PruneVid figures only when it is on)."""
+    per, count, unit = config.tokens_per_tile(inputs["flag"]), inputs["count"], inputs["unit"]
+    print(f"question: {inputs['body']}")
+    print(f"answer: {answer}")
+    print(f"token budget: {count} {unit}s x {per} tokens per {unit} = {count * per} visual tokens")
+    if prunevid_on:
+        print(f"PruneVid: {stats['visual_tokens_after_stage1'][0]} visual tokens after stage 1 (merging), "
+              f"{stats['visual_tokens_after_stage2'][0]} after stage 2 (pruning in the language model)")
+    print(f"time: {seconds:.2f} s")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    _, _, processing = _package()
+    demo = args.model is None
+    device, dtype = resolve_device(args.device), resolve_dtype(args.dtype, demo)
     with tempfile.TemporaryDirectory() as tmp:
-        if args.model:
-            from transformers import AutoModel, AutoTokenizer
-
-            dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
-            model = AutoModel.from_pretrained(args.model, trust_remote_code=True, dtype=dtype).eval().to(args.device)
-            tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=True, use_fast=False)
-            video = args.video
-            print(f"model: {args.model}")
-        else:
-            model, tokenizer, video = tiny_demo(pathlib.Path(tmp))
-            if args.image:
-                video = None
-            elif args.video:
-                video = args.video
+        if demo:
+            model, tokenizer = tiny_demo(pathlib.Path(tmp), device, dtype)
             print("model: TINY RANDOM-WEIGHT DEMO MODEL (no checkpoint given; answers are meaningless)")
-            if video and not args.video:
-                print(f"input: a generated 24-frame test clip ({video})")
-        config = model.config
-        if video:
-            pixel_values, num_patches_list = processing.load_video(
-                str(video), num_segments=args.num_segments, input_size=config.image_size, max_num=1
-            )
-            question = processing.build_video_prompt(len(num_patches_list)) + (args.question or "What happens in the video?")
-            data_flag = torch.tensor([3])
-            unit, count = "frames", len(num_patches_list)
-        elif args.image:
-            tiles = [
-                processing.load_image(path, input_size=config.image_size, max_num=args.max_num or config.max_dynamic_patch,
-                                      use_thumbnail=config.use_thumbnail)
-                for path in args.image
-            ]
-            pixel_values, num_patches_list = torch.cat(tiles), [t.shape[0] for t in tiles]
-            body = args.question or "Describe the image in detail."
-            question = body if len(tiles) == 1 else processing.build_multi_image_prompt(len(tiles)) + body
-            data_flag = torch.tensor([1 if len(tiles) == 1 else 2])
-            unit, count = "tiles", pixel_values.shape[0]
         else:
-            print("error: give --image or --video together with --model", file=sys.stderr)
-            return 2
-        device = next(model.parameters()).device
-        dtype = next(model.parameters()).dtype
-        generation_config = dict(max_new_tokens=args.max_new_tokens, do_sample=False)
+            model, tokenizer = load_checkpoint(args.model, device, dtype)
+            print(f"model: {args.model}")
+        video = args.video
+        if demo and args.image is None and video is None:
+            video = write_demo_clip(pathlib.Path(tmp) / "demo.mp4")
+            print(f"input: a generated {DEMO_CLIP_FRAMES}-frame test clip")
+        config = model.config
+        inputs = video_inputs(video, args, config) if video is not None else image_inputs(args.image, args, config)
+        prunevid_on = args.prunevid or bool(config.prunevid.enabled)
+        weights = next(model.parameters())
+        print(f"weights: {str(weights.dtype).removeprefix('torch.')} on {weights.device}")
         start = time.perf_counter()
-        response, stats = model.chat(
-            tokenizer, pixel_values.to(device, dtype), question, generation_config,
-            data_flag=data_flag, num_patches_list=num_patches_list, return_stats=True,
+        answer, stats = model.chat(
+            tokenizer, inputs["pixel_values"].to(weights.device, weights.dtype), inputs["question"],
+            dict(max_new_tokens=args.max_new_tokens, do_sample=False),
+            data_flag=[int(inputs["flag"])], num_patches_list=inputs["num_patches_list"], return_stats=True,
             prunevid={"enabled": True} if args.prunevid else None,
         )
-        elapsed = time.perf_counter() - start
-        per = config.tokens_per_tile(int(data_flag[0]))
-        print(f"question: {question.splitlines()[-1]}")
-        print(f"answer: {response}")
-        print(
-            f"token budget: {count} {unit} x {per} tokens per {unit[:-1]} = {count * per} visual tokens"
-            f" (after PruneVid stage 1: {stats['visual_tokens_after_stage1'][0]}, stage 2: {stats['visual_tokens_after_stage2'][0]})"
-        )
-        print(f"time: {elapsed:.2f} s")
+        report(inputs, answer, stats, config, prunevid_on, time.perf_counter() - start)
     return 0
 
 
