@@ -1189,8 +1189,8 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
                 raise ValueError("batch_chat needs num_patches_list or split_sizes to split pixel_values per question")
             if split_sizes is None:
                 split_sizes = [sum(p) if isinstance(p, (list, tuple)) else p for p in _listed(num_patches_list)]
-            if data_flag is None:
-                data_flag = [int(DataFlag.IMAGE)] * len(questions)
+            if data_flag is None:  # one image sample per entry of split_sizes
+                data_flag = [int(DataFlag.IMAGE)] * len(_listed(split_sizes))
         inputs, _ = processor.chat_inputs(
             list(questions), self._checked_pixels(pixel_values), None, data_flag, split_sizes, num_patches_list,
             self.system_message,
