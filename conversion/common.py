@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import sys
+from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger("convert_checkpoint")
 
@@ -19,6 +23,21 @@ class ConversionError(Exception):
     def render(self) -> str:
         lines = [self.summary] + [f"  - {problem}" for problem in self.problems]
         return "\n".join(lines)
+
+
+def read_json(path: Path) -> Any:
+    """The JSON value in ``path``; ``ConversionError`` naming the file otherwise."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConversionError(f"cannot read {path}: {err}") from err
+
+
+def write_json(path: Path, value: Any) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(value, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
 
 
 _SIZE_UNITS = {
@@ -61,3 +80,25 @@ def layer_ranges(indices: list[int]) -> str:
             start = value
         prev = value
     return ",".join(parts)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (main() may run in-process)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def setup_logging() -> None:
+    """Converter messages as ``LEVEL: message`` lines on stderr."""
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False

@@ -38,30 +38,22 @@ if str(_ROOT) not in sys.path:
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import logging  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
 from collections import Counter  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Any, Sequence  # noqa: E402
 
 from huggingface_hub import HfApi  # noqa: E402
 
-from conversion import configs, keymap, model_card, weights  # noqa: E402
+from conversion import configs, destination, keymap, model_card, weights, writer  # noqa: E402
 from conversion import tokenizer as tokenizers_io  # noqa: E402
-from conversion.common import ConversionError, format_bytes, layer_ranges, logger, parse_size  # noqa: E402
-from conversion.package import REMOTE_CODE_FILES, REQUIRED_CODE_FILES, ROOT, remote_module  # noqa: E402
+from conversion.common import (  # noqa: E402
+    ConversionError, format_bytes, layer_ranges, logger, parse_size, read_json, setup_logging,
+)
+from conversion.package import remote_module  # noqa: E402
 
 # Injectable for tests: anything with create_repo(...) and upload_folder(...).
 make_api = HfApi
 
-AUTO_MAP = {
-    "AutoConfig": "configuration_pvc_internvl.PVCInternVLConfig",
-    "AutoModel": "modeling_pvc_internvl.PVCInternVLChatModel",
-    "AutoModelForCausalLM": "modeling_pvc_internvl.PVCInternVLChatModel",
-}
-ARCHITECTURES = ["PVCInternVLChatModel"]
 
 
 # ================================================================================================ inputs
@@ -95,14 +87,6 @@ def warn(message: str) -> None:
     """Log a warning once (the same text is not repeated in the closing summary)."""
     _WARNED.add(message)
     logger.warning(message)
-
-
-def read_json(path: Path) -> Any:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (OSError, json.JSONDecodeError) as err:
-        raise ConversionError(f"cannot read {path}: {err}") from err
 
 
 def load_source(folder: Path) -> Source:
@@ -181,9 +165,7 @@ def make_config(kwargs: dict) -> Any:
         config = config_module.PVCInternVLConfig(**kwargs)
     except (ValueError, TypeError, KeyError) as err:
         raise ConversionError(f"the converted config is not valid: {err}") from err
-    config.auto_map = dict(AUTO_MAP)
-    config.architectures = list(ARCHITECTURES)
-    return config
+    return writer.finish_config(config)
 
 
 def llm_shape(llm: dict) -> keymap.LLMShape:
@@ -238,98 +220,34 @@ def prepare(source: Source, args: argparse.Namespace, strict: bool = True) -> Pr
 
 
 # ========================================================================================= output pieces
-def generation_eos(config: Any, tokenizer: Any, source: Source) -> tuple[list[int], str]:
-    """eos ids for generation_config.json: the template separator and <|im_start|> from the tokenizer;
-    else the source's generation_config.json; else the LLM's eos."""
-    if tokenizer is not None and config.template:
-        conversation = remote_module("conversation")
-        vocab = tokenizer.get_vocab()
-        sep = conversation.get_template(config.template).sep
-        ids = [vocab[token] for token in (sep, tokenizers_io.IM_START_TOKEN) if token in vocab]
-        if sep in vocab:
-            return list(dict.fromkeys(ids)), f"generation eos = {ids} ({sep!r} and <|im_start|> from the tokenizer)"
-    why = "no tokenizer" if tokenizer is None else f"the tokenizer has no {config.template} separator"
-    if source.generation and source.generation.get("eos_token_id") is not None:
-        eos = source.generation["eos_token_id"]
-        eos = eos if isinstance(eos, list) else [eos]
-        return eos, f"generation eos = {eos} (from the source generation_config.json; {why})"
-    eos = config.llm_config.eos_token_id
-    eos = eos if isinstance(eos, list) else [eos]
-    return eos, (
-        f"generation eos = {eos}: the LLM config's eos ({why} and no source generation_config.json; chat() "
-        "stops at the template separator anyway)"
-    )
-
-
-def write_generation_config(out_dir: Path, config: Any, eos: list[int]) -> None:
-    from transformers import GenerationConfig
-
-    llm = config.llm_config
-    generation = GenerationConfig(
-        bos_token_id=llm.bos_token_id,
-        eos_token_id=eos if len(eos) > 1 else eos[0],
-        pad_token_id=llm.pad_token_id,
-    )
-    generation.save_pretrained(str(out_dir))
-
-
-def copy_remote_code(out_dir: Path) -> list[str]:
-    missing = [name for name in REQUIRED_CODE_FILES if not (ROOT / name).is_file()]
-    if missing:
-        raise ConversionError(f"remote-code files missing at the repository root {ROOT}: {missing}")
-    copied = []
-    for name in REMOTE_CODE_FILES:
-        if (ROOT / name).is_file():
-            shutil.copy2(ROOT / name, out_dir / name)
-            copied.append(name)
-        else:
-            logger.warning("%s is not at the repository root; the checkpoint will not include it", name)
-    return copied
-
-
-def write_processor_config(out_dir: Path, config: Any, tokenizer: Any) -> list[str]:
-    """processor_config.json from ``processing.PVCInternVLProcessor`` (saved into a scratch folder, so the
-    tokenizer files already written stay untouched)."""
-    if not (ROOT / "processing.py").is_file():
-        raise ConversionError(f"processing.py is missing at {ROOT}; cannot write the processor config")
-    processing = remote_module("processing")
-    if not hasattr(processing, "PVCInternVLProcessor"):
-        raise ConversionError("processing.py has no PVCInternVLProcessor; cannot write the processor config")
-    dynamic = bool(config.dynamic_image_size)
-    processor = processing.PVCInternVLProcessor(
-        tokenizer=tokenizer,
-        image_size=config.image_size,
-        min_dynamic_patch=config.min_dynamic_patch if dynamic else 1,
-        max_dynamic_patch=config.max_dynamic_patch if dynamic else 1,
-        use_thumbnail=bool(config.use_thumbnail),
-    )
-    scratch = Path(tempfile.mkdtemp(prefix=".processor-", dir=out_dir))
-    try:
-        processor.save_pretrained(str(scratch))
-        written = [name for name in ("processor_config.json", "preprocessor_config.json") if (scratch / name).is_file()]
-        if "processor_config.json" not in written:
-            raise ConversionError(f"PVCInternVLProcessor.save_pretrained wrote no processor_config.json ({os.listdir(scratch)})")
-        for name in written:
-            shutil.copy2(scratch / name, out_dir / name)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return written
-
-
-def write_tokenizer(source: tokenizers_io.SourceTokenizer, out_dir: Path, notes: list[str]) -> Any:
-    """The converted tokenizer (loaded back from ``out_dir``), or None with a notice when there is none."""
+def write_tokenizer(source: tokenizers_io.SourceTokenizer, out_dir: Path, notes: list[str]) -> bool:
+    """Write the converted tokenizer files into ``out_dir``; False (with a notice) when the source has none."""
     if source.kind == "none":
         message = f"no tokenizer was written: {source.reason}"
         warn(message)
         notes.append(message)
-        return None
+        return False
     try:
         tokenizer = tokenizers_io.write_tokenizer(source, out_dir)
         tokenizers_io.check_tokenizer(tokenizer, source)
     except (ValueError, OSError) as err:
         raise ConversionError(f"cannot convert the tokenizer ({source.reason}): {err}") from err
     notes.append(f"tokenizer: {source.reason} -> {type(tokenizer).__name__}")
-    return tokenizer
+    return True
+
+
+def source_eos_ids(source: Source) -> list[Any]:
+    """The eos ids the source names: its generation_config.json, then its LLM config."""
+    ids: list[Any] = []
+    for value in ((source.generation or {}).get("eos_token_id"), (source.config.get("llm_config") or {}).get("eos_token_id")):
+        ids += value if isinstance(value, list) else [value] if value is not None else []
+    return ids
+
+
+def card_info(source: Source, kind: str) -> model_card.CardInfo:
+    return model_card.CardInfo(
+        origin=f"Converted from an official `{kind}` checkpoint by `conversion/convert_checkpoint.py`.",
+    )
 
 
 def write_checkpoint(prepared: Prepared, source: Source, args: argparse.Namespace, out_dir: Path) -> list[str]:
@@ -340,60 +258,16 @@ def write_checkpoint(prepared: Prepared, source: Source, args: argparse.Namespac
     )
     weights.check_written(out_dir, prepared.plan.entries)
     notes.append(f"weights: {len(prepared.plan.entries)} source tensors -> {len(files)} file(s)")
-    tokenizer = write_tokenizer(source.tokenizer, out_dir, notes)
-    prepared.config.save_pretrained(str(out_dir))
-    eos, eos_note = generation_eos(prepared.config, tokenizer, source)
-    notes.append(eos_note)
-    write_generation_config(out_dir, prepared.config, eos)
-    copy_remote_code(out_dir)
-    if tokenizer is not None:
-        written = write_processor_config(out_dir, prepared.config, tokenizer)
-        notes.append(f"processor: {', '.join(written)}")
-    card = model_card.model_card(
-        prepared.config, source=str(source.folder), kind=prepared.config_plan.kind, notes=notes,
-        has_tokenizer=tokenizer is not None,
-    )
-    (out_dir / "README.md").write_text(card, encoding="utf-8")
-    return notes
+    has_tokenizer = write_tokenizer(source.tokenizer, out_dir, notes)
+    return writer.write_package(out_dir, prepared.config, has_tokenizer=has_tokenizer, source_eos=source_eos_ids(source),
+                                card=card_info(source, prepared.config_plan.kind), notes=notes)
 
 
-# ========================================================================================== destination
-def check_destination(src: Path, dst: Path, overwrite: bool) -> None:
-    if dst == src or src in dst.parents or dst in src.parents:
-        raise ConversionError(f"--dst {dst} must not be --src {src} or inside / around it")
-    if dst.exists() and not dst.is_dir():
-        raise ConversionError(f"--dst {dst} exists and is not a folder")
-    if dst.is_dir() and any(dst.iterdir()) and not overwrite:
-        raise ConversionError(f"--dst {dst} exists and is not empty; pass --overwrite to replace it")
-
-
-def normalise_permissions(folder: Path) -> None:
-    """mkdtemp creates a 0700 folder; give the output the permissions a plain mkdir / open would."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
-    for path in folder.rglob("*"):
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-
-
-def move_into_place(tmp: Path, dst: Path) -> None:
-    if dst.exists():
-        old = Path(tempfile.mkdtemp(prefix=f"{dst.name}.old-", dir=dst.parent))
-        os.replace(dst, old / dst.name)
-        try:
-            os.replace(tmp, dst)
-        except OSError:
-            os.replace(old / dst.name, dst)  # put the previous folder back
-            shutil.rmtree(old, ignore_errors=True)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, dst)
-
-
+# ============================================================================================== convert
 def convert(args: argparse.Namespace) -> Path:
     src, dst = Path(args.src).resolve(), Path(args.dst).resolve()
-    check_destination(src, dst, args.overwrite)
+    destination.check_destination(dst, args.overwrite, src)
+    destination.clean_stale(dst)
     source = load_source(src)
     prepared = prepare(source, args)
     problems = prepared.problems + prepared.plan.problems()
@@ -403,15 +277,8 @@ def convert(args: argparse.Namespace) -> Path:
             "grouped by layer, and --key-map FILE to map them):",
             problems,
         )
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{dst.name}.tmp-", dir=dst.parent))
-    try:
+    with destination.staged_output(dst) as tmp:
         notes = write_checkpoint(prepared, source, args, tmp)
-        normalise_permissions(tmp)
-        move_into_place(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     for note in notes:
         if note not in _WARNED:
             logger.info(note)
@@ -535,31 +402,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at the time of the record (main() may run in-process)."""
-
-    @property
-    def stream(self):  # type: ignore[override]
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value) -> None:
-        pass
-
-
-def _setup_logging() -> None:
-    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging()
+    setup_logging()
     if not args.inspect and not args.dst:
         parser.error("--dst is required unless --inspect is given")
     try:
@@ -568,12 +414,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(inspect_report(load_source(Path(args.src).resolve()), args))
             return 0
         dst = convert(args)
-    except ConversionError as err:
-        sys.stderr.write(f"error: {err.render()}\n")
-        return 1
-    except ValueError as err:
-        sys.stderr.write(f"error: {err}\n")
-        return 1
+    except (ConversionError, ValueError, destination.Interrupted) as err:
+        return destination.report_failure(err)
     if args.push_to_hub:
         try:
             push_to_hub(dst, args.push_to_hub, args.private)

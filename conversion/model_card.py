@@ -1,8 +1,45 @@
-"""The ``README.md`` model card written into every converted checkpoint."""
+"""The ``README.md`` model card of a written checkpoint, built with ``huggingface_hub``'s ``ModelCard`` /
+``ModelCardData`` (license, base_model, pipeline_tag, tags). It never holds a local path."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+from huggingface_hub import ModelCard, ModelCardData
+
+TAGS = ["pvc_internvl", "internvl", "custom_code", "multimodal", "video", "video-text-to-text", "image-text-to-text"]
+PLACEHOLDER_REF = "path/to/checkpoint-or-repo-id"
+
+
+@dataclass
+class CardInfo:
+    """What the card says about where the checkpoint comes from.
+
+    Args:
+        origin: one Markdown sentence on where the weights come from (no local path).
+        model_ref: what the snippets pass to ``from_pretrained`` (a Hub repo id, or a placeholder).
+        license: SPDX-like license id of the weights (``None``: "other", with a note to set it).
+        base_model: Hub repo id of the source checkpoint, when known.
+        random_weights: the weights are random (demo checkpoint).
+    """
+
+    origin: str
+    model_ref: str = PLACEHOLDER_REF
+    license: str | None = None
+    base_model: str | None = None
+    random_weights: bool = False
+
+
+def card_data(info: CardInfo) -> ModelCardData:
+    tags = TAGS + (["random-weights", "demo"] if info.random_weights else [])
+    return ModelCardData(
+        license=info.license or "other",
+        base_model=info.base_model,
+        library_name="transformers",
+        pipeline_tag="image-text-to-text",
+        tags=tags,
+    )
 
 
 def _budget_lines(config: Any) -> list[str]:
@@ -22,56 +59,72 @@ def _budget_lines(config: Any) -> list[str]:
     ]
 
 
-def model_card(config: Any, *, source: str, kind: str, notes: list[str], has_tokenizer: bool) -> str:
-    """Markdown text of the model card."""
-    use_temporal = bool(config.use_temporal)
-    lines = [
-        "---",
-        "library_name: transformers",
-        "pipeline_tag: image-text-to-text",
-        "tags:",
-        "- pvc_internvl",
-        "- custom_code",
-        "---",
-        "",
-        "# PVC-InternVL checkpoint",
-        "",
-        f"Converted from `{source}` (source `model_type`: `{kind}`) by `conversion/convert_checkpoint.py`.",
-        "InternViT" + (" with PVC progressive temporal encoding" if use_temporal else "")
-        + f" -> pixel shuffle -> `mlp1` -> native `{type(config.llm_config).__name__.replace('Config', '')}` language model;",
-        "loads with transformers 5.x (and 4.57) through remote code (`trust_remote_code=True`).",
-        "",
+def quick_start(config: Any, ref: str) -> list[str]:
+    """The snippets: the native path (AutoProcessor + apply_chat_template + generate) first, then ``chat()``."""
+    return [
         "## Quick start",
+        "",
+        "Native transformers path (`AutoProcessor` + chat template + `generate`):",
         "",
         "```python",
         "import torch",
-        "from transformers import AutoModel, AutoTokenizer",
+        "from transformers import AutoModel, AutoProcessor, AutoTokenizer",
         "",
-        'path = "PATH_OR_REPO_ID"',
+        f'path = "{ref}"',
         "model = AutoModel.from_pretrained(path, trust_remote_code=True, dtype=torch.bfloat16).eval()",
-        "tokenizer = AutoTokenizer.from_pretrained(path)",
+        "processor = AutoProcessor.from_pretrained(path, trust_remote_code=True)",
         "",
-        "from transformers.dynamic_module_utils import get_class_from_dynamic_module",
-        "load_image = get_class_from_dynamic_module('processing.load_image', path)  # processing.load_image",
-        "load_video = get_class_from_dynamic_module('processing.load_video', path)  # processing.load_video",
+        "messages = [{\"role\": \"user\", \"content\": [",
+        "    {\"type\": \"image\", \"path\": \"examples/image1.jpg\"},",
+        "    {\"type\": \"text\", \"text\": \"Describe the image.\"},",
+        "]}]",
+        "inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,",
+        "                                       return_dict=True, return_tensors=\"pt\")",
+        "inputs = inputs.to(model.device, dtype=torch.bfloat16)",
+        "output_ids = model.generate(**inputs, max_new_tokens=64, do_sample=False)  # only the new tokens",
+        "print(processor.batch_decode(output_ids, skip_special_tokens=True)[0])",
         "",
-        "# one image (dynamic tiles + thumbnail)",
-        f"pixel_values = load_image('image.jpg', input_size={config.image_size}, "
-        f"max_num={config.max_dynamic_patch}).to(torch.bfloat16)",
-        "generation_config = dict(max_new_tokens=512, do_sample=False)",
-        "response = model.chat(tokenizer, pixel_values, '<image>\\nDescribe the image.', generation_config,",
-        "                      data_flag=torch.tensor([1]))",
-        "",
-        "# one video (one tile per frame)",
-        f"pixel_values, num_patches_list = load_video('video.mp4', num_segments=16, input_size={config.image_size})",
-        "question = ''.join(f'Frame{i + 1}: <image>\\n' for i in range(len(num_patches_list))) + 'What happens?'",
-        "response = model.chat(tokenizer, pixel_values.to(torch.bfloat16), question, generation_config,",
-        "                      num_patches_list=num_patches_list, data_flag=torch.tensor([3]),",
-        "                      split_sizes=[pixel_values.shape[0]])",
+        "# a video: 8 frames, one tile each",
+        "messages = [{\"role\": \"user\", \"content\": [",
+        "    {\"type\": \"video\", \"path\": \"examples/red-panda.mp4\", \"num_frames\": 8},",
+        "    {\"type\": \"text\", \"text\": \"What happens in the video?\"},",
+        "]}]",
+        "inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,",
+        "                                       return_dict=True, return_tensors=\"pt\")",
+        "output_ids = model.generate(**inputs.to(model.device, dtype=torch.bfloat16), max_new_tokens=64)",
+        "print(processor.batch_decode(output_ids, skip_special_tokens=True)[0])",
         "```",
         "",
-        "`data_flag` per sample: 1 = single image, 2 = several images, 3 = video. `AutoProcessor.from_pretrained(path,",
-        "trust_remote_code=True)` prepares `pixel_values`, `num_patches_list`, `data_flag` and `split_sizes` in one call.",
+        "The InternVL2 `chat()` interface (same answers):",
+        "",
+        "```python",
+        "from transformers.dynamic_module_utils import get_class_from_dynamic_module",
+        "",
+        "tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)",
+        "load_image = get_class_from_dynamic_module(\"processing.load_image\", path)",
+        f"pixel_values = load_image(\"examples/image1.jpg\", input_size={config.image_size}, "
+        f"max_num={config.max_dynamic_patch}).to(torch.bfloat16)",
+        "generation_config = dict(max_new_tokens=64, do_sample=False)",
+        "print(model.chat(tokenizer, pixel_values, \"<image>\\nDescribe the image.\", generation_config))",
+        "```",
+    ]
+
+
+def build_card(config: Any, info: CardInfo, notes: list[str], has_tokenizer: bool) -> ModelCard:
+    """The model card of a checkpoint with ``config`` (a ``PVCInternVLConfig``)."""
+    llm_name = type(config.llm_config).__name__.replace("Config", "")
+    title = "PVC-InternVL demo checkpoint (RANDOM WEIGHTS)" if info.random_weights else "PVC-InternVL checkpoint"
+    lines = [f"# {title}", ""]
+    if info.random_weights:
+        lines += ["> **The weights of this checkpoint are random.** It exists to try the code (loading, processor,",
+                  "> chat template, generation) in seconds on a CPU; its answers are meaningless.", ""]
+    lines += [
+        info.origin,
+        "InternViT" + (" with PVC progressive temporal encoding" if config.use_temporal else "")
+        + f" -> pixel shuffle -> `mlp1` -> native `{llm_name}` language model;",
+        "loads with transformers 5.x and 4.57 through remote code (`trust_remote_code=True`).",
+        "",
+        *quick_start(config, info.model_ref),
         "",
         "## Token budget",
         "",
@@ -79,14 +132,16 @@ def model_card(config: Any, *, source: str, kind: str, notes: list[str], has_tok
         "|---|---|",
         *_budget_lines(config),
         "",
-        "## Conversion notes",
+        "## Notes",
         "",
         *[f"- {note}" for note in notes],
     ]
+    if info.license is None:
+        lines.append("- The license of the weights was not given (`--license`); the card says `other`.")
     if not has_tokenizer:
         lines.append("- No tokenizer was written (the source had none); load the tokenizer of the original model.")
     if config.img_context_token_id is None:
         lines.append("- `img_context_token_id` is not set: set `model.img_context_token_id = <id of <IMG_CONTEXT>>` "
                      "before calling the model.")
-    lines.append("")
-    return "\n".join(lines)
+    body = "\n".join(lines) + "\n"
+    return ModelCard(f"---\n{card_data(info).to_yaml()}\n---\n\n{body}")

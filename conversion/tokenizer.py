@@ -16,7 +16,6 @@ Three kinds of source tokenizers:
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from conversion import spm_proto
+from conversion.common import read_json
 
 logger = logging.getLogger("convert_checkpoint")
 
@@ -66,11 +66,6 @@ class SourceTokenizer:
         return self.added.get(token)
 
 
-def _read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
-
-
 def _merge_added(added: dict[str, int], token: str, index: int, origin: str) -> None:
     if token in added and added[token] != int(index):
         raise ValueError(f"added token {token!r} has id {added[token]} in one tokenizer file and {index} in {origin}")
@@ -88,12 +83,12 @@ def _remote_class(config: dict) -> str | None:
 
 def read_source_tokenizer(folder: Path) -> SourceTokenizer:
     """Inspect the tokenizer files of ``folder`` (no tokenizer is instantiated)."""
-    config = _read_json(folder / "tokenizer_config.json") if (folder / "tokenizer_config.json").is_file() else {}
+    config = read_json(folder / "tokenizer_config.json") if (folder / "tokenizer_config.json").is_file() else {}
     added: dict[str, int] = {}
     special: set[str] = set()
     flags: dict[str, dict] = {}
     if (folder / "added_tokens.json").is_file():
-        for token, index in _read_json(folder / "added_tokens.json").items():
+        for token, index in read_json(folder / "added_tokens.json").items():
             _merge_added(added, token, index, "added_tokens.json")
     for index, entry in (config.get("added_tokens_decoder") or {}).items():
         _merge_added(added, entry["content"], int(index), "tokenizer_config.json")
@@ -101,7 +96,7 @@ def read_source_tokenizer(folder: Path) -> SourceTokenizer:
         if entry.get("special", True):
             special.add(entry["content"])
     if (folder / "tokenizer.json").is_file():
-        for entry in _read_json(folder / "tokenizer.json").get("added_tokens") or []:
+        for entry in read_json(folder / "tokenizer.json").get("added_tokens") or []:
             _merge_added(added, entry["content"], entry["id"], "tokenizer.json")
             if entry.get("special"):
                 special.add(entry["content"])
@@ -125,7 +120,7 @@ def _special_tokens_from_map(folder: Path, config: dict) -> set[str]:
     tokens: set[str] = set()
     sources = [config]
     if (folder / "special_tokens_map.json").is_file():
-        sources.append(_read_json(folder / "special_tokens_map.json"))
+        sources.append(read_json(folder / "special_tokens_map.json"))
     for source in sources:
         for key in ("bos_token", "eos_token", "unk_token", "pad_token"):
             value = source.get(key)

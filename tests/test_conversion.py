@@ -8,6 +8,8 @@ import json
 import math
 import random
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from conversion import convert_checkpoint as cc
-from conversion import spm_proto
+from conversion import spm_proto, writer
 from conversion.common import layer_ranges, parse_size
 from tests.golden import golden_path
 from tests.conv_helpers import (
@@ -30,7 +32,8 @@ from tests.conv_helpers import (
 )
 
 GOLDEN = golden_path("internvl2", "internlm2")
-REMOTE_CODE = ["configuration_pvc_internvl.py", "modeling_pvc_internvl.py", "conversation.py", "prunevid.py"]
+REMOTE_CODE = ["configuration_pvc_internvl.py", "modeling_pvc_internvl.py", "conversation.py", "prunevid.py",
+               "processing.py", "media.py"]
 INTERNVL_TOKENS = ["<img>", "</img>", "<IMG_CONTEXT>", "<quad>", "</quad>", "<ref>", "</ref>", "<box>", "</box>"]
 
 
@@ -42,6 +45,11 @@ def assert_nothing_written(dst: Path) -> None:
     assert not dst.exists()
     if dst.parent.exists():
         assert [p.name for p in dst.parent.iterdir() if p.name.startswith(dst.name + ".")] == []
+
+
+def eos_list(generation: dict) -> list[int]:
+    eos = generation["eos_token_id"]
+    return eos if isinstance(eos, list) else [eos]
 
 
 def assert_state_dict(loaded: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
@@ -73,7 +81,7 @@ def test_golden_checkpoint_reproduces_official_logits_and_generation(tmp_path):
     assert not any(name.startswith("tokenizer") for name in files)
     result = run_loader(dst, {"config": True, "golden": str(GOLDEN)}, tmp_path)
     config = result["config"]
-    assert config["auto_map"] == cc.AUTO_MAP and config["architectures"] == ["PVCInternVLChatModel"]
+    assert config["auto_map"] == writer.AUTO_MAP and config["architectures"] == ["PVCInternVLChatModel"]
     assert config["img_context_token_id"] == 150 and config["llm_config"]["model_type"] == "llama"
     assert rope_settings(config["llm_config"]) == ("dynamic", 2.0, 1e6)
     golden = result["golden"]
@@ -199,7 +207,9 @@ def test_qwen2_source_keeps_native_keys_and_copies_tokenizer(tmp_path):
     config = json.loads((dst / "config.json").read_text())
     assert config["img_context_token_id"] == ids["<IMG_CONTEXT>"] and config["template"] == "Hermes-2"
     assert config["llm_config"]["model_type"] == "qwen2" and "auto_map" not in config["llm_config"]
-    assert json.loads((dst / "generation_config.json").read_text())["eos_token_id"] == [ids["<|im_end|>"], ids["<|im_start|>"]]
+    generation = json.loads((dst / "generation_config.json").read_text())
+    assert eos_list(generation) == list(dict.fromkeys([ids["<|im_end|>"], 2]))  # separator, then the LLM's eos
+    assert generation["pad_token_id"] == ids["<|endoftext|>"]  # the tokenizer's pad token
     assert not any("lm_head" in name for name in safe_open(str(dst / "model.safetensors"), "pt").keys())
     prompt = image_prompt(ids["<IMG_CONTEXT>"], 4, spec.vocab)
     job = {"state_dict": True, "tokenizer_texts": ["<|im_start|>user\n<img><IMG_CONTEXT></img>hi<|im_end|>"],
@@ -215,6 +225,46 @@ def test_qwen2_source_keeps_native_keys_and_copies_tokenizer(tmp_path):
     source_ids = AutoTokenizer.from_pretrained(str(src))("<|im_start|>user\n<img><IMG_CONTEXT></img>hi<|im_end|>").input_ids
     assert result["tokenizer_ids"] == [source_ids]
     assert ids["<IMG_CONTEXT>"] in source_ids
+
+
+QWEN_CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>' + '\\n' }}"
+               "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+@pytest.mark.parametrize("source_template", ["chatml-with-newlines", "same-as-hermes-2"])
+def test_chat_template_of_the_conversation_template_replaces_the_source_one(tmp_path, capsys, source_template):
+    from transformers import AutoTokenizer
+
+    from pvc_internvl.conversation import get_template
+
+    spec = Spec(llm="qwen2", tie=True, template="Hermes-2", vocab=300, rope_scaling=None)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    write_checkpoint(src, spec)
+    make_qwen2_tokenizer(src, spec.vocab)
+    settings = json.loads((src / "tokenizer_config.json").read_text())
+    hermes = get_template("Hermes-2")
+    settings["chat_template"] = QWEN_CHATML if source_template == "chatml-with-newlines" else hermes.jinja
+    (src / "tokenizer_config.json").write_text(json.dumps(settings))
+    assert convert(["--src", src, "--dst", dst]) == 0
+    err = capsys.readouterr().err
+    replaced = "replaced the source chat template with the Hermes-2 template" in err
+    assert replaced == (source_template == "chatml-with-newlines")
+    assert (dst / "chat_template.jinja").read_text() == hermes.jinja
+    assert "chat_template" not in json.loads((dst / "tokenizer_config.json").read_text())
+    tokenizer = AutoTokenizer.from_pretrained(str(dst))
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "<image>\nWhat?"},
+                {"role": "assistant", "content": "A cat."}, {"role": "user", "content": "Sure?"}]
+    rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert rendered == hermes.render([("<image>\nWhat?", "A cat.")], "Sure?", system_message="Be brief.")
+    assert rendered.endswith("<|im_end|><|im_start|>assistant\n")  # MPT style: no newline after <|im_end|>
+
+
+def test_repository_config_and_remote_code_list():
+    from conversion.package import REMOTE_CODE_FILES
+
+    assert json.loads((ROOT / "config.json").read_text())["auto_map"] == writer.AUTO_MAP
+    assert "AutoModelForCausalLM" not in writer.AUTO_MAP
+    assert {"media.py", "processing.py", "conversation.py", "prunevid.py"} <= set(REMOTE_CODE_FILES)
 
 
 def test_6b_vision_pixel_shuffle_v1_select_layer_llama(tmp_path):
@@ -605,8 +655,7 @@ def test_internlm2_tokenizer_matches_sentencepiece(tmp_path, add_dummy_prefix, r
         assert tokenizer(text).input_ids == reference_ids(model, specials, text), repr(text)
     config = json.loads((dst / "config.json").read_text())
     assert config["img_context_token_id"] == specials["<IMG_CONTEXT>"]
-    eos = json.loads((dst / "generation_config.json").read_text())["eos_token_id"]
-    assert eos == [specials["<|im_end|>"], specials["<|im_start|>"]]
+    assert eos_list(json.loads((dst / "generation_config.json").read_text())) == [specials["<|im_end|>"], 2]
     assert tokenizer.decode(tokenizer("Please describe the image.").input_ids, skip_special_tokens=True) == \
         "Please describe the image."
     if add_dummy_prefix:
@@ -657,3 +706,71 @@ def test_small_helpers():
     with pytest.raises(ValueError):
         parse_size("lots")
     assert layer_ranges([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8" and layer_ranges([]) == ""
+
+
+# ==================================================================================== demo checkpoint
+DEMO_SCRIPT = ROOT / "scripts" / "make_demo_checkpoint.py"
+DEMO_LOAD = r"""
+import json, sys, torch
+from transformers import AutoModel, AutoProcessor, AutoTokenizer
+from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+path = "demo-checkpoint"
+model = AutoModel.from_pretrained(path, trust_remote_code=True).eval()
+tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
+processor = AutoProcessor.from_pretrained(path, trust_remote_code=True)
+pixel_values = get_class_from_dynamic_module("processing.load_image", path)("examples/image1.jpg", input_size=112, max_num=6)
+answer = model.chat(tokenizer, pixel_values, "<image>\nDescribe the image.", dict(max_new_tokens=6, do_sample=False))
+messages = [{"role": "user", "content": [{"type": "image", "path": "examples/image1.jpg"},
+                                          {"type": "text", "text": "Describe the image."}]}]
+inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                       return_tensors="pt")
+ids = model.generate(**inputs, max_new_tokens=6, do_sample=False)
+json.dump({"answer": answer, "generated": ids.tolist(), "decoded": tokenizer.decode(ids[0], skip_special_tokens=True),
+           "tiles": pixel_values.shape[0], "context": int((inputs["input_ids"] == 7).sum()),
+           "eos": model.generation_config.eos_token_id, "classes": [type(x).__name__ for x in (model, processor)]},
+          open("out.json", "w"))
+"""
+
+
+def python_blocks(markdown: str) -> str:
+    return "\n".join(re.findall(r"```python\n(.*?)```", markdown, flags=re.DOTALL))
+
+
+def test_demo_checkpoint_loads_with_auto_classes_and_chats(tmp_path):
+    from tests.conv_helpers import isolated_env
+    from tests.tokenizer_utils import EOS_ID, IM_END_ID
+
+    env = isolated_env(tmp_path)
+    made = subprocess.run([sys.executable, str(DEMO_SCRIPT)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert made.returncode == 0, made.stderr[-3000:]
+    dst = tmp_path / "demo-checkpoint"
+    card = (dst / "README.md").read_text()
+    assert "weights of this checkpoint are random" in card and str(tmp_path) not in card
+    assert "- random-weights" in card and "pipeline_tag: image-text-to-text" in card
+    config = json.loads((dst / "config.json").read_text())
+    assert config["auto_map"] == writer.AUTO_MAP and config["use_temporal"] is True
+    assert (config["downsample_ratio"], config["image_repeat_time"], config["force_image_size"]) == (0.25, 4, 112)
+    assert {"media.py", "processing.py", "chat_template.jinja", "processor_config.json"} <= {p.name for p in dst.iterdir()}
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("demo-checkpoint.")] == []
+    from PIL import Image
+
+    assert Image.open(tmp_path / "examples" / "image1.jpg").size == (448, 336)
+    import av
+
+    with av.open(str(tmp_path / "examples" / "red-panda.mp4")) as video:
+        assert sum(1 for _ in video.decode(video=0)) == 96
+    (tmp_path / "load.py").write_text(DEMO_LOAD)
+    run = subprocess.run([sys.executable, "load.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out["classes"] == ["PVCInternVLChatModel", "PVCInternVLProcessor"]
+    assert out["eos"] == [IM_END_ID, EOS_ID]
+    assert out["tiles"] == 7 and out["context"] == 7 * 4 * 4  # 6 tiles + thumbnail, 4 tokens x 4 repeats each
+    assert out["answer"] == out["decoded"].strip() and out["answer"]  # chat() == generate() on the native path
+    # every snippet of the model card runs as written (bfloat16 on CPU) from the folder holding the checkpoint
+    (tmp_path / "card.py").write_text(python_blocks(card))
+    run = subprocess.run([sys.executable, "card.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip()  # the random model's answers (they may hold newlines)
