@@ -8,17 +8,30 @@ Three config objects:
 * :class:`PruneVidConfig` -- the optional, training-free PruneVid token pruning (off by default).
 * :class:`PVCInternVLConfig` -- the composite: vision config, the language model config (any native
   transformers causal LM config: llama, qwen2, phi3, ...) and the official InternVL2 / PVC top-level keys.
+
+Every setting is checked by one validator (:class:`Setting` tables ``CONFIG_SETTINGS``, ``VISION_SETTINGS``,
+``PRUNEVID_SETTINGS`` and :func:`check_settings`), whether it comes from a config.json, keyword arguments,
+the converter's ``--set`` or per-call PruneVid overrides: types are never coerced (``"false"`` is not a bool,
+2.9 is not an int), ranges are checked and unknown keys are refused (besides the standard attributes
+transformers writes, :func:`transformers_config_keys`), each with a ``ValueError`` naming setting, value and rule.
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
+import functools
+import math
+import numbers
+import os
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
 from transformers import AutoConfig, PretrainedConfig
+from transformers.activations import ACT2FN
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
-
 
 
 class DataFlag(IntEnum):
@@ -37,6 +50,131 @@ TIME_EMBED_ORDERS = ("cos_sin", "sin_cos")
 TEMPLATES = ("internlm2-chat", "Hermes-2", "phi3-chat")
 
 
+# ------------------------------------------------------------------------------------- setting checks
+# One validator for every setting of the three config classes, whichever way it arrives: a config.json,
+# keyword arguments, per-call PruneVid overrides or the converter's --set. Values are never coerced:
+# "false" is not a bool and 2.9 is not an int.
+
+_KIND_NAMES = {
+    bool: "a bool (True/False)", int: "an int", float: "a finite number", str: "a str", list: "a list of ints",
+}
+_INVALID = object()
+
+# Keys transformers itself writes into a config.json or passes to ``__init__`` while loading, on top of
+# those of ``PretrainedConfig().to_dict()`` (which differ between transformers 4 and 5).
+_TRANSFORMERS_WRITTEN_KEYS = frozenset(
+    {"auto_map", "architectures", "transformers_version", "model_type", "dtype", "torch_dtype", "_name_or_path",
+     "name_or_path", "_commit_hash", "attn_implementation", "_attn_implementation", "_attn_implementation_autoset",
+     "experts_implementation", "output_attentions", "num_labels", "tie_word_embeddings"}
+)
+
+
+@functools.cache
+def transformers_config_keys() -> frozenset[str]:
+    """Attribute names every config of the installed transformers may carry besides its own fields."""
+    return frozenset(PretrainedConfig().to_dict()) | _TRANSFORMERS_WRITTEN_KEYS
+
+
+def _as_kind(kind: type, value: Any) -> Any:
+    """``value`` as ``kind`` (ints as int, numbers as float), or ``_INVALID`` if it is of another type."""
+    if kind is bool or isinstance(value, bool):  # a bool is only ever a bool, never a number
+        return value if kind is bool and isinstance(value, bool) else _INVALID
+    if kind is int:
+        return int(value) if isinstance(value, numbers.Integral) else _INVALID
+    if kind is float:
+        return float(value) if isinstance(value, numbers.Real) and math.isfinite(value) else _INVALID
+    if kind is str:
+        return value if isinstance(value, str) else _INVALID
+    if isinstance(value, (list, tuple)) and all(_as_kind(int, item) is not _INVALID for item in value):
+        return [int(item) for item in value]
+    return _INVALID
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Type and allowed values of one setting.
+
+    Args:
+        kind: ``bool``, ``int``, ``float`` (an int or float, stored as float), ``str`` or ``list`` (of ints).
+        low, high: inclusive bounds (``low`` exclusive when ``low_open``); None = unbounded.
+        choices: the only allowed values, if not empty.
+        optional: None is allowed.
+    """
+
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    choices: tuple = ()
+    optional: bool = False
+
+    def describe(self) -> str:
+        """What the setting must be, e.g. ``"an int >= 1"`` or ``"a finite number in (0, 1]"``."""
+        text = _KIND_NAMES[self.kind]
+        if self.choices:
+            text += f", one of {', '.join(map(repr, self.choices))}"
+        if self.low is not None and self.high is not None:
+            text += f" in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
+        elif self.low is not None:
+            text += f" {'>' if self.low_open else '>='} {self.low:g}"
+        return f"None or {text}" if self.optional else text
+
+    def allows(self, value: Any) -> bool:
+        """Whether a value already of the right kind is among the choices and inside the bounds."""
+        if self.choices and value not in self.choices:
+            return False
+        if self.low is not None and not (value > self.low if self.low_open else value >= self.low):
+            return False
+        return self.high is None or value <= self.high
+
+    def check(self, section: str, name: str, value: Any) -> Any:
+        """The value (ints as ``int``, numbers as ``float``); ``ValueError`` naming setting, value, type and rule."""
+        if value is None and self.optional:
+            return None
+        checked = _as_kind(self.kind, value)
+        if checked is _INVALID or not self.allows(checked):
+            raise ValueError(
+                f"{section} setting {name!r} must be {self.describe()}, got {_shown(value)} ({type(value).__name__})"
+            )
+        return checked
+
+
+def reject_unknown(section: str, keys: Iterable[Any], known: Collection[str], generic: Collection[str] = ()) -> None:
+    """``ValueError`` listing every key that is neither in ``known`` nor in ``generic`` (with a close match)."""
+    unknown = [key for key in keys if key not in known and key not in generic]
+    if not unknown:
+        return
+    names = []
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), known, n=1)
+        names.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+    extra = " and the standard transformers config attributes" if generic else ""
+    raise ValueError(f"unknown {section} setting {', '.join(names)}; the settings are: {', '.join(known)}{extra}")
+
+
+def check_settings(section: str, values: Mapping[str, Any], specs: Mapping[str, Setting]) -> dict[str, Any]:
+    """Checked copy of ``values`` (every key must be in ``specs``; ints as int, numbers as float)."""
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{section} settings must be a dict, got {_shown(values)} ({type(values).__name__})")
+    reject_unknown(section, values, tuple(specs))
+    return {name: specs[name].check(section, name, value) for name, value in values.items()}
+
+
+def _pop_model_type(section: str, kwargs: dict[str, Any], expected: str) -> None:
+    """Drop a ``model_type`` key from ``kwargs``; refuse one that names another model."""
+    model_type = kwargs.pop("model_type", expected)
+    if model_type != expected:
+        raise ValueError(
+            f"{section} model_type must be {expected!r}, got {_shown(model_type)}; official InternVL2 / PVC "
+            "checkpoints are converted with conversion/convert_checkpoint.py first"
+        )
+
+
 def _normalise_layers(layers: list[int] | None, num_layers: int, name: str) -> list[int]:
     """Turn a list of (possibly negative) layer indices into a sorted list of non-negative ones.
 
@@ -46,11 +184,43 @@ def _normalise_layers(layers: list[int] | None, num_layers: int, name: str) -> l
         return list(range(num_layers))
     out = set()
     for index in layers:
-        index = int(index)
         if not -num_layers <= index < num_layers:
             raise ValueError(f"{name} contains layer {index}, but the vision model has {num_layers} layers")
         out.add(index % num_layers)
     return sorted(out)
+
+
+VISION_SETTINGS = {
+    "num_channels": Setting(int, low=1),
+    "patch_size": Setting(int, low=1),
+    "image_size": Setting(int, low=1),
+    "qkv_bias": Setting(bool),
+    "hidden_size": Setting(int, low=1),
+    "num_attention_heads": Setting(int, low=1),
+    "intermediate_size": Setting(int, low=1),
+    "qk_normalization": Setting(bool),
+    "num_hidden_layers": Setting(int, low=1),
+    "use_flash_attn": Setting(bool),
+    "hidden_act": Setting(str, choices=tuple(sorted(ACT2FN))),
+    "norm_type": Setting(str, choices=VISION_NORM_TYPES),
+    "layer_norm_eps": Setting(float, low=0, low_open=True),
+    "dropout": Setting(float, low=0, high=1),
+    "drop_path_rate": Setting(float, low=0, high=1),
+    "attention_dropout": Setting(float, low=0, high=1),
+    "initializer_range": Setting(float, low=0),
+    "initializer_factor": Setting(float, low=0),
+    "use_temporal_modules": Setting(bool),
+    "temporal_attn_layers": Setting(list, optional=True),
+    "adaln_layers": Setting(list, optional=True),
+    "temporal_causal": Setting(bool),
+    "temporal_include_cls": Setting(bool),
+    "temporal_attn_norm": Setting(bool),
+    "time_embed_dim": Setting(int, low=2),
+    "time_embed_max_period": Setting(float, low=0, low_open=True),
+    "time_embed_order": Setting(str, choices=TIME_EMBED_ORDERS),
+    "time_input": Setting(str, choices=TIME_INPUTS),
+    "adaln_num_modulations": Setting(int, choices=(4, 6)),
+}
 
 
 class PVCInternVisionConfig(PretrainedConfig):
@@ -126,39 +296,17 @@ class PVCInternVisionConfig(PretrainedConfig):
         adaln_num_modulations: int = 4,
         **kwargs,
     ):
-        self.num_channels = num_channels
-        self.patch_size = patch_size
-        self.image_size = image_size
-        self.qkv_bias = qkv_bias
-        self.hidden_size = hidden_size
-        self.num_attention_heads = num_attention_heads
-        self.intermediate_size = intermediate_size
-        self.qk_normalization = qk_normalization
-        self.num_hidden_layers = num_hidden_layers
-        self.use_flash_attn = use_flash_attn
-        self.hidden_act = hidden_act
-        self.norm_type = norm_type
-        self.layer_norm_eps = layer_norm_eps
-        self.dropout = dropout
-        self.drop_path_rate = drop_path_rate
-        self.attention_dropout = attention_dropout
-        self.initializer_range = initializer_range
-        self.initializer_factor = initializer_factor
-        self.use_temporal_modules = use_temporal_modules
-        self.temporal_attn_layers = None if temporal_attn_layers is None else list(temporal_attn_layers)
-        self.adaln_layers = None if adaln_layers is None else list(adaln_layers)
-        self.temporal_causal = temporal_causal
-        self.temporal_include_cls = temporal_include_cls
-        self.temporal_attn_norm = temporal_attn_norm
-        self.time_embed_dim = time_embed_dim
-        self.time_embed_max_period = time_embed_max_period
-        self.time_embed_order = time_embed_order
-        self.time_input = time_input
-        self.adaln_num_modulations = adaln_num_modulations
+        arguments = locals()  # the named arguments, one per entry of VISION_SETTINGS
+        given = {name: arguments[name] for name in VISION_SETTINGS}
+        for name, value in check_settings("vision_config", given, VISION_SETTINGS).items():
+            setattr(self, name, value)
+        _pop_model_type("vision_config", kwargs, self.model_type)
+        reject_unknown("vision_config", kwargs, tuple(VISION_SETTINGS), transformers_config_keys())
         super().__init__(**kwargs)
         self._validate_vision()
 
     def _validate_vision(self) -> None:
+        """Checks that involve several fields (each field alone is checked by ``VISION_SETTINGS``)."""
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"vision hidden_size {self.hidden_size} is not divisible by num_attention_heads "
@@ -166,16 +314,8 @@ class PVCInternVisionConfig(PretrainedConfig):
             )
         if self.image_size % self.patch_size != 0:
             raise ValueError(f"vision image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
-        if self.norm_type not in VISION_NORM_TYPES:
-            raise ValueError(f"vision norm_type must be one of {VISION_NORM_TYPES}, got {self.norm_type!r}")
-        if self.time_embed_order not in TIME_EMBED_ORDERS:
-            raise ValueError(f"time_embed_order must be one of {TIME_EMBED_ORDERS}, got {self.time_embed_order!r}")
-        if self.time_input not in TIME_INPUTS:
-            raise ValueError(f"time_input must be one of {TIME_INPUTS}, got {self.time_input!r}")
-        if self.time_embed_dim <= 0 or self.time_embed_dim % 2 != 0:
-            raise ValueError(f"time_embed_dim must be a positive even number, got {self.time_embed_dim}")
-        if self.adaln_num_modulations not in (4, 6):
-            raise ValueError(f"adaln_num_modulations must be 4 or 6, got {self.adaln_num_modulations}")
+        if self.time_embed_dim % 2 != 0:
+            raise ValueError(f"vision time_embed_dim must be even (cos and sin halves), got {self.time_embed_dim}")
         # Raises on out-of-range indices.
         self.temporal_layer_ids()
         self.adaln_layer_ids()
@@ -193,8 +333,24 @@ class PVCInternVisionConfig(PretrainedConfig):
         return _normalise_layers(self.adaln_layers, self.num_hidden_layers, "adaln_layers")
 
 
+PRUNEVID_SETTINGS = {
+    "enabled": Setting(bool),
+    "tau": Setting(float, low=-1, high=1),
+    "temporal_segment_ratio": Setting(float, low=0, high=1, low_open=True),
+    "cluster_ratio": Setting(float, low=0, high=1, low_open=True),
+    "k": Setting(int, low=1),
+    "min_tokens_to_cluster": Setting(int, low=0),
+    "selected_layer": Setting(int, low=0),
+    "alpha": Setting(float, low=0, high=1, low_open=True),
+    "enable_stage1": Setting(bool),
+    "enable_stage2": Setting(bool),
+}
+
+
 class PruneVidConfig(PretrainedConfig):
     r"""PruneVid settings (training-free token pruning for video samples). Off by default.
+
+    Every setting is checked by ``PRUNEVID_SETTINGS`` (no coercion: ``"false"`` is not a bool).
 
     Args:
         enabled (`bool`): the on/off switch. Off means the model is bit-identical to one without PruneVid.
@@ -210,6 +366,7 @@ class PruneVidConfig(PretrainedConfig):
     """
 
     model_type = "pvc_prunevid"
+    SETTING_NAMES = tuple(PRUNEVID_SETTINGS)
 
     def __init__(
         self,
@@ -225,48 +382,18 @@ class PruneVidConfig(PretrainedConfig):
         enable_stage2: bool = True,
         **kwargs,
     ):
-        self.enabled = bool(enabled)
-        self.tau = float(tau)
-        self.temporal_segment_ratio = float(temporal_segment_ratio)
-        self.cluster_ratio = float(cluster_ratio)
-        self.k = int(k)
-        self.min_tokens_to_cluster = int(min_tokens_to_cluster)
-        self.selected_layer = int(selected_layer)
-        self.alpha = float(alpha)
-        self.enable_stage1 = bool(enable_stage1)
-        self.enable_stage2 = bool(enable_stage2)
+        arguments = locals()  # the named arguments, one per entry of PRUNEVID_SETTINGS
+        given = {name: arguments[name] for name in PRUNEVID_SETTINGS}
+        for name, value in check_settings("prunevid", given, PRUNEVID_SETTINGS).items():
+            setattr(self, name, value)
+        _pop_model_type("prunevid", kwargs, self.model_type)
+        reject_unknown("prunevid", kwargs, self.SETTING_NAMES, transformers_config_keys())
         super().__init__(**kwargs)
-        self.validate_settings()
-
-    SETTING_NAMES = (
-        "enabled",
-        "tau",
-        "temporal_segment_ratio",
-        "cluster_ratio",
-        "k",
-        "min_tokens_to_cluster",
-        "selected_layer",
-        "alpha",
-        "enable_stage1",
-        "enable_stage2",
-    )
 
     def validate_settings(self, num_llm_layers: int | None = None) -> None:
-        """Raise ``ValueError`` naming the first impossible setting."""
-        if not 0.0 < self.alpha <= 1.0:
-            raise ValueError(f"prunevid alpha must be in (0, 1], got {self.alpha}")
-        for name in ("temporal_segment_ratio", "cluster_ratio"):
-            value = getattr(self, name)
-            if not 0.0 < value <= 1.0:
-                raise ValueError(f"prunevid {name} must be in (0, 1], got {value}")
-        if not -1.0 <= self.tau <= 1.0:
-            raise ValueError(f"prunevid tau is a cosine-similarity threshold in [-1, 1], got {self.tau}")
-        if self.k < 1:
-            raise ValueError(f"prunevid k (DPC-kNN neighbours) must be >= 1, got {self.k}")
-        if self.min_tokens_to_cluster < 0:
-            raise ValueError(f"prunevid min_tokens_to_cluster must be >= 0, got {self.min_tokens_to_cluster}")
-        if self.selected_layer < 0:
-            raise ValueError(f"prunevid selected_layer must be >= 0, got {self.selected_layer}")
+        """Check the current values (they may have been assigned after construction) and, when
+        ``num_llm_layers`` is given, that ``selected_layer`` is a layer of the language model."""
+        check_settings("prunevid", self.settings(), PRUNEVID_SETTINGS)
         if num_llm_layers is not None and self.selected_layer >= num_llm_layers:
             raise ValueError(
                 f"prunevid selected_layer {self.selected_layer} is beyond the language model, which has "
@@ -277,28 +404,33 @@ class PruneVidConfig(PretrainedConfig):
         """The PruneVid settings as a plain dict."""
         return {name: getattr(self, name) for name in self.SETTING_NAMES}
 
-    def merged(self, overrides: dict[str, Any] | None, num_llm_layers: int | None = None) -> PruneVidConfig:
-        """A validated copy with per-call ``overrides`` applied (unknown keys raise ``ValueError``)."""
-        values = self.settings()
-        for key, value in (overrides or {}).items():
-            if key not in values:
-                raise ValueError(f"unknown prunevid setting {key!r}; known: {', '.join(self.SETTING_NAMES)}")
-            values[key] = value
-        out = PruneVidConfig(**values)
+    def merged(self, overrides: Mapping[str, Any] | None, num_llm_layers: int | None = None) -> PruneVidConfig:
+        """A validated copy with per-call ``overrides`` applied (unknown keys and bad values raise
+        ``ValueError``); ``selected_layer`` is checked against ``num_llm_layers`` when the result is enabled."""
+        if overrides is not None and not isinstance(overrides, Mapping):
+            raise ValueError(
+                f"prunevid overrides must be a dict of settings such as {{'enabled': True}}, got "
+                f"{_shown(overrides)} ({type(overrides).__name__})"
+            )
+        out = PruneVidConfig(**{**self.settings(), **check_settings("prunevid", overrides or {}, PRUNEVID_SETTINGS)})
         out.validate_settings(num_llm_layers if out.enabled else None)
         return out
 
 
-def _build_llm_config(llm_config: dict | PretrainedConfig | None) -> PretrainedConfig:
-    """Build a native transformers config (llama, qwen2, phi3, ...) from a dict or config."""
-    if isinstance(llm_config, PretrainedConfig):
-        return llm_config
-    llm_config = dict(llm_config or {"model_type": "llama"})
+_LLM_ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2", "Phi3ForCausalLM": "phi3"}
+
+
+def _llm_model_type(llm_config: Mapping[str, Any]) -> str:
+    """The transformers ``model_type`` of an LLM config dict (its ``model_type``, else its architecture)."""
     model_type = llm_config.get("model_type")
     if model_type is None:
-        architectures = llm_config.get("architectures") or ["LlamaForCausalLM"]
-        guesses = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2", "Phi3ForCausalLM": "phi3"}
-        model_type = guesses.get(architectures[0])
+        architectures = llm_config.get("architectures")
+        if not isinstance(architectures, (list, tuple)) or not architectures:
+            raise ValueError(
+                f"llm_config has no model_type and no architectures list (got architectures={_shown(architectures)}); "
+                f"set model_type to a transformers model type such as 'llama', 'qwen2' or 'phi3'"
+            )
+        model_type = _LLM_ARCHITECTURES.get(architectures[0])
         if model_type is None:
             raise ValueError(f"llm_config has no model_type and an unknown architecture {architectures[0]!r}")
     if model_type == "internlm2":
@@ -306,8 +438,23 @@ def _build_llm_config(llm_config: dict | PretrainedConfig | None) -> PretrainedC
             "llm_config is an InternLM2 config; this package runs InternLM2 weights as a native "
             "LlamaForCausalLM. Convert the checkpoint with conversion/convert_checkpoint.py first."
         )
-    if model_type not in CONFIG_MAPPING:
-        raise ValueError(f"llm_config model_type {model_type!r} is not a transformers model type")
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+        raise ValueError(f"llm_config model_type {_shown(model_type)} is not a transformers model type")
+    return model_type
+
+
+def _build_llm_config(llm_config: Mapping[str, Any] | PretrainedConfig | None) -> PretrainedConfig:
+    """Build a native transformers config (llama, qwen2, phi3, ...) from a dict or config (None = Llama)."""
+    if isinstance(llm_config, PretrainedConfig):
+        return llm_config
+    if llm_config is None:
+        llm_config = {"model_type": "llama"}
+    if not isinstance(llm_config, Mapping):
+        raise ValueError(
+            f"config setting 'llm_config' must be a dict or a transformers PretrainedConfig, got "
+            f"{_shown(llm_config)} ({type(llm_config).__name__})"
+        )
+    model_type = _llm_model_type(llm_config)
     llm_config = {key: value for key, value in llm_config.items() if key != "model_type"}
     config_class = CONFIG_MAPPING[model_type]
     if "rope_parameters" in llm_config and not _supports_rope_parameters(config_class):
@@ -331,24 +478,93 @@ def _legacy_rope(rope_parameters: dict | None) -> dict[str, Any]:
     return out
 
 
+CONFIG_SETTINGS = {
+    "use_backbone_lora": Setting(int, low=0),
+    "use_llm_lora": Setting(int, low=0),
+    "use_temporal": Setting(bool),
+    "pad2square": Setting(bool),
+    "select_layer": Setting(int),
+    "force_image_size": Setting(int, low=1, optional=True),
+    "downsample_ratio": Setting(float, low=0, high=1, low_open=True),
+    "template": Setting(str, choices=TEMPLATES),
+    "dynamic_image_size": Setting(bool),
+    "use_thumbnail": Setting(bool),
+    "ps_version": Setting(str, choices=PIXEL_SHUFFLE_VERSIONS),
+    "min_dynamic_patch": Setting(int, low=1),
+    "max_dynamic_patch": Setting(int, low=1),
+    "image_repeat_time": Setting(int, low=1),
+    "video_repeat_time": Setting(int, low=1),
+    "tile_repeat_way": Setting(str, choices=TILE_REPEAT_WAYS, optional=True),
+    "mlp_add_ops": Setting(str, optional=True),
+    "max_clip_frames": Setting(int, low=1, optional=True),
+    "vision_chunk_frames": Setting(int, low=1, optional=True),
+    "img_context_token_id": Setting(int, low=0, optional=True),
+    "system_message": Setting(str, optional=True),
+}
+SUB_CONFIG_NAMES = ("vision_config", "llm_config", "prunevid")
+
+
+def _build_vision_config(vision_config: Mapping[str, Any] | PVCInternVisionConfig | None,
+                         use_temporal: bool) -> PVCInternVisionConfig:
+    """The vision config, its temporal modules switched by the top-level ``use_temporal``."""
+    if isinstance(vision_config, PVCInternVisionConfig):
+        vision_config = vision_config.to_dict()
+    if vision_config is None:
+        vision_config = {}
+    if not isinstance(vision_config, Mapping):
+        raise ValueError(
+            f"config setting 'vision_config' must be a dict or a PVCInternVisionConfig, got "
+            f"{_shown(vision_config)} ({type(vision_config).__name__})"
+        )
+    return PVCInternVisionConfig(**{**vision_config, "use_temporal_modules": use_temporal})
+
+
+def _build_prunevid(prunevid: Mapping[str, Any] | PruneVidConfig | None) -> PruneVidConfig:
+    """The ``prunevid`` section: only PruneVid setting names are allowed in it."""
+    if isinstance(prunevid, PruneVidConfig):
+        prunevid = prunevid.settings()
+    return PruneVidConfig(**check_settings("prunevid", prunevid or {}, PRUNEVID_SETTINGS))
+
+
+def _require_sections(config_dict: Any) -> None:
+    """A config.json must hold both sub-configs as JSON objects (``PVCInternVLConfig()`` alone may not)."""
+    if not isinstance(config_dict, Mapping):
+        raise ValueError(f"a PVC-InternVL config must be a dict (a JSON object), got {type(config_dict).__name__}")
+    for key, what in (("vision_config", "the InternViT encoder"), ("llm_config", "the language model")):
+        if key not in config_dict:
+            raise ValueError(
+                f"config.json has no {key!r} section ({what}); a PVC-InternVL config.json needs both "
+                "'vision_config' and 'llm_config' (official checkpoints: run conversion/convert_checkpoint.py)"
+            )
+        if not isinstance(config_dict[key], Mapping):
+            raise ValueError(
+                f"config.json {key!r} must be a JSON object (dict), got {_shown(config_dict[key])} "
+                f"({type(config_dict[key]).__name__})"
+            )
+
+
 class PVCInternVLConfig(PretrainedConfig):
     r"""Composite configuration of a PVC-InternVL (or plain InternVL2) chat model.
 
     With ``use_temporal=False``, ``image_repeat_time=1``, ``video_repeat_time=1`` and
     ``downsample_ratio=0.5`` the model is exactly InternVL2.
 
+    ``PVCInternVLConfig()`` builds the defaults (transformers calls it internally), but a config.json read
+    with ``from_dict`` / ``from_pretrained`` must hold both ``vision_config`` and ``llm_config``.
+
     Args:
         vision_config (`dict` or `PVCInternVisionConfig`): the InternViT encoder.
         llm_config (`dict` or `PretrainedConfig`): any native causal-LM config (``model_type`` llama,
             qwen2, phi3, ...). InternLM2 checkpoints are converted to llama first.
         use_backbone_lora, use_llm_lora (`int`): LoRA ranks of the official training code; must be 0.
-        use_temporal (`bool`): PVC progressive encoding (temporal attention + AdaLN) on.
+        use_temporal (`bool`): PVC progressive encoding (temporal attention + AdaLN) on; it sets
+            ``vision_config.use_temporal_modules`` (the vision dict's own value is replaced).
         pad2square (`bool`): legacy preprocessing flag, kept for compatibility.
         select_layer (`int`): vision layer feeding the projector (-1 = last; other values index the
             hidden-states tuple ``(embeddings, block 1, ..., block N)``).
         force_image_size (`int`, *optional*): tile size; defaults to ``vision_config.image_size``.
         downsample_ratio (`float`): pixel-shuffle ratio r; tokens per frame = (S/patch)^2 * r^2.
-        template (`str`): conversation template (``internlm2-chat``, ``Hermes-2``, ``phi3-chat``).
+        template (`str`): conversation template (``internlm2-chat``, ``Hermes-2``, ``phi3-chat``; not None).
         dynamic_image_size, use_thumbnail, min_dynamic_patch, max_dynamic_patch: tiling settings.
         ps_version (`str`): pixel-shuffle variant, ``"v1"`` or ``"v2"``.
         image_repeat_time (`int`): frames of the static clip each image tile becomes (PVC: 4).
@@ -382,7 +598,7 @@ class PVCInternVLConfig(PretrainedConfig):
         select_layer: int = -1,
         force_image_size: int | None = None,
         downsample_ratio: float = 0.5,
-        template: str | None = "internlm2-chat",
+        template: str = "internlm2-chat",
         dynamic_image_size: bool = False,
         use_thumbnail: bool = False,
         ps_version: str = "v1",
@@ -399,86 +615,75 @@ class PVCInternVLConfig(PretrainedConfig):
         prunevid: dict | PruneVidConfig | None = None,
         **kwargs,
     ):
-        if isinstance(vision_config, PVCInternVisionConfig):
-            vision_config = vision_config.to_dict()
-        vision_config = dict(vision_config or {})
-        vision_config.pop("model_type", None)
-        vision_config.pop("transformers_version", None)
-        vision_config["use_temporal_modules"] = bool(use_temporal)
-        self.vision_config = PVCInternVisionConfig(**vision_config)
+        arguments = locals()  # the named arguments, one per entry of CONFIG_SETTINGS
+        given = {name: arguments[name] for name in CONFIG_SETTINGS}
+        for name, value in check_settings("config", given, CONFIG_SETTINGS).items():
+            setattr(self, name, value)
+        _pop_model_type("config", kwargs, self.model_type)
+        reject_unknown("config", kwargs, (*CONFIG_SETTINGS, *SUB_CONFIG_NAMES), transformers_config_keys())
+        self.vision_config = _build_vision_config(vision_config, self.use_temporal)
         self.llm_config = _build_llm_config(copy.deepcopy(llm_config))
-        if isinstance(prunevid, PruneVidConfig):
-            prunevid = prunevid.settings()
-        self.prunevid = PruneVidConfig(**{k: v for k, v in (prunevid or {}).items() if k in PruneVidConfig.SETTING_NAMES})
-
-        self.use_backbone_lora = use_backbone_lora
-        self.use_llm_lora = use_llm_lora
-        self.use_temporal = bool(use_temporal)
-        self.pad2square = pad2square
-        self.select_layer = select_layer
-        self.force_image_size = force_image_size
-        self.downsample_ratio = downsample_ratio
-        self.template = template
-        self.dynamic_image_size = dynamic_image_size
-        self.use_thumbnail = use_thumbnail
-        self.ps_version = ps_version
-        self.min_dynamic_patch = min_dynamic_patch
-        self.max_dynamic_patch = max_dynamic_patch
-        self.image_repeat_time = image_repeat_time
-        self.video_repeat_time = video_repeat_time
-        self.tile_repeat_way = tile_repeat_way
-        self.mlp_add_ops = mlp_add_ops
-        self.max_clip_frames = max_clip_frames
-        self.vision_chunk_frames = vision_chunk_frames
-        self.img_context_token_id = img_context_token_id
-        self.system_message = system_message
+        self.prunevid = _build_prunevid(prunevid)
         kwargs.setdefault("tie_word_embeddings", getattr(self.llm_config, "tie_word_embeddings", False))
         super().__init__(**kwargs)
         self._validate()
 
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs) -> PVCInternVLConfig:
+        """Like ``PretrainedConfig.from_dict`` (used by ``from_pretrained``), but a config.json must hold
+        ``vision_config`` and ``llm_config``."""
+        _require_sections(config_dict)
+        return super().from_dict(config_dict, **kwargs)
+
+    @classmethod
+    def from_json_file(cls, json_file: str | os.PathLike) -> PVCInternVLConfig:
+        """Like ``PretrainedConfig.from_json_file``, but the file must hold ``vision_config`` and ``llm_config``."""
+        config_dict = cls._dict_from_json_file(json_file)
+        _require_sections(config_dict)
+        return cls(**config_dict)
+
     # ----------------------------------------------------------------------------------------- checks
     def _validate(self) -> None:
+        """Checks that involve several fields (each field alone is checked by ``CONFIG_SETTINGS``)."""
         if self.use_backbone_lora or self.use_llm_lora:
             raise ValueError(
                 f"LoRA ranks use_backbone_lora={self.use_backbone_lora}, use_llm_lora={self.use_llm_lora} are "
                 "training-time settings of the official code; merge the LoRA weights before converting"
             )
-        if self.ps_version not in PIXEL_SHUFFLE_VERSIONS:
-            raise ValueError(f"ps_version must be one of {PIXEL_SHUFFLE_VERSIONS}, got {self.ps_version!r}")
-        if self.tile_repeat_way is not None and self.tile_repeat_way not in TILE_REPEAT_WAYS:
-            raise ValueError(f"tile_repeat_way must be None or one of {TILE_REPEAT_WAYS}, got {self.tile_repeat_way!r}")
         if self.mlp_add_ops is not None:
             raise ValueError(f"mlp_add_ops={self.mlp_add_ops!r} is not supported (only None)")
-        if self.template is not None and self.template not in TEMPLATES:
-            raise ValueError(f"template must be one of {TEMPLATES}, got {self.template!r}")
-        for name in ("image_repeat_time", "video_repeat_time", "min_dynamic_patch", "max_dynamic_patch"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.min_dynamic_patch > self.max_dynamic_patch:
             raise ValueError(
                 f"min_dynamic_patch {self.min_dynamic_patch} is larger than max_dynamic_patch {self.max_dynamic_patch}"
             )
-        for name in ("max_clip_frames", "vision_chunk_frames"):
-            value = getattr(self, name)
-            if value is not None and int(value) < 1:
-                raise ValueError(f"{name} must be None or >= 1, got {value}")
-        grid = self.image_size // self.vision_config.patch_size
-        if self.image_size % self.vision_config.patch_size != 0:
+        self._validate_image_geometry()
+        vocab_size = getattr(self.llm_config, "vocab_size", None)
+        if self.img_context_token_id is not None and vocab_size is not None and self.img_context_token_id >= vocab_size:
             raise ValueError(
-                f"image size {self.image_size} is not a multiple of the patch size {self.vision_config.patch_size}"
+                f"img_context_token_id {self.img_context_token_id} is outside the language model's vocabulary "
+                f"(vocab_size {vocab_size})"
             )
-        scale = 1.0 / self.downsample_ratio if self.downsample_ratio > 0 else 0.0
-        if self.downsample_ratio <= 0 or abs(scale - round(scale)) > 1e-6 or grid % round(scale) != 0:
+        llm_layers = getattr(self.llm_config, "num_hidden_layers", None)
+        self.prunevid.validate_settings(llm_layers if self.prunevid.enabled else None)
+
+    def _validate_image_geometry(self) -> None:
+        """Tile size, pixel-shuffle ratio and ``select_layer`` against the vision config."""
+        patch = self.vision_config.patch_size
+        if self.image_size % patch != 0:
+            raise ValueError(f"image size {self.image_size} is not a multiple of the patch size {patch}")
+        grid = self.image_size // patch
+        scale = 1.0 / self.downsample_ratio
+        if abs(scale - round(scale)) > 1e-6 or grid % round(scale) != 0:
             raise ValueError(
                 f"downsample_ratio {self.downsample_ratio} must be 1/k for an integer k dividing the patch grid "
-                f"side {grid} (image size {self.image_size} / patch size {self.vision_config.patch_size})"
+                f"side {grid} (image size {self.image_size} / patch size {patch})"
             )
-        if not -(self.vision_config.num_hidden_layers + 1) <= self.select_layer < self.vision_config.num_hidden_layers + 1:
+        layers = self.vision_config.num_hidden_layers
+        if not -(layers + 1) <= self.select_layer < layers + 1:
             raise ValueError(
                 f"select_layer {self.select_layer} is out of range for a vision model with "
-                f"{self.vision_config.num_hidden_layers} layers (hidden states 0..{self.vision_config.num_hidden_layers})"
+                f"{layers} layers (hidden states 0..{layers})"
             )
-        self.prunevid.validate_settings(getattr(self.llm_config, "num_hidden_layers", None) if self.prunevid.enabled else None)
 
     # ------------------------------------------------------------------------------------ derived values
     @property
