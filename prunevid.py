@@ -5,17 +5,19 @@ Stage 1 (`merge_video_tokens`) runs on the projected tokens of one video sample,
 temporal segmentation by DPC-kNN over frame means, a static/dynamic split per segment, temporal
 averaging of static tokens and DPC-kNN spatial merging.
 
-Stage 2 (`pruned_generate`) runs inside a native transformers causal LM (Llama / Qwen2 / Phi3): at
-decoder layer `selected_layer` it scores every visual token by the attention that the text after the
-video pays to it (pre-RoPE, unmasked, fp32 softmax, max over heads and queries), keeps the top `alpha`
-of every Stage-1 group and drops the rest from the hidden states and from the KV cache of all earlier
-layers. The real attention stays on the model's own implementation (SDPA / eager / flash).
+Stage 2 (`pruned_generate`) runs inside a native transformers causal LM (Llama / Mistral / Qwen2 / Qwen3 /
+Phi3): at decoder layer `selected_layer` it scores every visual token by the attention that the text after
+the video pays to it (pre-RoPE, unmasked, Q K^T in the model dtype, fp32 softmax, max over heads and
+queries), keeps the top `alpha` of every Stage-1 group and drops the rest from the hidden states and from
+the KV cache of all earlier layers. The real attention stays on the model's own implementation (SDPA /
+eager / flash), and decoding is transformers' own `generate` on the pruned cache.
 
 Behaviour follows the official code (Visual-AI/PruneVid @ b12600c) as specified in the project's
 design notes, with these deliberate extensions: every batch row is segmented and pruned on its own,
 left padding is supported, and visual tokens are found from an explicit mask.
 """
 
+import copy
 import inspect
 import math
 from collections.abc import Callable
@@ -24,15 +26,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache
-from transformers.generation import (
-    LogitsProcessorList,
-    MinNewTokensLengthLogitsProcessor,
-    RepetitionPenaltyLogitsProcessor,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-)
+from transformers.generation import GenerateBeamDecoderOnlyOutput, GenerateDecoderOnlyOutput, GenerationConfig
+from transformers.generation.configuration_utils import GenerationMode
 from transformers.masking_utils import create_causal_mask
+from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import logging
 
 
@@ -432,10 +429,13 @@ def text_to_visual_scores(
     query_mask: torch.Tensor,
     key_mask: torch.Tensor | None = None,
 ) -> list[torch.Tensor]:
-    """Per-row visual-token scores: max over heads and query rows of softmax_fp32(q k^T / sqrt(D)).
+    """Per-row visual-token scores: max over heads and query rows of softmax(q k^T / sqrt(D)).
 
     No causal mask and no RoPE. The softmax runs over all S keys, or over the keys in `key_mask` when
-    given (used to leave out left padding so a padded row scores like the row alone).
+    given (used to leave out left padding so a padded row scores like the row alone). The order of
+    operations and dtypes follow the official code: q k^T and the 1/sqrt(D) scaling in the model dtype,
+    the softmax in float32, the probabilities cast back to the model dtype, then the maxes. (Upcasting
+    q and k before the product is not equivalent in bf16: it changes which tokens are kept.)
 
     Args:
         q: `[B, H, S, D]` pre-RoPE queries.
@@ -445,7 +445,7 @@ def text_to_visual_scores(
         key_mask: optional `[B, S]` bool, keys taking part in the softmax.
 
     Returns:
-        list of B float32 tensors `[V_b]`, scores of the row's visual tokens in position order.
+        list of B tensors `[V_b]` in q's dtype, scores of the row's visual tokens in position order.
     """
     batch, num_heads, seq_len, head_dim = q.shape
     num_kv = k.shape[1]
@@ -456,17 +456,17 @@ def text_to_visual_scores(
         vis = visual_mask[b].nonzero().flatten()
         rows = query_mask[b].nonzero().flatten()
         if vis.numel() == 0:
-            scores.append(q.new_zeros(0, dtype=torch.float32))
+            scores.append(q.new_zeros(0))
             continue
         if rows.numel() == 0:
             raise ValueError(f"row {b} has {vis.numel()} visual tokens but no query tokens after them")
-        keys = k[b].float()
+        keys = k[b]
         if key_mask is not None:
             keys = keys[:, key_mask[b].bool()]
             vis = key_mask[b].bool().long().cumsum(0)[vis] - 1  # visual columns among the kept keys
         keys = keys.repeat_interleave(num_heads // num_kv, dim=0)  # [H, S', D]
-        logits = q[b][:, rows].float() @ keys.transpose(1, 2) / math.sqrt(head_dim)  # [H, nq, S']
-        probs = logits.softmax(dim=-1)
+        logits = q[b][:, rows] @ keys.transpose(1, 2) / math.sqrt(head_dim)  # [H, nq, S'], model dtype
+        probs = logits.softmax(dim=-1, dtype=torch.float32).to(q.dtype)
         scores.append(probs.amax(dim=0).amax(dim=0)[vis])
     return scores
 
@@ -518,12 +518,55 @@ def llm_prefill_flops(n_tokens_per_layer: list[int], hidden: int, intermediate: 
 
 
 # --------------------------------------------------------------------------------------------------
-# Stage 2: pruned prefill + decode on a native causal LM
+# Stage 2: pruned prefill, then transformers' own `generate` on the pruned cache
 # --------------------------------------------------------------------------------------------------
+
+# Backbones whose decoder layers this module runs by hand (input norm -> attention with q/k_proj or
+# qkv_proj, optional per-head q_norm/k_norm, RoPE); anything else could score or decode wrongly.
+STAGE2_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "phi3")
+
+# Generation modes that call the model one new token per step and only reorder the cache (beams).
+_STAGE2_GENERATION_MODES = (
+    GenerationMode.GREEDY_SEARCH,
+    GenerationMode.SAMPLE,
+    GenerationMode.BEAM_SEARCH,
+    GenerationMode.BEAM_SAMPLE,
+)
+
+
+def _check_backbone(config, attn: torch.nn.Module, head_dim: int) -> None:
+    """Refuse language models whose pre-RoPE scores or layer-by-layer prefill this module cannot reproduce."""
+    if config.model_type not in STAGE2_MODEL_TYPES:
+        raise ValueError(
+            f"PruneVid stage 2 supports language models of type {list(STAGE2_MODEL_TYPES)}, got "
+            f"{config.model_type!r}; switch stage 2 off (prunevid enable_stage2=False) for this backbone"
+        )
+    scaling = getattr(attn, "scaling", None)
+    if scaling is not None and not math.isclose(float(scaling), head_dim**-0.5, rel_tol=1e-6):
+        raise ValueError(
+            f"PruneVid stage 2 scores with 1/sqrt(head_dim) = {head_dim**-0.5:.6g}, but {type(attn).__name__} "
+            f"scales attention by {scaling}; this backbone is not supported"
+        )
+
+
+def _head_norm(attn: torch.nn.Module, name: str, states: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """Apply the attention module's per-head `q_norm` / `k_norm` (Qwen3) to `[B, S, heads, D]` states, if it has one."""
+    norm = getattr(attn, name, None)
+    if norm is None:
+        return states
+    weight = getattr(norm, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.numel() != head_dim:
+        width = None if not isinstance(weight, torch.Tensor) else weight.numel()
+        raise ValueError(
+            f"PruneVid stage 2 supports a per-head {name} (weight of size head_dim={head_dim}, as in Qwen3); "
+            f"{type(attn).__name__}.{name} has a weight of size {width}"
+        )
+    return norm(states)
 
 
 def _pre_rope_qk(attn: torch.nn.Module, x: torch.Tensor, num_heads: int, num_kv: int, head_dim: int):
-    """Pre-RoPE q `[B, H, S, D]` and k `[B, Hkv, S, D]` from a Llama/Qwen2 (q/k_proj) or Phi3 (qkv_proj) layer."""
+    """Pre-RoPE q `[B, H, S, D]` and k `[B, Hkv, S, D]` as the layer computes them before RoPE: q/k_proj
+    (Llama, Mistral, Qwen2) or qkv_proj (Phi3), then the per-head q_norm/k_norm where present (Qwen3)."""
     batch, seq_len, _ = x.shape
     if hasattr(attn, "qkv_proj"):
         qkv = attn.qkv_proj(x)
@@ -533,9 +576,9 @@ def _pre_rope_qk(attn: torch.nn.Module, x: torch.Tensor, num_heads: int, num_kv:
         q, k = attn.q_proj(x), attn.k_proj(x)
     else:
         raise ValueError(f"unsupported attention module {type(attn).__name__}: no q_proj/k_proj or qkv_proj")
-    q = q.view(batch, seq_len, num_heads, head_dim).transpose(1, 2)
-    k = k.view(batch, seq_len, num_kv, head_dim).transpose(1, 2)
-    return q, k
+    q = _head_norm(attn, "q_norm", q.view(batch, seq_len, num_heads, head_dim), head_dim)
+    k = _head_norm(attn, "k_norm", k.view(batch, seq_len, num_kv, head_dim), head_dim)
+    return q.transpose(1, 2), k.transpose(1, 2)
 
 
 def _check_sliding_window(config, total_len: int) -> None:
@@ -548,31 +591,6 @@ def _check_sliding_window(config, total_len: int) -> None:
             f"PruneVid stage 2 does not support sliding-window attention cutting into the sequence: "
             f"window {window} < {total_len} tokens"
         )
-
-
-def _logits_processors(
-    do_sample: bool,
-    temperature: float | None,
-    top_k: int | None,
-    top_p: float | None,
-    repetition_penalty: float | None,
-    min_new_tokens: int,
-    eos_ids: list[int],
-    device: torch.device,
-) -> LogitsProcessorList:
-    procs = LogitsProcessorList()
-    if repetition_penalty is not None and repetition_penalty != 1.0:
-        procs.append(RepetitionPenaltyLogitsProcessor(penalty=repetition_penalty))
-    if min_new_tokens > 0 and eos_ids:
-        procs.append(MinNewTokensLengthLogitsProcessor(0, min_new_tokens, eos_ids, device=device))
-    if do_sample:
-        if temperature is not None and temperature != 1.0:
-            procs.append(TemperatureLogitsWarper(temperature))
-        if top_k is not None and top_k != 0:
-            procs.append(TopKLogitsWarper(top_k))
-        if top_p is not None and top_p < 1.0:
-            procs.append(TopPLogitsWarper(top_p))
-    return procs
 
 
 def _row_index_lists(
@@ -627,6 +645,16 @@ def _gather_cache(cache: DynamicCache, layers: int, index: torch.Tensor) -> None
         layer.values = layer.values.gather(2, ix)
 
 
+@dataclass
+class _Prefill:
+    """What the pruned prefill leaves for the decode steps (one entry per generate row)."""
+
+    logits: torch.Tensor  # [B, V] last-position logits, in the lm_head dtype
+    pruned_mask: torch.Tensor  # [B, L] 2-D mask of the pruned prompt (left padded)
+    index_lists: list[torch.Tensor]  # kept absolute positions per row
+    full_len: torch.Tensor  # [B] real (unpruned) prompt length: decode positions continue from here
+
+
 @torch.no_grad()
 def _pruned_prefill(
     lm: torch.nn.Module,
@@ -636,17 +664,14 @@ def _pruned_prefill(
     group_sizes: list[list[int]],
     selected_layer: int,
     alpha: float,
-):
-    """Prefill with Stage-2 pruning after layer `selected_layer`.
-
-    Returns (last-position logits `[B, V]` float32, cache, pruned 2-D mask `[B, L]`, index lists, S_full `[B]`).
-    """
+    cache: DynamicCache,
+) -> _Prefill:
+    """Prefill with Stage-2 pruning after layer `selected_layer`, filling `cache` with the pruned K/V."""
     model, config = lm.model, lm.config
     num_heads, num_kv = config.num_attention_heads, config.num_key_value_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // num_heads
     real = attention_mask.bool()
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # [B, S]
-    cache = DynamicCache()
 
     hidden = inputs_embeds
     mask = _causal_mask(config, hidden, attention_mask, position_ids)
@@ -680,63 +705,110 @@ def _pruned_prefill(
             hidden, attention_mask=mask, position_ids=None, past_key_values=cache, use_cache=True,
             position_embeddings=pos_emb,
         )
-    logits = lm.lm_head(model.norm(hidden[:, -1:]))[:, -1].float()
-    return logits, cache, pruned_mask, index_lists, real.sum(dim=-1)
+    logits = lm.lm_head(model.norm(hidden[:, -1:]))[:, -1]
+    return _Prefill(logits, pruned_mask, index_lists, real.sum(dim=-1))
 
 
-@torch.no_grad()
-def pruned_generate(
-    language_model: torch.nn.Module,
-    inputs_embeds: torch.Tensor,
-    attention_mask: torch.Tensor,
-    visual_mask: torch.Tensor,
-    group_sizes: list[list[int]],
-    selected_layer: int,
-    alpha: float,
-    max_new_tokens: int,
-    eos_token_id: int | list[int] | None,
-    pad_token_id: int | None,
-    do_sample: bool = False,
-    temperature: float | None = None,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    repetition_penalty: float | None = None,
-    min_new_tokens: int = 0,
-    streamer=None,
-    return_stats: bool = True,
-    return_logits: bool = False,
-) -> tuple[torch.Tensor, dict]:
-    """Generate with PruneVid Stage 2 on a native transformers causal LM (Llama / Qwen2 / Phi3).
+class _PrunedForward:
+    """Stands in for `language_model.forward` during one `generate` call (set on a shallow copy of the model).
 
-    Layers 0..selected_layer run on the full prompt; the visual tokens are then scored (pre-RoPE,
-    unmasked attention of the text after the last visual token) and, per row, the top int(n * alpha)
-    of every group are kept. Hidden states, position ids (original, with gaps) and the KV cache of
-    layers 0..selected_layer are gathered to [text + kept visual]; the remaining layers run on the
-    pruned sequence. Decoding continues at position `S_full_row + i`, attending to the pruned cache.
-
-    Args:
-        language_model: `*ForCausalLM` with `.model.layers`, `.model.rotary_emb`, `.model.norm`, `.lm_head`.
-        inputs_embeds: `[B, S, D]` prompt embeddings in the model dtype.
-        attention_mask: `[B, S]` 1 for real tokens, 0 for (left) padding.
-        visual_mask: `[B, S]` bool, visual token positions.
-        group_sizes: per row, Stage-1 group sizes in visual-position order, summing to the row's visual
-            count (empty for a row without visual tokens).
-        selected_layer: 0-based layer after which tokens are pruned.
-        alpha: kept fraction per group, in (0, 1].
-        max_new_tokens: maximum generated tokens, >= 1.
-        eos_token_id: int or list of ints (or None: never stop early).
-        pad_token_id: fills finished rows (defaults to the first eos id).
-        do_sample, temperature, top_k, top_p, repetition_penalty, min_new_tokens: as in HF `generate`.
-        streamer: object with `put(ids)` / `end()`, batch 1 only.
-        return_stats: include per-row accounting in the returned dict.
-        return_logits: also return `logits [B, n_new, vocab]` (float32, before processors).
-
-    Returns:
-        ids `[B, n_new]` (pad_token_id after a row's eos), and a dict with lists per row:
-        `visual_tokens_in`, `visual_tokens_kept`, `prefill_len_full`, `prefill_len_pruned`,
-        `prefill_flops`, `prefill_flops_unpruned` (plus `logits` when asked).
+    The first call is generate's prefill: it runs the pruned prefill on the (possibly beam-expanded) prompt and
+    fills the cache generate was given. Every later call is a decode step: the model's own forward on the
+    pruned cache, with an attention mask sized to that cache and position ids that continue from the unpruned
+    prompt length. Everything else (logits processors, sampling, beams, stopping, outputs) is generate's.
     """
-    config = language_model.config
+
+    def __init__(self, lm: torch.nn.Module, visual_mask: torch.Tensor, group_sizes: list[list[int]],
+                 selected_layer: int, alpha: float) -> None:
+        self.lm, self.visual_mask, self.group_sizes = lm, visual_mask, group_sizes
+        self.selected_layer, self.alpha = selected_layer, alpha
+        self.__wrapped__ = lm.forward  # generate inspects the forward's signature
+        self.prefill: _Prefill | None = None
+        self.expand = 1
+
+    def __call__(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+                 inputs_embeds=None, **kwargs):
+        if not isinstance(past_key_values, DynamicCache):
+            raise RuntimeError("PruneVid stage 2: generate did not pass the pruned DynamicCache to the model")
+        if self.prefill is None:
+            return self._prefill(inputs_embeds, attention_mask, past_key_values)
+        return self._decode(input_ids, inputs_embeds, past_key_values, kwargs)
+
+    def _prefill(self, embeds: torch.Tensor, attention_mask: torch.Tensor | None, cache: DynamicCache):
+        if embeds is None or cache.get_seq_length() != 0:
+            raise RuntimeError("PruneVid stage 2: generate's first model call is not a prefill from inputs_embeds")
+        rows, batch = embeds.shape[0], self.visual_mask.shape[0]
+        self.expand = rows // batch  # generate repeats every row num_beams / num_return_sequences times
+        if attention_mask is None:  # generate drops an all-ones mask
+            attention_mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+        visual = self.visual_mask.to(embeds.device).repeat_interleave(self.expand, dim=0)
+        groups = [g for g in self.group_sizes for _ in range(self.expand)]
+        self.prefill = _pruned_prefill(
+            self.lm, embeds, attention_mask.to(embeds.device), visual, groups, self.selected_layer, self.alpha, cache
+        )
+        return CausalLMOutputWithPast(logits=self.prefill.logits[:, None], past_key_values=cache)
+
+    def _decode(self, input_ids, inputs_embeds, cache: DynamicCache, kwargs: dict):
+        new = input_ids if input_ids is not None else inputs_embeds
+        cached, steps = cache.get_seq_length(), new.shape[1]
+        prefill = self.prefill
+        grown = cached + steps - prefill.pruned_mask.shape[1]  # tokens decoded so far, the new ones included
+        mask = torch.cat([prefill.pruned_mask, prefill.pruned_mask.new_ones(new.shape[0], grown)], dim=-1)
+        first = prefill.full_len[:, None] + (grown - steps)  # [B, 1] position of the first new token
+        positions = first + torch.arange(steps, device=first.device)[None]
+        _check_sliding_window(self.lm.config, int(positions.max()) + 1)
+        if "cache_position" in kwargs:  # transformers 4.x: slots in the (pruned) cache, not positions
+            kwargs["cache_position"] = torch.arange(cached, cached + steps, device=new.device)
+        return self.__wrapped__(
+            input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=positions,
+            past_key_values=cache, **kwargs,
+        )
+
+
+# Options that would make generate call the model in ways a pruned cache cannot serve.
+_REFUSED_GENERATE_KWARGS = ("past_key_values", "assistant_model", "custom_generate", "prefill_chunk_size")
+# Generation settings that select a decoding mode other than greedy / sampling / beams.
+_MODE_OPTIONS = (
+    "prompt_lookup_num_tokens", "assistant_early_exit", "penalty_alpha", "dola_layers", "num_beam_groups",
+    "constraints", "force_words_ids",
+)
+
+
+def _check_generation_options(lm: torch.nn.Module, generation_config, kwargs: dict) -> None:
+    """Raise `ValueError` naming any generation option that stage 2 cannot honour."""
+    if generation_config is not None and not isinstance(generation_config, GenerationConfig):
+        raise ValueError(
+            f"generation_config must be a transformers.GenerationConfig or None, got {type(generation_config).__name__}"
+        )
+    for name in _REFUSED_GENERATE_KWARGS:
+        if kwargs.get(name) is not None:
+            raise ValueError(f"PruneVid stage 2 does not support the generation option {name}; leave it unset")
+    config = copy.deepcopy(generation_config if generation_config is not None else lm.generation_config)
+    config.update(**kwargs)
+    checks = (
+        ("use_cache", config.use_cache is False, "True (stage 2 decodes from its pruned cache)"),
+        ("cache_implementation", config.cache_implementation is not None, "None (stage 2 uses a dynamic cache)"),
+        ("prefill_chunk_size", getattr(config, "prefill_chunk_size", None) is not None, "None"),
+        ("output_attentions", bool(config.output_attentions), "False"),
+        ("output_hidden_states", bool(config.output_hidden_states), "False"),
+    )
+    for name, bad, allowed in checks:
+        if bad:
+            raise ValueError(
+                f"PruneVid stage 2 does not support the generation option {name}={getattr(config, name)!r}; "
+                f"use {allowed}, or switch PruneVid off for this call"
+            )
+    mode = config.get_generation_mode()
+    if mode not in _STAGE2_GENERATION_MODES:
+        named = [name for name in _MODE_OPTIONS if getattr(config, name, None) not in (None, False, 1, [])]
+        raise ValueError(
+            f"PruneVid stage 2 supports greedy search, sampling and beam search, but the generation options "
+            f"{named or list(_MODE_OPTIONS)} select {mode.value}; leave them unset or switch PruneVid off for this call"
+        )
+
+
+def _check_stage2_inputs(lm, inputs_embeds, attention_mask, visual_mask, group_sizes, selected_layer, alpha) -> None:
+    config = lm.config
     num_layers = config.num_hidden_layers
     batch, seq_len = inputs_embeds.shape[:2]
     if attention_mask.shape != (batch, seq_len) or visual_mask.shape != (batch, seq_len):
@@ -750,83 +822,98 @@ def pruned_generate(
         raise ValueError(f"selected_layer must lie in [0, {num_layers - 1}], got {selected_layer}")
     if not 0.0 < alpha <= 1.0:
         raise ValueError(f"alpha must lie in (0, 1], got {alpha}")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if streamer is not None and batch > 1:
-        raise ValueError(f"streaming supports batch size 1 only, got batch size {batch}")
     visual_mask = visual_mask.bool() & attention_mask.bool()
     for b in range(batch):
         n_visual = int(visual_mask[b].sum())
         if sum(group_sizes[b]) != n_visual:
             raise ValueError(f"row {b}: group sizes sum to {sum(group_sizes[b])} but it has {n_visual} visual tokens")
-    eos_ids = [] if eos_token_id is None else ([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id))
-    if pad_token_id is None:
-        pad_token_id = eos_ids[0] if eos_ids else 0
-    _check_sliding_window(config, int(attention_mask.sum(-1).max()) + max_new_tokens)
+    attn = lm.model.layers[selected_layer].self_attn
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    _check_backbone(config, attn, head_dim)
+    _check_sliding_window(config, int(attention_mask.sum(-1).max()))
 
-    device = inputs_embeds.device
-    logits, cache, mask, index_lists, full_len = _pruned_prefill(
-        language_model, inputs_embeds, attention_mask.to(device), visual_mask.to(device), group_sizes,
-        selected_layer, alpha,
-    )
-    procs = _logits_processors(
-        do_sample, temperature, top_k, top_p, repetition_penalty, min_new_tokens, eos_ids, device
-    )
-    eos = torch.tensor(eos_ids, dtype=torch.long, device=device)
-    generated = torch.zeros(batch, 0, dtype=torch.long, device=device)
-    unfinished = torch.ones(batch, dtype=torch.bool, device=device)
-    all_logits = []
-    if streamer is not None:
-        streamer.put(generated.cpu())
-    embed = language_model.get_input_embeddings()
-    for step in range(max_new_tokens):
-        if return_logits:
-            all_logits.append(logits)
-        scores = procs(generated, logits)
-        if do_sample:
-            next_tokens = torch.multinomial(scores.softmax(dim=-1), num_samples=1).squeeze(1)
-        else:
-            next_tokens = scores.argmax(dim=-1)
-        next_tokens = torch.where(unfinished, next_tokens, torch.full_like(next_tokens, pad_token_id))
-        generated = torch.cat([generated, next_tokens[:, None]], dim=-1)
-        if streamer is not None:
-            streamer.put(next_tokens.cpu())
-        if eos.numel():
-            unfinished = unfinished & ~torch.isin(next_tokens, eos)
-        if not unfinished.any() or step == max_new_tokens - 1:
-            break
-        mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=-1)
-        out = language_model(
-            inputs_embeds=embed(next_tokens[:, None]),
-            attention_mask=mask,
-            position_ids=(full_len + step)[:, None],
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        logits = out.logits[:, -1].float()
-    if streamer is not None:
-        streamer.end()
 
+def _stage2_stats(config, prefill: _Prefill, expand: int, visual_mask: torch.Tensor, selected_layer: int,
+                  alpha: float) -> dict:
+    """Per-row token and FLOPs accounting of the pruned prefill (one entry per input row)."""
+    num_layers, hidden, inter = config.num_hidden_layers, config.hidden_size, config.intermediate_size
+    n_full = [int(n) for n in prefill.full_len[::expand].tolist()]
+    n_pruned = [int(ix.numel()) for ix in prefill.index_lists[::expand]]
+    n_visual = [int(v) for v in visual_mask.sum(-1).tolist()]
+    return {
+        "visual_tokens_in": n_visual,
+        "visual_tokens_kept": [v - (f - p) for v, f, p in zip(n_visual, n_full, n_pruned)],
+        "prefill_len_full": n_full,
+        "prefill_len_pruned": n_pruned,
+        "prefill_flops": [
+            llm_prefill_flops([f] * (selected_layer + 1) + [p] * (num_layers - selected_layer - 1), hidden, inter)
+            for f, p in zip(n_full, n_pruned)
+        ],
+        "prefill_flops_unpruned": [llm_prefill_flops([f] * num_layers, hidden, inter) for f in n_full],
+        "selected_layer": selected_layer,
+        "alpha": alpha,
+    }
+
+
+@torch.no_grad()
+def pruned_generate(
+    language_model: torch.nn.Module,
+    inputs_embeds: torch.Tensor,
+    attention_mask: torch.Tensor,
+    visual_mask: torch.Tensor,
+    group_sizes: list[list[int]],
+    selected_layer: int,
+    alpha: float,
+    generation_config: GenerationConfig | None = None,
+    return_stats: bool = True,
+    **kwargs,
+) -> tuple[torch.LongTensor | GenerateDecoderOnlyOutput | GenerateBeamDecoderOnlyOutput, dict]:
+    """`language_model.generate(inputs_embeds=..., ...)` with PruneVid Stage 2 (Llama / Mistral / Qwen2 / Qwen3 / Phi3).
+
+    Layers 0..selected_layer run on the full prompt; the visual tokens are then scored (pre-RoPE,
+    unmasked attention of the text after the last visual token) and, per row, the top int(n * alpha)
+    of every group are kept. Hidden states, position ids (original, with gaps) and the KV cache of
+    layers 0..selected_layer are gathered to [text + kept visual]; the remaining layers run on the
+    pruned sequence. Decoding is transformers' own `generate` on that pruned cache, at positions that
+    continue from the unpruned prompt length (`S_full_row + i`).
+
+    Args:
+        language_model: `*ForCausalLM` with `.model.layers`, `.model.rotary_emb`, `.model.norm`, `.lm_head`.
+        inputs_embeds: `[B, S, D]` prompt embeddings in the model dtype.
+        attention_mask: `[B, S]` 1 for real tokens, 0 for (left) padding.
+        visual_mask: `[B, S]` bool, visual token positions.
+        group_sizes: per row, Stage-1 group sizes in visual-position order, summing to the row's visual
+            count (empty for a row without visual tokens).
+        selected_layer: 0-based layer after which tokens are pruned.
+        alpha: kept fraction per group, in (0, 1].
+        generation_config: passed to `language_model.generate` unchanged (None: the model's own).
+        return_stats: fill the returned dict with per-row accounting.
+        **kwargs: passed to `language_model.generate` unchanged: generation settings (`max_new_tokens`,
+            `eos_token_id`, `do_sample`, `num_beams`, `output_scores`, `return_dict_in_generate`, ...) and
+            `streamer`, `stopping_criteria`, `logits_processor`. Options that cannot run on a pruned cache
+            (`use_cache=False`, `cache_implementation`, `past_key_values`, assisted / contrastive / DoLa
+            decoding, `output_attentions`, `output_hidden_states`, `prefill_chunk_size`) raise `ValueError`.
+
+    Returns:
+        `(output, stats)`: `output` is exactly what `language_model.generate(inputs_embeds=inputs_embeds,
+        attention_mask=attention_mask, generation_config=generation_config, **kwargs)` returns for these
+        options (new token ids `[B * num_return_sequences, n_new]`, or a `GenerateDecoderOnlyOutput` /
+        `GenerateBeamDecoderOnlyOutput` with `return_dict_in_generate=True`; its `past_key_values` is the
+        pruned cache, whose slots are not positions, so do not continue generation from it); `stats` (empty unless
+        `return_stats`) has lists per input row: `visual_tokens_in`, `visual_tokens_kept`, `prefill_len_full`,
+        `prefill_len_pruned`, `prefill_flops`, `prefill_flops_unpruned`, plus `selected_layer` and `alpha`.
+    """
+    _check_stage2_inputs(language_model, inputs_embeds, attention_mask, visual_mask, group_sizes, selected_layer, alpha)
+    _check_generation_options(language_model, generation_config, kwargs)
+    visual_mask = visual_mask.bool() & attention_mask.bool()
+    stage2 = _PrunedForward(language_model, visual_mask, group_sizes, selected_layer, alpha)
+    model = copy.copy(language_model)  # shares every module and parameter; only `forward` differs
+    model.forward = stage2
+    output = model.generate(
+        inputs_embeds=inputs_embeds, attention_mask=attention_mask, generation_config=generation_config,
+        past_key_values=DynamicCache(), **kwargs,
+    )
     stats: dict = {}
     if return_stats:
-        hidden, inter = config.hidden_size, config.intermediate_size
-        n_full = [int(n) for n in full_len.tolist()]
-        n_pruned = [int(ix.numel()) for ix in index_lists]
-        n_visual = [int(v) for v in visual_mask.sum(-1).tolist()]
-        stats = {
-            "visual_tokens_in": n_visual,
-            "visual_tokens_kept": [v - (f - p) for v, f, p in zip(n_visual, n_full, n_pruned)],
-            "prefill_len_full": n_full,
-            "prefill_len_pruned": n_pruned,
-            "prefill_flops": [
-                llm_prefill_flops([f] * (selected_layer + 1) + [p] * (num_layers - selected_layer - 1), hidden, inter)
-                for f, p in zip(n_full, n_pruned)
-            ],
-            "prefill_flops_unpruned": [llm_prefill_flops([f] * num_layers, hidden, inter) for f in n_full],
-            "selected_layer": selected_layer,
-            "alpha": alpha,
-        }
-    if return_logits:
-        stats["logits"] = torch.stack(all_logits, dim=1)
-    return generated, stats
+        stats = _stage2_stats(language_model.config, stage2.prefill, stage2.expand, visual_mask, selected_layer, alpha)
+    return output, stats
