@@ -322,7 +322,7 @@ class PVCInternVLProcessor(ProcessorMixin):
             raise ValueError(f"unsupported processor arguments: {', '.join(sorted(kwargs))}")
         if return_tensors not in ("pt", None):
             raise ValueError(f"only return_tensors='pt' is supported, got {return_tensors!r}")
-        texts, images, videos = self._per_sample(text, images, videos)
+        texts, images, videos = _per_sample(text, images, videos)
         segments = list(num_segments) if isinstance(num_segments, (list, tuple)) else [num_segments] * len(texts)
         if len(segments) != len(texts):
             raise ValueError(f"num_segments has {len(segments)} entries for {len(texts)} prompts; give one per prompt")
@@ -350,27 +350,6 @@ class PVCInternVLProcessor(ProcessorMixin):
             data.update(_layout_fields(pixel_values, layouts))
         return BatchFeature(data=data)
 
-    @staticmethod
-    def _per_sample(text: Any, images: Any, videos: Any) -> tuple[list[str], list[list], list]:
-        """Normalise (text, images, videos) to one entry per prompt."""
-        if text is None:
-            text = ""
-        batched = isinstance(text, (list, tuple))
-        texts = list(text) if batched else [text]
-        for index, prompt in enumerate(texts):
-            if not isinstance(prompt, str):
-                raise ValueError(f"text[{index}] must be a string, got {type(prompt).__name__}")
-        if not texts:
-            raise ValueError("text is an empty list; give at least one prompt")
-        if not batched:
-            return texts, [_as_list(images)], [videos]
-        images = [None] * len(texts) if images is None else list(images)
-        videos = [None] * len(texts) if videos is None else list(_as_list(videos))
-        for name, values in (("images", images), ("videos", videos)):
-            if len(values) != len(texts):
-                raise ValueError(f"{name} has {len(values)} entries for {len(texts)} prompts; give one (or None) per prompt")
-        return texts, [_as_list(item) for item in images], videos
-
     def _load_sample(self, index, prompt, images, video, num_segments, bound, max_num, backend):
         """(prompt with placeholders, pixel_values or None, tiles per <image>, flag) of one prompt."""
         for token in (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN):
@@ -394,7 +373,7 @@ class PVCInternVLProcessor(ProcessorMixin):
         tiles = [load_image(image, self.image_size, limit, self.min_dynamic_patch, self.use_thumbnail) for image in images]
         flag = DataFlag.IMAGE if len(images) == 1 else DataFlag.MULTI_IMAGE
         layout_prefix = f"{IMAGE_PLACEHOLDER}\n" if len(images) == 1 else build_multi_image_prompt(len(images))
-        prompt = self._with_placeholders(index, prompt, len(images), layout_prefix, "images")
+        prompt = _with_placeholders(index, prompt, len(images), layout_prefix, "images")
         return prompt, torch.cat(tiles), [t.shape[0] for t in tiles], flag
 
     def _load_video_sample(self, index, prompt, video, num_segments, bound, max_num, backend):
@@ -412,18 +391,8 @@ class PVCInternVLProcessor(ProcessorMixin):
                     f"{prompt.count(IMAGE_PLACEHOLDER)} {IMAGE_PLACEHOLDER} placeholders; a video takes one {VIDEO_PLACEHOLDER}"
                 )
             prompt = prompt.replace(VIDEO_PLACEHOLDER, frames)
-        prompt = self._with_placeholders(index, prompt, len(tiles), frames, "frames")
+        prompt = _with_placeholders(index, prompt, len(tiles), frames, "frames")
         return prompt, pixel_values, tiles, DataFlag.VIDEO
-
-    @staticmethod
-    def _with_placeholders(index: int, prompt: str, count: int, prefix: str, kind: str) -> str:
-        """``prefix + prompt`` if the prompt has no ``<image>``; the prompt if it has exactly ``count``."""
-        found = prompt.count(IMAGE_PLACEHOLDER)
-        if found == 0:
-            return prefix + prompt
-        if found != count:
-            raise ValueError(f"prompt {index} has {found} {IMAGE_PLACEHOLDER} placeholders but {count} {kind} were given")
-        return prompt
 
     # ------------------------------------------------------------------------------------------ chat template
     def apply_chat_template(
@@ -448,7 +417,7 @@ class PVCInternVLProcessor(ProcessorMixin):
         """
         batched = bool(conversation) and isinstance(conversation[0], (list, tuple))
         conversations = [list(c) for c in conversation] if batched else [list(conversation)]
-        media = [self._conversation_media(c) for c in conversations]
+        media = [_conversation_media(c, self.check_user_text) for c in conversations]
         rendered = [
             self.tokenizer.apply_chat_template(
                 c,
@@ -476,36 +445,6 @@ class PVCInternVLProcessor(ProcessorMixin):
             **options,
         )
 
-    def _conversation_media(self, conversation: list[dict]) -> dict:
-        """Images, the video and its frame count of one conversation; user text checked for control tokens."""
-        images, videos, num_frames = [], [], None
-        for turn, message in enumerate(conversation):
-            if not isinstance(message, dict) or "role" not in message or "content" not in message:
-                raise ValueError(f"message {turn} must be a dict with 'role' and 'content', got {message!r}")
-            content = message["content"]
-            items = [{"type": "text", "text": content}] if isinstance(content, str) else content
-            if not isinstance(items, (list, tuple)):
-                raise ValueError(f"message {turn} content must be a string or a list of items, got {type(content).__name__}")
-            for item in items:
-                kind = item.get("type") if isinstance(item, dict) else None
-                if kind == "text":
-                    self.check_user_text(item.get("text"), f"message {turn} text")
-                    if VIDEO_PLACEHOLDER in item["text"]:
-                        raise ValueError(f"message {turn} text contains {VIDEO_PLACEHOLDER}; add the video as a content item")
-                elif kind == "image":
-                    images.append(_message_image(item, turn))
-                elif kind == "video":
-                    videos.append(_message_video(item, turn))
-                    num_frames = item.get("num_frames", num_frames)
-                else:
-                    raise ValueError(f"message {turn} has a content item of type {kind!r}; known: text, image, video")
-        if len(videos) > 1 or (videos and images):
-            raise ValueError(
-                f"a conversation holds {len(images)} images and {len(videos)} videos; "
-                "one sample is images or one video"
-            )
-        return {"images": images, "video": videos[0] if videos else None, "num_frames": num_frames}
-
     # ------------------------------------------------------------------------------------------ decoding
     def decode_answers(self, generated_ids: torch.Tensor) -> list[str]:
         """New-token ids ``(B, T)`` -> answers: each row cut at its first stop id (the template separator),
@@ -532,6 +471,68 @@ class PVCInternVLProcessor(ProcessorMixin):
         finally:
             if tokenizer_auto_map is not None:
                 self.tokenizer.init_kwargs["auto_map"] = tokenizer_auto_map
+
+
+def _per_sample(text: Any, images: Any, videos: Any) -> tuple[list[str], list[list], list]:
+    """Normalise (text, images, videos) to one entry per prompt."""
+    if text is None:
+        text = ""
+    batched = isinstance(text, (list, tuple))
+    texts = list(text) if batched else [text]
+    for index, prompt in enumerate(texts):
+        if not isinstance(prompt, str):
+            raise ValueError(f"text[{index}] must be a string, got {type(prompt).__name__}")
+    if not texts:
+        raise ValueError("text is an empty list; give at least one prompt")
+    if not batched:
+        return texts, [_as_list(images)], [videos]
+    images = [None] * len(texts) if images is None else list(images)
+    videos = [None] * len(texts) if videos is None else list(_as_list(videos))
+    for name, values in (("images", images), ("videos", videos)):
+        if len(values) != len(texts):
+            raise ValueError(f"{name} has {len(values)} entries for {len(texts)} prompts; give one (or None) per prompt")
+    return texts, [_as_list(item) for item in images], videos
+
+
+def _with_placeholders(index: int, prompt: str, count: int, prefix: str, kind: str) -> str:
+    """``prefix + prompt`` if the prompt has no ``<image>``; the prompt if it has exactly ``count``."""
+    found = prompt.count(IMAGE_PLACEHOLDER)
+    if found == 0:
+        return prefix + prompt
+    if found != count:
+        raise ValueError(f"prompt {index} has {found} {IMAGE_PLACEHOLDER} placeholders but {count} {kind} were given")
+    return prompt
+
+
+def _conversation_media(conversation: list[dict], check_text: Any) -> dict:
+    """Images, the video and its frame count of one conversation; user text checked for control tokens."""
+    images, videos, num_frames = [], [], None
+    for turn, message in enumerate(conversation):
+        if not isinstance(message, dict) or "role" not in message or "content" not in message:
+            raise ValueError(f"message {turn} must be a dict with 'role' and 'content', got {message!r}")
+        content = message["content"]
+        items = [{"type": "text", "text": content}] if isinstance(content, str) else content
+        if not isinstance(items, (list, tuple)):
+            raise ValueError(f"message {turn} content must be a string or a list of items, got {type(content).__name__}")
+        for item in items:
+            kind = item.get("type") if isinstance(item, dict) else None
+            if kind == "text":
+                check_text(item.get("text"), f"message {turn} text")
+                if VIDEO_PLACEHOLDER in item["text"]:
+                    raise ValueError(f"message {turn} text contains {VIDEO_PLACEHOLDER}; add the video as a content item")
+            elif kind == "image":
+                images.append(_message_image(item, turn))
+            elif kind == "video":
+                videos.append(_message_video(item, turn))
+                num_frames = item.get("num_frames", num_frames)
+            else:
+                raise ValueError(f"message {turn} has a content item of type {kind!r}; known: text, image, video")
+    if len(videos) > 1 or (videos and images):
+        raise ValueError(
+            f"a conversation holds {len(images)} images and {len(videos)} videos; "
+            "one sample is images or one video"
+        )
+    return {"images": images, "video": videos[0] if videos else None, "num_frames": num_frames}
 
 
 def _check_history(history: Any) -> list[tuple[str, str]]:

@@ -121,10 +121,10 @@ def test_short_video_skips_stage1_with_a_warning(model, tokenizer, caplog):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ({"alpha": 0.0}, "alpha must be in \\(0, 1\\], got 0.0"),
-        ({"alpha": 1.5}, "alpha must be in \\(0, 1\\], got 1.5"),
-        ({"cluster_ratio": 2.0}, "cluster_ratio must be in \\(0, 1\\], got 2.0"),
-        ({"temporal_segment_ratio": 0.0}, "temporal_segment_ratio must be in \\(0, 1\\], got 0.0"),
+        ({"alpha": 0.0}, "'alpha' must be a finite number in \\(0, 1\\], got 0.0"),
+        ({"alpha": 1.5}, "'alpha' must be a finite number in \\(0, 1\\], got 1.5"),
+        ({"cluster_ratio": 2.0}, "'cluster_ratio' must be a finite number in \\(0, 1\\], got 2.0"),
+        ({"temporal_segment_ratio": 0.0}, "'temporal_segment_ratio' must be a finite number in \\(0, 1\\], got 0.0"),
         ({"selected_layer": 3}, "selected_layer 3 is beyond the language model, which has 3 layers"),
         ({"colour": 1}, "unknown prunevid setting 'colour'"),
     ],
@@ -134,9 +134,14 @@ def test_bad_settings_name_the_value(model, tokenizer, override, message):
         _chat(model, tokenizer, 8, {"enabled": True, **override})
 
 
-def test_beam_search_is_refused_with_stage2(model, tokenizer):
-    with pytest.raises(ValueError, match="num_beams=3 is not supported with PruneVid stage 2"):
-        model.chat(tokenizer, _video(8, 0), video_question(8), dict(GEN, num_beams=3),
+def test_beam_search_runs_with_stage2(model, tokenizer):
+    # stage 2 decodes through the stock generate(): beam search works and keeps the pruned token count
+    answer, stats = model.chat(tokenizer, _video(8, 0), video_question(8), dict(GEN, num_beams=3),
+                               data_flag=[3], num_patches_list=[1] * 8, prunevid={"enabled": True}, return_stats=True)
+    _, greedy_stats = _chat(model, tokenizer, 8, {"enabled": True})
+    assert isinstance(answer, str) and stats["visual_tokens_after_stage2"] == greedy_stats["visual_tokens_after_stage2"]
+    with pytest.raises(ValueError, match="cache_implementation"):
+        model.chat(tokenizer, _video(8, 0), video_question(8), dict(GEN, cache_implementation="static"),
                    data_flag=[3], num_patches_list=[1] * 8, prunevid={"enabled": True})
 
 
