@@ -14,6 +14,7 @@ arguments of :class:`PVCInternVLConfig`.
 from __future__ import annotations
 
 import copy
+import difflib
 import inspect
 import json
 from dataclasses import dataclass, field
@@ -205,6 +206,37 @@ def convert_top_level(config: dict, mapping: dict[str, Any], config_class: type,
     return _apply_config_map(body, known, GENERIC_CONFIG_KEYS | IGNORED_TOP_LEVEL_KEYS, mapping, "", problems)
 
 
+def _llm_fields(llm: dict) -> set[str]:
+    """Fields a native LLM config of this ``model_type`` has (its defaults), plus those the source sets."""
+    from transformers import AutoConfig
+
+    try:
+        defaults = AutoConfig.for_model(llm["model_type"]).to_dict()
+    except (KeyError, ValueError):
+        defaults = {}
+    return set(defaults) | set(llm)
+
+
+def check_override_keys(kwargs: dict, overrides: dict[str, Any], config_class: type, vision_class: type) -> None:
+    """Every ``--set`` key must name a field of the package config (``vision_config.X``: of the vision config,
+    ``llm_config.X``: of the native LLM config); ``ConversionError`` listing the unknown ones otherwise."""
+    known = {
+        "": _init_params(config_class) - {"vision_config", "llm_config"} | {"dtype"},
+        "vision_config": _init_params(vision_class) - {"use_temporal_modules"},
+        "llm_config": _llm_fields(kwargs["llm_config"]),
+    }
+    unknown = []
+    for key in overrides:
+        section, _, name = key.partition(".")
+        section, name = (section, name) if name and section in known else ("", key)
+        if name not in known[section]:
+            close = difflib.get_close_matches(name, sorted(known[section]), n=1)
+            where = f"a field of {section}" if section else "a top-level field of the package config"
+            unknown.append(f"--set {key}: {name!r} is not {where}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    if unknown:
+        raise ConversionError("unknown --set field(s); nothing was written:", unknown)
+
+
 def apply_overrides(kwargs: dict, overrides: dict[str, Any]) -> None:
     """``--set KEY=VALUE``: ``vision_config.X`` / ``llm_config.X`` or a top-level field."""
     for key, value in overrides.items():
@@ -263,5 +295,6 @@ def build_config_plan(
     chosen = source_dtype(config) if dtype == "auto" else dtype
     if chosen:
         kwargs["dtype"] = chosen
+    check_override_keys(kwargs, dict(overrides or {}), config_class, vision_class)
     apply_overrides(kwargs, dict(overrides or {}))
     return ConfigPlan(kind, which, kwargs, notes, problems)

@@ -138,15 +138,15 @@ def resolve_img_context_id(source: Source, cli_value: int | None, config_value: 
     return int(value), f"img_context_token_id = {value} (from {origin})"
 
 
-def expected_tensors(config: Any) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
-    """Target names and shapes from a ``PVCInternVLChatModel`` built on the meta device (no memory), and
+def expected_tensors(config: Any) -> tuple[dict[str, keymap.Expected], dict[str, str]]:
+    """Target names, shapes and dtype kinds from a ``PVCInternVLChatModel`` built on the meta device (no memory), and
     its tied weights ``{target: source}``. Non-persistent buffers (rotary ``inv_freq``) are not listed."""
     import torch
 
     modeling = remote_module("modeling_pvc_internvl")
     with torch.device("meta"):
         model = modeling.PVCInternVLChatModel(config)
-    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    expected = {name: keymap.Expected(tuple(t.shape), t.is_floating_point()) for name, t in model.state_dict().items()}
     tied = dict(getattr(model, "all_tied_weights_keys", None) or {})  # transformers 5
     if not tied:  # transformers 4: tied parameters are one shared object
         model.tie_weights()
@@ -159,12 +159,14 @@ def expected_tensors(config: Any) -> tuple[dict[str, tuple[int, ...]], dict[str,
     return expected, tied
 
 
-def make_config(kwargs: dict) -> Any:
+def make_config(kwargs: dict, overrides: Sequence[str] | None = None) -> Any:
+    """``PVCInternVLConfig(**kwargs)`` (which validates every field); its error names ``--set`` when given."""
     config_module = remote_module("configuration_pvc_internvl")
     try:
         config = config_module.PVCInternVLConfig(**kwargs)
     except (ValueError, TypeError, KeyError) as err:
-        raise ConversionError(f"the converted config is not valid: {err}") from err
+        hint = f" (check the --set values {list(overrides)})" if overrides else ""
+        raise ConversionError(f"the config built from config.json is not valid{hint}: {err}") from err
     return writer.finish_config(config)
 
 
@@ -207,7 +209,7 @@ def prepare(source: Source, args: argparse.Namespace, strict: bool = True) -> Pr
     ``strict=False`` (``--inspect``) unknown config keys are collected too instead of raising."""
     config_plan, rules, facts, notes, problems = _config_stage(source, args, strict)
     try:
-        config = make_config(config_plan.kwargs)
+        config = make_config(config_plan.kwargs, args.set)
     except ConversionError as err:
         raise ConversionError(err.summary, problems + err.problems) from err
     context_id, vocab = config.img_context_token_id, config.llm_config.vocab_size
@@ -230,8 +232,9 @@ def write_tokenizer(source: tokenizers_io.SourceTokenizer, out_dir: Path, notes:
     try:
         tokenizer = tokenizers_io.write_tokenizer(source, out_dir)
         tokenizers_io.check_tokenizer(tokenizer, source)
-    except (ValueError, OSError) as err:
-        raise ConversionError(f"cannot convert the tokenizer ({source.reason}): {err}") from err
+    except Exception as err:  # tokenizers / transformers raise assorted types for unreadable tokenizer files
+        raise ConversionError(f"cannot convert the tokenizer of {source.folder} ({source.reason}): "
+                              f"{type(err).__name__}: {err}") from err
     notes.append(f"tokenizer: {source.reason} -> {type(tokenizer).__name__}")
     return True
 
@@ -303,8 +306,9 @@ def inspect_report(source: Source, args: argparse.Namespace) -> str:
     if plan.missing:
         lines += ["", f"Target tensors without a source: {len(plan.missing)}"]
         lines += [f"  {pattern}  x{len(names)}" for pattern, names in _group_names(plan.missing).items()]
-    if plan.shape_mismatches or plan.bad_targets or plan.duplicates:
-        lines += ["", "Other plan problems:"] + [f"  {p}" for p in plan.shape_mismatches + plan.bad_targets + plan.duplicates]
+    others = plan.shape_mismatches + plan.dtype_mismatches + plan.bad_targets + plan.duplicates
+    if others:
+        lines += ["", "Other plan problems:"] + [f"  {p}" for p in others]
     if prepared.problems:
         lines += ["", "Config problems (--inspect continued without these keys):"] + [f"  {p}" for p in prepared.problems]
     lines += ["", "Derived facts:"] + [f"  {line}" for line in _facts_lines(prepared, plan.unmapped)]
@@ -414,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(inspect_report(load_source(Path(args.src).resolve()), args))
             return 0
         dst = convert(args)
-    except (ConversionError, ValueError, destination.Interrupted) as err:
+    except (ConversionError, ValueError, OSError, destination.Interrupted) as err:
         return destination.report_failure(err)
     if args.push_to_hub:
         try:

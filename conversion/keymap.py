@@ -52,7 +52,11 @@ class Rule:
         return re.fullmatch(self.pattern, key)
 
     def targets(self, match: re.Match) -> list[str]:
-        name = match.expand(self.replacement)
+        try:
+            name = match.expand(self.replacement)
+        except (re.error, IndexError) as err:
+            raise ConversionError(f"{self.origin} rule {self.pattern!r} -> {self.replacement!r} cannot build a target "
+                                  f"name for {match.string}: {err}") from err
         if self.op == SPLIT_QKV:
             return [name.replace("{qkv}", part) for part in ("q_proj", "k_proj", "v_proj")]
         return [name]
@@ -141,9 +145,9 @@ def load_user_rules(path: str | Path | None) -> list[Rule]:
         try:
             re.compile(pattern)
         except re.error as err:
-            raise ConversionError(f"--key-map pattern {pattern!r} is not a valid regular expression: {err}") from err
+            raise ConversionError(f"--key-map file {path}: pattern {pattern!r} is not a valid regular expression: {err}") from err
         if target is not None and not isinstance(target, str):
-            raise ConversionError(f"--key-map target for {pattern!r} must be a string or null, got {target!r}")
+            raise ConversionError(f"--key-map file {path}: the target of {pattern!r} must be a string or null, got {target!r}")
         rules.append(Rule(pattern, target, "key-map"))
     return rules
 
@@ -291,12 +295,13 @@ class KeyPlan:
     bad_targets: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     shape_mismatches: list[str] = field(default_factory=list)
+    dtype_mismatches: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def problems(self) -> list[str]:
         out = [f"unmapped source tensor {t.name} {list(t.shape)} {t.dtype} (no rule maps it)" for t in self.unmapped]
-        out += self.bad_targets + self.duplicates + self.shape_mismatches
+        out += self.bad_targets + self.duplicates + self.shape_mismatches + self.dtype_mismatches
         out += [f"target tensor {name} has no source tensor" for name in self.missing]
         return out
 
@@ -305,6 +310,14 @@ class KeyPlan:
         for entry in self.entries:
             out[entry.rule.origin] += 1
         return dict(out)
+
+
+@dataclass(frozen=True)
+class Expected:
+    """One tensor of the target model: its shape and whether it is floating point."""
+
+    shape: tuple[int, ...]
+    floating: bool
 
 
 @dataclass(frozen=True)
@@ -333,7 +346,7 @@ def split_qkv_shapes(shape: tuple[int, ...], llm: LLMShape) -> list[tuple[int, .
     ]
 
 
-def _resolve(tensor: TensorInfo, rules: list[Rule], expected: dict[str, tuple[int, ...]]):
+def _resolve(tensor: TensorInfo, rules: list[Rule], expected: dict[str, Expected]):
     """``(rule, targets)`` for the first rule that applies, or ``(None, attempted_targets)``."""
     for rule in rules:
         match = rule.match(tensor.name)
@@ -350,7 +363,7 @@ def _resolve(tensor: TensorInfo, rules: list[Rule], expected: dict[str, tuple[in
 def build_plan(
     tensors: list[TensorInfo],
     rules: list[Rule],
-    expected: dict[str, tuple[int, ...]],
+    expected: dict[str, Expected],
     tied: dict[str, str],
     llm: LLMShape | None,
     out_dtype: str | None,
@@ -375,10 +388,15 @@ def build_plan(
                 plan.bad_targets.append(
                     f"--key-map rule {rule.pattern!r} maps {tensor.name} to {name}, which the converted model does not have"
                 )
-            elif tuple(expected[name]) != tuple(shape):
+            elif tuple(expected[name].shape) != tuple(shape):
                 plan.shape_mismatches.append(
                     f"shape mismatch: {tensor.name} {list(tensor.shape)} -> {name} {list(shape)}, but the model "
-                    f"expects {list(expected[name])}"
+                    f"expects {list(expected[name].shape)}"
+                )
+            elif expected[name].floating != (tensor.dtype in FLOAT_DTYPES):
+                kind = "a floating-point" if expected[name].floating else "an integer"
+                plan.dtype_mismatches.append(
+                    f"dtype mismatch: {tensor.name} is {tensor.dtype} in {tensor.shard}, but {name} is {kind} tensor"
                 )
             if name in produced:
                 plan.duplicates.append(f"{name} would be written from both {produced[name]} and {tensor.name}")

@@ -19,7 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from conversion.common import ConversionError, logger
+from conversion.common import ConversionError, logger, read_json
 from conversion.keymap import SPLIT_QKV, LLMShape, PlanEntry, TensorInfo
 
 SINGLE_FILE = "model.safetensors"
@@ -27,16 +27,40 @@ INDEX_FILE = "model.safetensors.index.json"
 TORCH_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64}
 
 
+def _index_shards(folder: Path) -> list[str]:
+    """The shard names of ``model.safetensors.index.json``, each a file inside ``folder``."""
+    index = read_json(folder / INDEX_FILE)
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ConversionError(f"{folder / INDEX_FILE} has no weight_map object {{tensor name: shard file}}")
+    shards = list(dict.fromkeys(weight_map.values()))
+    bad = [name for name in shards if not isinstance(name, str) or not name]
+    if bad:
+        raise ConversionError(f"{folder / INDEX_FILE} maps tensors to {bad[:5]}, which are not file names")
+    outside = [name for name in shards if not _inside(folder, folder / name)]
+    if outside:
+        raise ConversionError(
+            f"{folder / INDEX_FILE} names shard files outside --src {folder}: {outside[:5]}; a checkpoint's index may "
+            "only name files inside its own folder"
+        )
+    missing = [name for name in shards if not (folder / name).is_file()]
+    if missing:
+        raise ConversionError(f"{folder / INDEX_FILE} names shard files that do not exist: {missing[:10]}")
+    return shards
+
+
+def _inside(folder: Path, path: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
+
+
 def source_shards(folder: Path) -> list[str]:
     """The weight files of a source folder, in index order."""
     if (folder / INDEX_FILE).is_file():
-        with open(folder / INDEX_FILE, encoding="utf-8") as handle:
-            weight_map = json.load(handle).get("weight_map") or {}
-        shards = list(dict.fromkeys(weight_map.values()))
-        missing = [name for name in shards if not (folder / name).is_file()]
-        if missing:
-            raise ConversionError(f"{INDEX_FILE} names shard files that do not exist: {missing}")
-        return shards
+        return _index_shards(folder)
     if (folder / SINGLE_FILE).is_file():
         return [SINGLE_FILE]
     others = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt"))
@@ -49,19 +73,31 @@ def read_headers(folder: Path) -> list[TensorInfo]:
     tensors: list[TensorInfo] = []
     seen: dict[str, str] = {}
     for shard in source_shards(folder):
-        with safe_open(str(folder / shard), framework="pt") as handle:
-            for name in handle.keys():
-                if name in seen:
-                    raise ConversionError(f"tensor {name} is stored in both {seen[name]} and {shard}")
-                seen[name] = shard
-                view = handle.get_slice(name)
-                tensors.append(TensorInfo(name, tuple(view.get_shape()), view.get_dtype(), shard))
+        for name, shape, dtype in _shard_header(folder / shard):
+            if name in seen:
+                raise ConversionError(f"tensor {name} is stored in both {seen[name]} and {shard}")
+            seen[name] = shard
+            tensors.append(TensorInfo(name, shape, dtype, shard))
     return tensors
 
 
+def _shard_header(path: Path) -> list[tuple[str, tuple[int, ...], str]]:
+    """``(name, shape, dtype)`` of every tensor of one safetensors file; ``ConversionError`` naming the file."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return [(name, tuple(handle.get_slice(name).get_shape()), handle.get_slice(name).get_dtype())
+                    for name in handle.keys()]
+    except Exception as err:  # SafetensorError, OSError, ...: all mean "this file cannot be read"
+        raise ConversionError(f"cannot read the safetensors header of {path}: {type(err).__name__}: {err}") from err
+
+
 def load_tensor(folder: Path, tensor: TensorInfo) -> torch.Tensor:
-    with safe_open(str(folder / tensor.shard), framework="pt") as handle:
-        return handle.get_tensor(tensor.name)
+    try:
+        with safe_open(str(folder / tensor.shard), framework="pt") as handle:
+            return handle.get_tensor(tensor.name)
+    except Exception as err:  # SafetensorError, OSError, ...
+        raise ConversionError(f"cannot read tensor {tensor.name} from {folder / tensor.shard}: "
+                              f"{type(err).__name__}: {err}") from err
 
 
 def split_wqkv(weight: torch.Tensor, llm: LLMShape) -> list[torch.Tensor]:
