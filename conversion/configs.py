@@ -247,6 +247,25 @@ def apply_overrides(kwargs: dict, overrides: dict[str, Any]) -> None:
             kwargs[key] = value
 
 
+# PVC choices the paper leaves open (pvc.md section 0 / 3): a PVC source should state them.
+UNSETTLED_PVC_FIELDS = ("tile_repeat_way", "vision_config.time_input", "vision_config.time_embed_order",
+                        "vision_config.temporal_causal", "vision_config.temporal_include_cls")
+
+
+def unsettled_fields(source: dict, kwargs: dict) -> list[str]:
+    """PVC fields with unknown upstream meaning that neither the source config nor ``--set`` settles."""
+    if not kwargs.get("use_temporal"):
+        return []
+    out = []
+    for name in UNSETTLED_PVC_FIELDS:
+        section, _, key = name.rpartition(".")
+        given = (kwargs.get(section) or {}) if section else kwargs
+        stated = (source.get(section) or {}) if section else source
+        if key not in given and key not in stated:
+            out.append(f"{name} is not in config.json; the package default is used (settle it with --set {name}=...)")
+    return out
+
+
 def source_dtype(config: dict) -> str | None:
     for key in ("torch_dtype", "dtype"):
         value = config.get(key) or (config.get("llm_config") or {}).get(key)

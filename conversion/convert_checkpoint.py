@@ -4,9 +4,11 @@ self-contained PVC-InternVL checkpoint (remote code; transformers 5.x and 4.57).
 
 Run from the repository root::
 
-    python conversion/convert_checkpoint.py --src SRC_DIR --dst DST_DIR [--dtype auto|float32|bfloat16|float16]
-        [--img-context-token-id N] [--key-map FILE] [--config-map FILE] [--set KEY=JSON ...]
-        [--max-shard-size 5GB] [--overwrite] [--inspect] [--push-to-hub REPO_ID [--private]]
+    python conversion/convert_checkpoint.py --src DIR_OR_REPO_ID --dst DST_DIR [--revision REV]
+        [--dtype auto|float32|bfloat16|float16] [--img-context-token-id N] [--key-map FILE] [--config-map FILE]
+        [--set KEY=JSON ...] [--max-shard-size 5GB] [--overwrite] [--license ID] [--base-model REPO_ID]
+        [--push-to-hub REPO_ID [--push-revision BRANCH] [--create-pr] [--commit-message TEXT] [--private]]
+    python conversion/convert_checkpoint.py --inspect DIR_OR_REPO_ID [--revision REV] [--key-map FILE] ...
 
 What it does:
 
@@ -20,9 +22,10 @@ What it does:
    and a model card, and renames the folder into place only at the very end. On any failure nothing is
    left at DST.
 
-``--inspect`` prints the source tensors no rule maps (grouped by layer pattern, with shapes, dtypes and
-counts) and what the shapes reveal (temporal layers, AdaLN width, pixel-shuffle ratio), then exits
-without writing anything.
+``--inspect`` reads only the safetensors headers (for a Hub repo id through ``get_safetensors_metadata``, no
+weight download) and prints the source tensors no rule maps (grouped by layer pattern, with shapes, dtypes
+and layer ranges), the config fields still to settle, what the shapes reveal (temporal layers, AdaLN width,
+pixel-shuffle ratio) and the verdict, then exits without writing anything.
 """
 
 from __future__ import annotations
@@ -42,17 +45,12 @@ from collections import Counter  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Any, Sequence  # noqa: E402
 
-from huggingface_hub import HfApi  # noqa: E402
-
-from conversion import configs, destination, keymap, model_card, weights, writer  # noqa: E402
+from conversion import configs, destination, hub, keymap, model_card, weights, writer  # noqa: E402
 from conversion import tokenizer as tokenizers_io  # noqa: E402
 from conversion.common import (  # noqa: E402
     ConversionError, format_bytes, layer_ranges, logger, parse_size, read_json, setup_logging,
 )
 from conversion.package import remote_module  # noqa: E402
-
-# Injectable for tests: anything with create_repo(...) and upload_folder(...).
-make_api = HfApi
 
 
 
@@ -65,6 +63,7 @@ class Source:
     shards: list[str]
     tokenizer: tokenizers_io.SourceTokenizer
     generation: dict | None
+    repo_id: str | None = None  # the Hub repo the source came from
 
 
 @dataclass
@@ -89,20 +88,35 @@ def warn(message: str) -> None:
     logger.warning(message)
 
 
-def load_source(folder: Path) -> Source:
+def load_source(folder: Path, tensors: list[keymap.TensorInfo] | None = None, repo_id: str | None = None) -> Source:
+    """The source checkpoint in ``folder``; ``tensors`` (from remote headers) replaces reading local shards."""
     if not (folder / "config.json").is_file():
-        raise ConversionError(f"{folder} has no config.json")
+        raise ConversionError(f"{repo_id or folder} has no config.json")
     config = read_json(folder / "config.json")
     configs.detect_kind(config)
     generation = read_json(folder / "generation_config.json") if (folder / "generation_config.json").is_file() else None
     return Source(
         folder=folder,
         config=config,
-        tensors=weights.read_headers(folder),
-        shards=weights.source_shards(folder),
+        tensors=weights.read_headers(folder) if tensors is None else tensors,
+        shards=weights.source_shards(folder) if tensors is None else list(dict.fromkeys(t.shard for t in tensors)),
         tokenizer=tokenizers_io.read_source_tokenizer(folder),
         generation=generation,
+        repo_id=repo_id,
     )
+
+
+def source_card(folder: Path) -> dict:
+    """The metadata of the source's model card (license, ...), {} without one."""
+    from huggingface_hub import ModelCard
+
+    if not (folder / "README.md").is_file():
+        return {}
+    try:
+        return ModelCard.load(folder / "README.md").data.to_dict()
+    except Exception as err:  # a card without valid metadata only loses the license hint
+        warn(f"the source model card {folder / 'README.md'} has no readable metadata ({err})")
+        return {}
 
 
 def parse_overrides(items: Sequence[str] | None) -> dict[str, Any]:
@@ -247,9 +261,16 @@ def source_eos_ids(source: Source) -> list[Any]:
     return ids
 
 
-def card_info(source: Source, kind: str) -> model_card.CardInfo:
+def card_info(source: Source, kind: str, args: argparse.Namespace) -> model_card.CardInfo:
+    """Card facts: license from --license or the source card, base_model from --base-model or the Hub --src."""
+    license_ = args.license or source_card(source.folder).get("license")
+    base_model = args.base_model or source.repo_id
+    what = f"`{base_model}`" if base_model else f"an official `{kind}` checkpoint"
     return model_card.CardInfo(
-        origin=f"Converted from an official `{kind}` checkpoint by `conversion/convert_checkpoint.py`.",
+        origin=f"Converted from {what} by `conversion/convert_checkpoint.py` of the PVC-InternVL repository.",
+        model_ref=args.push_to_hub or model_card.PLACEHOLDER_REF,
+        license=license_,
+        base_model=base_model,
     )
 
 
@@ -263,15 +284,27 @@ def write_checkpoint(prepared: Prepared, source: Source, args: argparse.Namespac
     notes.append(f"weights: {len(prepared.plan.entries)} source tensors -> {len(files)} file(s)")
     has_tokenizer = write_tokenizer(source.tokenizer, out_dir, notes)
     return writer.write_package(out_dir, prepared.config, has_tokenizer=has_tokenizer, source_eos=source_eos_ids(source),
-                                card=card_info(source, prepared.config_plan.kind), notes=notes)
+                                card=card_info(source, prepared.config_plan.kind, args), notes=notes)
 
 
 # ============================================================================================== convert
+def open_source(text: str, revision: str | None, with_weights: bool) -> Source:
+    """A local folder, or a Hub repo id: downloaded (``with_weights``) or read through its remote headers."""
+    hub.check_source(text, "--src")
+    if not hub.is_repo_id(text):
+        return load_source(Path(text).resolve())
+    folder = hub.fetch(text, revision, with_weights)
+    tensors = None if with_weights else hub.remote_headers(text, revision)
+    return load_source(folder, tensors, repo_id=text)
+
+
 def convert(args: argparse.Namespace) -> Path:
-    src, dst = Path(args.src).resolve(), Path(args.dst).resolve()
-    destination.check_destination(dst, args.overwrite, src)
+    dst = Path(args.dst).resolve()
+    local = None if hub.is_repo_id(args.src) else Path(args.src).resolve()
+    destination.check_destination(dst, args.overwrite, local)
     destination.clean_stale(dst)
-    source = load_source(src)
+    source = open_source(args.src, source_revision(args), with_weights=True)
+    src = source.repo_id or source.folder
     prepared = prepare(source, args)
     problems = prepared.problems + prepared.plan.problems()
     if problems:
@@ -309,10 +342,26 @@ def inspect_report(source: Source, args: argparse.Namespace) -> str:
     others = plan.shape_mismatches + plan.dtype_mismatches + plan.bad_targets + plan.duplicates
     if others:
         lines += ["", "Other plan problems:"] + [f"  {p}" for p in others]
-    if prepared.problems:
-        lines += ["", "Config problems (--inspect continued without these keys):"] + [f"  {p}" for p in prepared.problems]
+    settle = prepared.problems + configs.unsettled_fields(source.config, prepared.config_plan.kwargs)
+    if settle:
+        lines += ["", "Config fields still to settle (--config-map / --set):"] + [f"  {p}" for p in settle]
     lines += ["", "Derived facts:"] + [f"  {line}" for line in _facts_lines(prepared, plan.unmapped)]
+    lines += ["", _verdict(plan, prepared.problems)]
     return "\n".join(lines)
+
+
+def _verdict(plan: keymap.KeyPlan, config_problems: list[str]) -> str:
+    counts = {
+        "unmapped source tensors": len(plan.unmapped),
+        "target tensors without a source": len(plan.missing),
+        "shape / dtype / target problems": len(plan.shape_mismatches + plan.dtype_mismatches + plan.bad_targets
+                                               + plan.duplicates),
+        "config problems": len(config_problems),
+    }
+    blocking = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
+    if not blocking:
+        return f"Verdict: every tensor maps ({len(plan.entries)} mapped); the checkpoint converts as it is."
+    return f"Verdict: cannot be converted yet: {blocking}."
 
 
 def _source_summary(source: Source) -> list[str]:
@@ -324,7 +373,7 @@ def _source_summary(source: Source) -> list[str]:
     dtypes = ", ".join(f"{d}: {n} tensors / {format_bytes(bytes_by_dtype[d])}" for d, n in sorted(by_dtype.items()))
     llm = source.config.get("llm_config") or {}
     return [
-        f"Source: {source.folder}",
+        f"Source: {source.repo_id + ' (Hub; safetensors headers only)' if source.repo_id else source.folder}",
         f"  model_type {source.config.get('model_type')}, LLM {(llm.get('architectures') or [llm.get('model_type')])[0]}",
         f"  {len(source.shards)} shard(s), {len(source.tensors)} tensors, {format_bytes(total)} ({dtypes})",
         f"  tokenizer: {source.tokenizer.kind} ({source.tokenizer.reason})",
@@ -378,19 +427,13 @@ def _facts_lines(prepared: Prepared, unmapped: list[keymap.TensorInfo]) -> list[
     return lines
 
 
-# ================================================================================================== hub
-def push_to_hub(folder: Path, repo_id: str, private: bool) -> None:
-    api = make_api()
-    api.create_repo(repo_id=repo_id, private=private, exist_ok=True)
-    api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message="Upload converted PVC-InternVL checkpoint")
-    logger.info("uploaded %s to https://huggingface.co/%s", folder, repo_id)
-
-
 # ================================================================================================== CLI
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--src", required=True, help="source checkpoint folder (config.json + safetensors)")
+    parser.add_argument("--src", help="source checkpoint: a folder (config.json + safetensors) or a Hub repo id")
     parser.add_argument("--dst", help="output folder (must not exist or be empty unless --overwrite)")
+    parser.add_argument("--revision", help="Hub revision of a repo-id --src / --inspect; with a local --src and "
+                                           "--push-to-hub, the branch to push to")
     parser.add_argument("--dtype", default="auto", choices=["auto", *configs.DTYPES],
                         help="cast floating tensors (auto: keep every tensor's own dtype)")
     parser.add_argument("--img-context-token-id", type=int, help="id of <IMG_CONTEXT> when the source has no tokenizer")
@@ -400,29 +443,66 @@ def build_parser() -> argparse.ArgumentParser:
                         help="force a config value, e.g. --set tile_repeat_way='\"frame_major\"' (repeatable)")
     parser.add_argument("--max-shard-size", default="5GB", help="largest output shard (default 5GB)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --dst")
-    parser.add_argument("--inspect", action="store_true", help="report unmapped tensors and derived facts; write nothing")
+    parser.add_argument("--inspect", nargs="?", const="", metavar="REPO_OR_DIR",
+                        help="report the mapping verdict, unmapped tensors and config fields to settle from the "
+                             "safetensors headers only (a Hub repo downloads no weights); writes nothing")
+    parser.add_argument("--license", help="license of the weights for the model card (default: the source card's)")
+    parser.add_argument("--base-model", help="Hub id of the source for the card (default: a repo-id --src)")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the converted folder to this Hub repository")
-    parser.add_argument("--private", action="store_true", help="create the Hub repository as private")
+    parser.add_argument("--push-revision", metavar="BRANCH", help="branch of --push-to-hub (created when missing)")
+    parser.add_argument("--create-pr", action="store_true", help="upload as a pull request")
+    parser.add_argument("--commit-message", help="commit message of the upload")
+    parser.add_argument("--private", action="store_true",
+                        help="create the Hub repository as private (default: the Hub's default visibility)")
     return parser
+
+
+PUSH_ONLY = ("push_revision", "create_pr", "commit_message", "private")
+
+
+def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse combinations that would silently do nothing."""
+    if args.inspect == "" and not args.src:
+        parser.error("--inspect needs a folder or repo id: --inspect REPO_OR_DIR (or --src)")
+    if args.inspect is None and (not args.src or not args.dst):
+        parser.error("--src and --dst are required unless --inspect is given")
+    unused = [f"--{name.replace('_', '-')}" for name in PUSH_ONLY if getattr(args, name) and not args.push_to_hub]
+    if unused:
+        parser.error(f"{', '.join(unused)} only apply with --push-to-hub")
+    source = args.inspect or args.src
+    if args.revision and not hub.is_repo_id(source) and not (args.push_to_hub and args.inspect is None):
+        parser.error(f"--revision applies to a Hub repo id --src / --inspect (or, with a local --src, to --push-to-hub); "
+                     f"{source!r} is a local folder")
+
+
+def source_revision(args: argparse.Namespace) -> str | None:
+    return args.revision if hub.is_repo_id(args.inspect or args.src) else None
+
+
+def push_options(args: argparse.Namespace) -> hub.PushOptions:
+    branch = args.push_revision or (None if hub.is_repo_id(args.src) else args.revision)
+    options = hub.PushOptions(args.push_to_hub, private=args.private, revision=branch, create_pr=args.create_pr)
+    if args.commit_message:
+        options.commit_message = args.commit_message
+    return options
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    check_arguments(parser, args)
     setup_logging()
-    if not args.inspect and not args.dst:
-        parser.error("--dst is required unless --inspect is given")
     try:
         parse_size(args.max_shard_size)
-        if args.inspect:
-            print(inspect_report(load_source(Path(args.src).resolve()), args))
+        if args.inspect is not None:
+            print(inspect_report(open_source(args.inspect or args.src, source_revision(args), with_weights=False), args))
             return 0
         dst = convert(args)
     except (ConversionError, ValueError, OSError, destination.Interrupted) as err:
         return destination.report_failure(err)
     if args.push_to_hub:
         try:
-            push_to_hub(dst, args.push_to_hub, args.private)
+            hub.push(dst, push_options(args))
         except Exception as err:  # the converted folder stays; only the upload failed
             sys.stderr.write(f"error: upload to {args.push_to_hub} failed ({type(err).__name__}: {err}); "
                              f"the converted checkpoint is at {dst}\n")

@@ -544,30 +544,6 @@ def test_multi_shard_source_and_sharded_output(tmp_path):
     assert json.loads((dst / "config.json").read_text())["dtype"] == "bfloat16"
 
 
-# ======================================================================================== Hub upload
-class FakeApi:
-    calls: list = []
-
-    def create_repo(self, **kwargs):
-        FakeApi.calls.append(("create_repo", kwargs))
-
-    def upload_folder(self, **kwargs):
-        FakeApi.calls.append(("upload_folder", kwargs))
-
-
-def test_push_to_hub_uses_injected_api(tmp_path, monkeypatch):
-    spec = Spec()
-    src, dst = tmp_path / "src", tmp_path / "dst"
-    write_checkpoint(src, spec)
-    FakeApi.calls = []
-    monkeypatch.setattr(cc, "make_api", FakeApi)
-    assert convert(["--src", src, "--dst", dst, "--push-to-hub", "someone/pvc-tiny", "--private"]) == 0
-    assert [name for name, _ in FakeApi.calls] == ["create_repo", "upload_folder"]
-    create, upload = FakeApi.calls[0][1], FakeApi.calls[1][1]
-    assert (create["repo_id"], create["private"], create["exist_ok"]) == ("someone/pvc-tiny", True, True)
-    assert (upload["folder_path"], upload["repo_id"]) == (str(dst.resolve()), "someone/pvc-tiny")
-
-
 # ========================================================================================= tokenizer
 CORPUS_EN = ("The quick brown fox jumps over the lazy dog. Please describe the image in detail! What is shown in "
              "this video? There are 12 cats and 345 dogs; version 3.14 released on 2024-12-11.").split()
