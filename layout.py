@@ -145,6 +145,30 @@ def sample_layouts(
     return layouts
 
 
+def check_pixel_values(pixel_values: Any, size: int) -> None:
+    """``pixel_values`` must be a finite float tensor ``(num_tiles, 3, S, S)`` (``load_image`` / processor output)."""
+    if not torch.is_tensor(pixel_values):
+        raise ValueError(
+            f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}; load images with "
+            "load_image / load_video or PVCInternVLProcessor (or convert explicitly with torch.from_numpy)"
+        )
+    if not pixel_values.is_floating_point():
+        raise ValueError(
+            f"pixel_values must be normalised floats, got dtype {pixel_values.dtype} (raw 0-255 pixels?); "
+            "load images with load_image / load_video or PVCInternVLProcessor"
+        )
+    if pixel_values.ndim != 4 or pixel_values.shape[1] != 3 or tuple(pixel_values.shape[2:]) != (size, size):
+        raise ValueError(
+            f"pixel_values must have shape (num_tiles, 3, {size}, {size}) for this model's image size "
+            f"{size}, got {tuple(pixel_values.shape)}"
+        )
+    if pixel_values.shape[0] == 0:
+        raise ValueError("pixel_values holds 0 tiles; pass None for a text-only prompt")
+    bad = int((~torch.isfinite(pixel_values)).sum())
+    if bad:
+        raise ValueError(f"pixel_values has {bad} NaN/Inf values (of {pixel_values.numel()})")
+
+
 def left_pad(rows: Sequence[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-pad 1-D id tensors into ``(B, T)`` ids and a ``(B, T)`` attention mask."""
     length = max(int(row.shape[0]) for row in rows)

@@ -22,10 +22,10 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutput, CausalLMOutputWithPast
 from transformers.utils import logging
 
-from .prunevid import can_merge, llm_prefill_flops, merge_video_tokens, pruned_generate
+from .prunevid import apply_stage1, dense_prefill_flops, generate_stage2, new_call_stats
 from .configuration_pvc_internvl import DataFlag, PruneVidConfig, PVCInternVisionConfig, PVCInternVLConfig
 from .conversation import IMG_CONTEXT_TOKEN, IMG_END_TOKEN, IMG_START_TOKEN, get_template
-from .layout import SampleLayout, left_pad, sample_layouts
+from .layout import SampleLayout, check_pixel_values, left_pad, sample_layouts
 from .media import load_image  # noqa: F401 - transformers 4.57 copies only the direct relative imports of a local folder
 from .processing import PVCInternVLProcessor
 
@@ -573,7 +573,147 @@ class PVCInternVLPreTrainedModel(PreTrainedModel):
             nn.init.zeros_(module.bias)
 
 
-class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
+class PVCInternVLChatMixin:
+    """The official InternVL2 / PVC ``chat`` / ``batch_chat``: thin wrappers, processor -> ``generate`` -> decode.
+    Prompt text lives in the processor; these only map the official arguments onto it."""
+
+    def _chat_processor(self, tokenizer: Any, image_tokens: tuple[str, str, str]) -> PVCInternVLProcessor:
+        if image_tokens != (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN):
+            raise ValueError(
+                f"IMG_START_TOKEN / IMG_END_TOKEN / IMG_CONTEXT_TOKEN must be {IMG_START_TOKEN!r}, {IMG_END_TOKEN!r}, "
+                f"{IMG_CONTEXT_TOKEN!r} (the tokens this model was trained with), got {image_tokens}"
+            )
+        processor = PVCInternVLProcessor.from_model_config(tokenizer, self.config)
+        token_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT_TOKEN)
+        if token_id != self._require_context_id():
+            raise ValueError(
+                f"the tokenizer maps {IMG_CONTEXT_TOKEN} to id {token_id}, but config.img_context_token_id is "
+                f"{self.config.img_context_token_id}"
+            )
+        return processor
+
+    def _chat_generation_config(self, processor: PVCInternVLProcessor, generation_config: Any) -> GenerationConfig:
+        """The call's settings; the answer stops at the template separator (as the official ``chat``) unless
+        ``generation_config.json`` already lists it among its stop ids."""
+        merged, extra = self._generation_config(generation_config, {})
+        stop = processor.stop_token_ids()
+        configured = merged.eos_token_id if isinstance(merged.eos_token_id, list) else [merged.eos_token_id]
+        if not set(stop) <= {i for i in configured if i is not None}:
+            merged.eos_token_id = stop
+        if merged.pad_token_id is None:
+            tokenizer = processor.tokenizer
+            merged.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
+        return merged, extra
+
+    def chat(
+        self,
+        tokenizer: Any,
+        pixel_values: torch.Tensor | None,
+        question: str,
+        generation_config: GenerationConfig | dict | None = None,
+        history: list | None = None,
+        return_history: bool = False,
+        num_patches_list: Any = None,
+        IMG_START_TOKEN: str = IMG_START_TOKEN,
+        IMG_END_TOKEN: str = IMG_END_TOKEN,
+        IMG_CONTEXT_TOKEN: str = IMG_CONTEXT_TOKEN,
+        verbose: bool = False,
+        data_flag: Any = None,
+        split_sizes: Any = None,
+        prunevid: dict | None = None,
+        return_stats: bool = False,
+    ):
+        """Answer ``question`` about one sample (an image, several images, a video, or text only).
+
+        The official InternVL2 / PVC signature: processor -> ``generate`` -> decode. ``data_flag``: ``[1]`` one
+        image, ``[2]`` several images (``num_patches_list`` = tiles per ``<image>``), ``[3]`` a video
+        (``Frame{i}: <image>`` prompts). Returns the answer, plus the updated history with ``return_history``
+        and the token / FLOPs accounting with ``return_stats``.
+        """
+        processor = self._chat_processor(tokenizer, (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN))
+        if not isinstance(question, str):
+            raise ValueError(f"question must be a string, got {type(question).__name__} (use batch_chat for several)")
+        if pixel_values is not None and num_patches_list is not None and data_flag is None and split_sizes is None:
+            split_sizes = [pixel_values.shape[0]]
+        inputs, stored = processor.chat_inputs(
+            [question], self._checked_pixels(pixel_values), [history], data_flag, split_sizes, num_patches_list,
+            self.system_message,
+        )
+        if len(inputs["input_ids"]) != 1:
+            raise ValueError("chat answers one sample; use batch_chat for several")
+        response, stats = self._answer(processor, inputs, generation_config, prunevid, verbose)
+        history = list(history or []) + [(stored[0], response[0])]
+        result = (response[0], history) if return_history else response[0]
+        if return_stats:
+            return (*result, stats) if return_history else (result, stats)
+        return result
+
+    def batch_chat(
+        self,
+        tokenizer: Any,
+        pixel_values: torch.Tensor | None,
+        questions: list[str],
+        generation_config: GenerationConfig | dict | None = None,
+        num_patches_list: Any = None,
+        history: list | None = None,
+        return_history: bool = False,
+        IMG_START_TOKEN: str = IMG_START_TOKEN,
+        IMG_END_TOKEN: str = IMG_END_TOKEN,
+        IMG_CONTEXT_TOKEN: str = IMG_CONTEXT_TOKEN,
+        verbose: bool = False,
+        image_counts: Any = None,
+        data_flag: Any = None,
+        split_sizes: Any = None,
+        prunevid: dict | None = None,
+        return_stats: bool = False,
+    ):
+        """Answer one question per sample, all samples in one left-padded batch.
+
+        ``split_sizes`` gives the tiles / frames per sample (default: ``num_patches_list``, one image per
+        question); ``num_patches_list`` is flat (one entry per ``<image>`` across the batch) or one list per
+        sample; ``data_flag`` has one entry per sample (default: all images).
+        """
+        if history is not None or return_history:
+            raise ValueError("batch_chat does not support multi-turn history; use chat for each sample")
+        if image_counts is not None:
+            raise ValueError("image_counts is not supported; give split_sizes and one num_patches_list per sample")
+        if not isinstance(questions, (list, tuple)) or not all(isinstance(q, str) for q in questions) or not questions:
+            raise ValueError(f"questions must be a non-empty list of strings, got {type(questions).__name__}")
+        processor = self._chat_processor(tokenizer, (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN))
+        if pixel_values is not None:
+            if split_sizes is None and num_patches_list is None:
+                raise ValueError("batch_chat needs num_patches_list or split_sizes to split pixel_values per question")
+            if split_sizes is None:
+                split_sizes = [sum(p) if isinstance(p, (list, tuple)) else p for p in _listed(num_patches_list)]
+            if data_flag is None:  # one image sample per entry of split_sizes
+                data_flag = [int(DataFlag.IMAGE)] * len(_listed(split_sizes))
+        inputs, _ = processor.chat_inputs(
+            list(questions), self._checked_pixels(pixel_values), None, data_flag, split_sizes, num_patches_list,
+            self.system_message,
+        )
+        responses, stats = self._answer(processor, inputs, generation_config, prunevid, verbose)
+        return (responses, stats) if return_stats else responses
+
+    def _answer(self, processor, inputs, generation_config, prunevid, verbose) -> tuple[list[str], dict]:
+        """generate -> decode for the chat wrappers."""
+        if verbose:
+            for row in processor.tokenizer.batch_decode(inputs["input_ids"], skip_special_tokens=False):
+                logger.info(row.replace(IMG_CONTEXT_TOKEN * max(self.num_image_token, 1), "<IMG_CONTEXT*L>"))
+        device = self.get_input_embeddings().weight.device
+        gen_config, extra = self._chat_generation_config(processor, generation_config)
+        ids, stats = self.generate(
+            **inputs.to(device), generation_config=gen_config, prunevid=prunevid, return_stats=True, **extra
+        )
+        sequences = ids.sequences if hasattr(ids, "sequences") else ids
+        return processor.decode_answers(sequences), stats
+
+    def _checked_pixels(self, pixel_values: Any) -> torch.Tensor | None:
+        if pixel_values is not None:
+            self._check_pixels(pixel_values)
+        return pixel_values
+
+
+class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, GenerationMixin):
     """InternVL2 / PVC chat model: vision encoder -> pixel shuffle -> ``mlp1`` -> native causal LM."""
 
     def __init__(self, config: PVCInternVLConfig):
@@ -665,28 +805,7 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
         )
 
     def _check_pixels(self, pixel_values: Any) -> None:
-        """``pixel_values`` must be a finite float tensor ``(num_tiles, 3, S, S)`` (``load_image`` / processor output)."""
-        size = self.config.image_size
-        if not torch.is_tensor(pixel_values):
-            raise ValueError(
-                f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}; load images with "
-                "load_image / load_video or PVCInternVLProcessor (or convert explicitly with torch.from_numpy)"
-            )
-        if not pixel_values.is_floating_point():
-            raise ValueError(
-                f"pixel_values must be normalised floats, got dtype {pixel_values.dtype} (raw 0-255 pixels?); "
-                "load images with load_image / load_video or PVCInternVLProcessor"
-            )
-        if pixel_values.ndim != 4 or pixel_values.shape[1] != 3 or tuple(pixel_values.shape[2:]) != (size, size):
-            raise ValueError(
-                f"pixel_values must have shape (num_tiles, 3, {size}, {size}) for this model's image size "
-                f"{size}, got {tuple(pixel_values.shape)}"
-            )
-        if pixel_values.shape[0] == 0:
-            raise ValueError("pixel_values holds 0 tiles; pass None for a text-only prompt")
-        bad = int((~torch.isfinite(pixel_values)).sum())
-        if bad:
-            raise ValueError(f"pixel_values has {bad} NaN/Inf values (of {pixel_values.numel()})")
+        check_pixel_values(pixel_values, self.config.image_size)
 
     def _clip_plan(self, layout: SampleLayout) -> list[tuple[list[int], int]]:
         """The sample's clips as ``(frame indices into the sample, repeat)`` lists of equal-length groups.
@@ -906,11 +1025,12 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
             samples = [visual_features]
         elif layouts is not None:
             samples = self.encode_samples(pixel_values, layouts)
-        stats = self._new_stats(layouts, samples)
+        stats = new_call_stats(layouts, samples)
         groups = None
         if settings.enabled and layouts is not None:
-            input_ids, attention_mask, samples, groups = self._apply_stage1(
-                input_ids, attention_mask, layouts, samples, settings, stats
+            input_ids, attention_mask, samples, groups = apply_stage1(
+                input_ids, attention_mask, layouts, samples, settings, stats,
+                self._require_context_id(), self.config.video_repeat_time, left_pad,
             )
             self._check_budget(input_ids.shape[1], gen_config)
         embeds = self.get_input_embeddings()(input_ids)
@@ -919,37 +1039,17 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
             embeds = self.merge_visual_tokens(input_ids, embeds, visual)
         self._reset_dynamic_rope()
         if groups is not None and settings.enable_stage2 and any(groups):
-            output = self._generate_stage2(embeds, attention_mask, input_ids, groups, settings, gen_config, model_kwargs, stats)
+            visual_mask = input_ids == self._require_context_id()
+            output = generate_stage2(
+                self.language_model, embeds, attention_mask, visual_mask, groups, settings, gen_config, model_kwargs, stats
+            )
         else:
             output = self.language_model.generate(
                 inputs_embeds=embeds, attention_mask=attention_mask, generation_config=gen_config, **model_kwargs
             )
             stats["visual_tokens_after_stage2"] = list(stats["visual_tokens_after_stage1"])
-            stats["prefill_flops"] = self._dense_prefill_flops(attention_mask)
+            stats["prefill_flops"] = dense_prefill_flops(self.config.llm_config, attention_mask)
         return (output, stats) if return_stats else output
-
-    def _generate_stage2(self, embeds, attention_mask, input_ids, groups, settings, gen_config, model_kwargs, stats):
-        """PruneVid stage 2: prune the video tokens inside the LLM, then decode."""
-        visual_mask = input_ids == self._require_context_id()
-        pruned_rows = torch.tensor([bool(g) for g in groups], device=visual_mask.device)
-        visual_mask = visual_mask & pruned_rows[:, None]  # image rows are not pruned
-        output, stage2 = pruned_generate(
-            self.language_model,
-            embeds,
-            attention_mask,
-            visual_mask=visual_mask,
-            group_sizes=groups,
-            selected_layer=settings.selected_layer,
-            alpha=settings.alpha,
-            generation_config=gen_config,
-            **model_kwargs,
-        )
-        stats["visual_tokens_after_stage2"] = [
-            int(kept) if group else int(before)
-            for kept, before, group in zip(stage2["visual_tokens_kept"], stats["visual_tokens_after_stage1"], groups)
-        ]
-        stats["prefill_flops"] = [float(f) for f in stage2["prefill_flops"]]
-        return output
 
     def _generation_config(self, generation_config: Any, kwargs: dict) -> tuple[GenerationConfig, dict]:
         """The call's ``GenerationConfig`` (model defaults < ``generation_config`` < keyword arguments) and the
@@ -1001,222 +1101,6 @@ class PVCInternVLChatModel(PVCInternVLPreTrainedModel, GenerationMixin):
                 "build the prompt with PVCInternVLProcessor"
             )
 
-    def _new_stats(self, layouts: list[SampleLayout] | None, samples: list[torch.Tensor] | None) -> dict:
-        flags = [l.flag for l in layouts] if layouts is not None else []
-        tokens = [int(s.shape[0] * s.shape[1]) for s in samples] if samples is not None else []
-        return {
-            "data_flag": flags,
-            "frames": [l.size if l.flag == DataFlag.VIDEO else 0 for l in layouts] if layouts is not None else [],
-            "tiles": [l.size if l.flag != DataFlag.VIDEO else 0 for l in layouts] if layouts is not None else [],
-            "visual_tokens": tokens,
-            "visual_tokens_after_stage1": list(tokens),
-            "stage1_applied": [False] * len(tokens),
-        }
-
-    def _dense_prefill_flops(self, attention_mask: torch.Tensor) -> list[float]:
-        cfg = self.config.llm_config
-        lengths = attention_mask.sum(dim=1).tolist()
-        return [
-            llm_prefill_flops([int(n)] * cfg.num_hidden_layers, cfg.hidden_size, cfg.intermediate_size)
-            for n in lengths
-        ]
-
-    def _apply_stage1(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        layouts: list[SampleLayout],
-        samples: list[torch.Tensor],
-        settings: PruneVidConfig,
-        stats: dict,
-    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[list[int]]]:
-        """PruneVid stage 1 on every video sample; re-lays the prompt rows to the merged token counts.
-
-        Samples map to batch rows in order (one sample per row). Returns new ids, mask, per-sample visual
-        tokens (``(n, 1, D)`` after merging) and stage-2 token groups per row (empty for non-video rows).
-        """
-        if len(layouts) != input_ids.shape[0]:
-            raise ValueError(
-                f"PruneVid needs one sample per prompt row: {len(layouts)} samples for {input_ids.shape[0]} rows"
-            )
-        context_id = self._require_context_id()
-        rows, new_samples, groups = [], [], []
-        for row, (layout, feats) in enumerate(zip(layouts, samples)):
-            ids = input_ids[row][attention_mask[row].bool()]
-            if layout.flag != DataFlag.VIDEO:
-                rows.append(ids)
-                new_samples.append(feats)
-                groups.append([])
-                continue
-            per_frame = self.config.video_repeat_time
-            frames = feats.reshape(layout.size, per_frame * feats.shape[1], feats.shape[2])  # (T, L, D)
-            if settings.enable_stage1 and can_merge(layout.size, k=settings.k, temporal_segment_ratio=settings.temporal_segment_ratio):
-                result = merge_video_tokens(
-                    frames,
-                    tau=settings.tau,
-                    temporal_segment_ratio=settings.temporal_segment_ratio,
-                    cluster_ratio=settings.cluster_ratio,
-                    k=settings.k,
-                    min_tokens_to_cluster=settings.min_tokens_to_cluster,
-                    noise_fn=_seeded_noise(frames.device),
-                )
-                merged, counts, group = result.features, result.frame_token_counts, result.group_sizes
-                stats["stage1_applied"][row] = True
-            else:
-                if settings.enable_stage1:
-                    logger.warning(
-                        f"PruneVid stage 1 skipped for sample {row}: it has {layout.size} frames, fewer than the "
-                        f"{settings.k} it needs (k={settings.k}, temporal_segment_ratio={settings.temporal_segment_ratio})"
-                    )
-                merged = frames.reshape(-1, frames.shape[-1])
-                counts = [frames.shape[1]] * layout.size
-                group = list(counts)
-            stats["visual_tokens_after_stage1"][row] = int(merged.shape[0])
-            rows.append(_relayout_row(ids, context_id, counts))
-            new_samples.append(merged.unsqueeze(1))
-            groups.append(group)
-        padding = input_ids[~attention_mask.bool()]  # any row's padding: row 0 may be the longest prompt
-        pad_id = int(padding[0]) if padding.numel() else 0
-        new_ids, new_mask = left_pad(rows, pad_id)
-        return new_ids.to(input_ids.device), new_mask.to(attention_mask.device), new_samples, groups
-
-    # ------------------------------------------------------------------------------ chat (thin wrappers)
-    def _chat_processor(self, tokenizer: Any, image_tokens: tuple[str, str, str]) -> PVCInternVLProcessor:
-        if image_tokens != (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN):
-            raise ValueError(
-                f"IMG_START_TOKEN / IMG_END_TOKEN / IMG_CONTEXT_TOKEN must be {IMG_START_TOKEN!r}, {IMG_END_TOKEN!r}, "
-                f"{IMG_CONTEXT_TOKEN!r} (the tokens this model was trained with), got {image_tokens}"
-            )
-        processor = PVCInternVLProcessor.from_model_config(tokenizer, self.config)
-        token_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT_TOKEN)
-        if token_id != self._require_context_id():
-            raise ValueError(
-                f"the tokenizer maps {IMG_CONTEXT_TOKEN} to id {token_id}, but config.img_context_token_id is "
-                f"{self.config.img_context_token_id}"
-            )
-        return processor
-
-    def _chat_generation_config(self, processor: PVCInternVLProcessor, generation_config: Any) -> GenerationConfig:
-        """The call's settings; the answer stops at the template separator (as the official ``chat``) unless
-        ``generation_config.json`` already lists it among its stop ids."""
-        merged, extra = self._generation_config(generation_config, {})
-        stop = processor.stop_token_ids()
-        configured = merged.eos_token_id if isinstance(merged.eos_token_id, list) else [merged.eos_token_id]
-        if not set(stop) <= {i for i in configured if i is not None}:
-            merged.eos_token_id = stop
-        if merged.pad_token_id is None:
-            tokenizer = processor.tokenizer
-            merged.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
-        return merged, extra
-
-    def chat(
-        self,
-        tokenizer: Any,
-        pixel_values: torch.Tensor | None,
-        question: str,
-        generation_config: GenerationConfig | dict | None = None,
-        history: list | None = None,
-        return_history: bool = False,
-        num_patches_list: Any = None,
-        IMG_START_TOKEN: str = IMG_START_TOKEN,
-        IMG_END_TOKEN: str = IMG_END_TOKEN,
-        IMG_CONTEXT_TOKEN: str = IMG_CONTEXT_TOKEN,
-        verbose: bool = False,
-        data_flag: Any = None,
-        split_sizes: Any = None,
-        prunevid: dict | None = None,
-        return_stats: bool = False,
-    ):
-        """Answer ``question`` about one sample (an image, several images, a video, or text only).
-
-        The official InternVL2 / PVC signature: processor -> ``generate`` -> decode. ``data_flag``: ``[1]`` one
-        image, ``[2]`` several images (``num_patches_list`` = tiles per ``<image>``), ``[3]`` a video
-        (``Frame{i}: <image>`` prompts). Returns the answer, plus the updated history with ``return_history``
-        and the token / FLOPs accounting with ``return_stats``.
-        """
-        processor = self._chat_processor(tokenizer, (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN))
-        if not isinstance(question, str):
-            raise ValueError(f"question must be a string, got {type(question).__name__} (use batch_chat for several)")
-        if pixel_values is not None and num_patches_list is not None and data_flag is None and split_sizes is None:
-            split_sizes = [pixel_values.shape[0]]
-        inputs, stored = processor.chat_inputs(
-            [question], self._checked_pixels(pixel_values), [history], data_flag, split_sizes, num_patches_list,
-            self.system_message,
-        )
-        if len(inputs["input_ids"]) != 1:
-            raise ValueError("chat answers one sample; use batch_chat for several")
-        response, stats = self._answer(processor, inputs, generation_config, prunevid, verbose)
-        history = list(history or []) + [(stored[0], response[0])]
-        result = (response[0], history) if return_history else response[0]
-        if return_stats:
-            return (*result, stats) if return_history else (result, stats)
-        return result
-
-    def batch_chat(
-        self,
-        tokenizer: Any,
-        pixel_values: torch.Tensor | None,
-        questions: list[str],
-        generation_config: GenerationConfig | dict | None = None,
-        num_patches_list: Any = None,
-        history: list | None = None,
-        return_history: bool = False,
-        IMG_START_TOKEN: str = IMG_START_TOKEN,
-        IMG_END_TOKEN: str = IMG_END_TOKEN,
-        IMG_CONTEXT_TOKEN: str = IMG_CONTEXT_TOKEN,
-        verbose: bool = False,
-        image_counts: Any = None,
-        data_flag: Any = None,
-        split_sizes: Any = None,
-        prunevid: dict | None = None,
-        return_stats: bool = False,
-    ):
-        """Answer one question per sample, all samples in one left-padded batch.
-
-        ``split_sizes`` gives the tiles / frames per sample (default: ``num_patches_list``, one image per
-        question); ``num_patches_list`` is flat (one entry per ``<image>`` across the batch) or one list per
-        sample; ``data_flag`` has one entry per sample (default: all images).
-        """
-        if history is not None or return_history:
-            raise ValueError("batch_chat does not support multi-turn history; use chat for each sample")
-        if image_counts is not None:
-            raise ValueError("image_counts is not supported; give split_sizes and one num_patches_list per sample")
-        if not isinstance(questions, (list, tuple)) or not all(isinstance(q, str) for q in questions) or not questions:
-            raise ValueError(f"questions must be a non-empty list of strings, got {type(questions).__name__}")
-        processor = self._chat_processor(tokenizer, (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN))
-        if pixel_values is not None:
-            if split_sizes is None and num_patches_list is None:
-                raise ValueError("batch_chat needs num_patches_list or split_sizes to split pixel_values per question")
-            if split_sizes is None:
-                split_sizes = [sum(p) if isinstance(p, (list, tuple)) else p for p in _listed(num_patches_list)]
-            if data_flag is None:  # one image sample per entry of split_sizes
-                data_flag = [int(DataFlag.IMAGE)] * len(_listed(split_sizes))
-        inputs, _ = processor.chat_inputs(
-            list(questions), self._checked_pixels(pixel_values), None, data_flag, split_sizes, num_patches_list,
-            self.system_message,
-        )
-        responses, stats = self._answer(processor, inputs, generation_config, prunevid, verbose)
-        return (responses, stats) if return_stats else responses
-
-    def _answer(self, processor, inputs, generation_config, prunevid, verbose) -> tuple[list[str], dict]:
-        """generate -> decode for the chat wrappers."""
-        if verbose:
-            for row in processor.tokenizer.batch_decode(inputs["input_ids"], skip_special_tokens=False):
-                logger.info(row.replace(IMG_CONTEXT_TOKEN * max(self.num_image_token, 1), "<IMG_CONTEXT*L>"))
-        device = self.get_input_embeddings().weight.device
-        gen_config, extra = self._chat_generation_config(processor, generation_config)
-        ids, stats = self.generate(
-            **inputs.to(device), generation_config=gen_config, prunevid=prunevid, return_stats=True, **extra
-        )
-        sequences = ids.sequences if hasattr(ids, "sequences") else ids
-        return processor.decode_answers(sequences), stats
-
-    def _checked_pixels(self, pixel_values: Any) -> torch.Tensor | None:
-        if pixel_values is not None:
-            self._check_pixels(pixel_values)
-        return pixel_values
-
-
 def _legacy_quantization_flags(kwargs: dict) -> dict:
     """Map the official scripts' ``load_in_8bit`` / ``load_in_4bit`` (removed in transformers 5) onto
     ``quantization_config``; False / None are accepted and dropped."""
@@ -1255,48 +1139,10 @@ def _listed(value: Any) -> list:
     return value.tolist() if torch.is_tensor(value) else list(value)
 
 
-def _seeded_noise(device: torch.device) -> Callable[[int, tuple], torch.Tensor]:
-    """DPC-kNN tie-break noise from a generator seeded per sample, so a sample gives the same tokens
-    alone or in any batch (upstream draws unseeded global noise)."""
-    generator = torch.Generator().manual_seed(0)
-    return lambda call_index, shape: torch.rand(shape, generator=generator).to(device)
-
-
 def _cache_length(past_key_values: Any) -> int:
     if hasattr(past_key_values, "get_seq_length"):
         return int(past_key_values.get_seq_length())
     return int(past_key_values[0][0].shape[-2]) if past_key_values else 0
-
-
-def _relayout_row(ids: torch.Tensor, context_id: int, counts: list[int]) -> torch.Tensor:
-    """Give the ``<IMG_CONTEXT>`` runs of one prompt row new lengths ``counts``.
-
-    One run per frame (``Frame{i}: <image>`` prompts) takes ``counts[i]`` each; a single run takes their sum.
-    """
-    is_ctx = (ids == context_id).tolist()
-    runs, i = [], 0
-    while i < len(is_ctx):
-        if is_ctx[i]:
-            j = i
-            while j < len(is_ctx) and is_ctx[j]:
-                j += 1
-            runs.append((i, j))
-            i = j
-        else:
-            i += 1
-    if len(runs) == len(counts):
-        lengths = counts
-    elif len(runs) == 1:
-        lengths = [sum(counts)]
-    else:
-        raise ValueError(f"the video prompt has {len(runs)} <IMG_CONTEXT> runs for {len(counts)} frames")
-    pieces, last = [], 0
-    for (start, end), length in zip(runs, lengths):
-        pieces.append(ids[last:start])
-        pieces.append(ids.new_full((int(length),), context_id))
-        last = end
-    pieces.append(ids[last:])
-    return torch.cat(pieces)
 
 
 __all__ = [

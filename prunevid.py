@@ -917,3 +917,153 @@ def pruned_generate(
     if return_stats:
         stats = _stage2_stats(language_model.config, stage2.prefill, stage2.expand, visual_mask, selected_layer, alpha)
     return output, stats
+
+
+# ------------------------------------------------------------------------------------------------
+# Model glue: the per-call accounting, stage 1 over a batch of samples, stage 2 through generate()
+# ------------------------------------------------------------------------------------------------
+
+
+def new_call_stats(layouts: list | None, samples: list[torch.Tensor] | None) -> dict:
+    """The token accounting of one call before pruning (one entry per sample)."""
+    video = 3  # DataFlag.VIDEO (configuration_pvc_internvl); a plain int keeps this module standalone
+    flags = [layout.flag for layout in layouts] if layouts is not None else []
+    tokens = [int(s.shape[0] * s.shape[1]) for s in samples] if samples is not None else []
+    return {
+        "data_flag": flags,
+        "frames": [layout.size if layout.flag == video else 0 for layout in layouts] if layouts is not None else [],
+        "tiles": [layout.size if layout.flag != video else 0 for layout in layouts] if layouts is not None else [],
+        "visual_tokens": tokens,
+        "visual_tokens_after_stage1": list(tokens),
+        "stage1_applied": [False] * len(tokens),
+    }
+
+
+def dense_prefill_flops(llm_config, attention_mask: torch.Tensor) -> list[float]:
+    """Prefill FLOPs of every row without stage 2 (all layers see the whole prompt)."""
+    lengths = attention_mask.sum(dim=1).tolist()
+    return [
+        llm_prefill_flops([int(n)] * llm_config.num_hidden_layers, llm_config.hidden_size, llm_config.intermediate_size)
+        for n in lengths
+    ]
+
+
+def seeded_noise(device: torch.device) -> Callable[[int, tuple], torch.Tensor]:
+    """DPC-kNN tie-break noise from a generator seeded per sample, so a sample gives the same tokens
+    alone or in any batch (upstream draws unseeded global noise)."""
+    generator = torch.Generator().manual_seed(0)
+    return lambda call_index, shape: torch.rand(shape, generator=generator).to(device)
+
+
+def relayout_row(ids: torch.Tensor, context_id: int, counts: list[int]) -> torch.Tensor:
+    """Give the ``<IMG_CONTEXT>`` runs of one prompt row new lengths ``counts``.
+
+    One run per frame (``Frame{i}: <image>`` prompts) takes ``counts[i]`` each; a single run takes their sum.
+    """
+    is_ctx = (ids == context_id).tolist()
+    runs, i = [], 0
+    while i < len(is_ctx):
+        if is_ctx[i]:
+            j = i
+            while j < len(is_ctx) and is_ctx[j]:
+                j += 1
+            runs.append((i, j))
+            i = j
+        else:
+            i += 1
+    if len(runs) == len(counts):
+        lengths = counts
+    elif len(runs) == 1:
+        lengths = [sum(counts)]
+    else:
+        raise ValueError(f"the video prompt has {len(runs)} <IMG_CONTEXT> runs for {len(counts)} frames")
+    pieces, last = [], 0
+    for (start, end), length in zip(runs, lengths):
+        pieces.append(ids[last:start])
+        pieces.append(ids.new_full((int(length),), context_id))
+        last = end
+    pieces.append(ids[last:])
+    return torch.cat(pieces)
+
+
+def _merge_sample(row: int, layout, feats: torch.Tensor, settings, video_repeat_time: int, stats: dict):
+    """Stage 1 on one video sample: (merged tokens ``(n, D)``, tokens per frame slot, stage-2 groups)."""
+    frames = feats.reshape(layout.size, video_repeat_time * feats.shape[1], feats.shape[2])  # (T, L, D)
+    if settings.enable_stage1 and can_merge(layout.size, k=settings.k, temporal_segment_ratio=settings.temporal_segment_ratio):
+        result = merge_video_tokens(
+            frames,
+            tau=settings.tau,
+            temporal_segment_ratio=settings.temporal_segment_ratio,
+            cluster_ratio=settings.cluster_ratio,
+            k=settings.k,
+            min_tokens_to_cluster=settings.min_tokens_to_cluster,
+            noise_fn=seeded_noise(frames.device),
+        )
+        stats["stage1_applied"][row] = True
+        return result.features, result.frame_token_counts, result.group_sizes
+    if settings.enable_stage1:
+        logger.warning(
+            f"PruneVid stage 1 skipped for sample {row}: it has {layout.size} frames, fewer than the "
+            f"{settings.k} it needs (k={settings.k}, temporal_segment_ratio={settings.temporal_segment_ratio})"
+        )
+    counts = [frames.shape[1]] * layout.size
+    return frames.reshape(-1, frames.shape[-1]), counts, list(counts)
+
+
+def apply_stage1(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    layouts: list,
+    samples: list[torch.Tensor],
+    settings,
+    stats: dict,
+    context_id: int,
+    video_repeat_time: int,
+    left_pad: Callable,
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[list[int]]]:
+    """PruneVid stage 1 on every video sample of a batch; re-lays the prompt rows to the merged token counts.
+
+    Samples map to batch rows in order (one sample per row). Returns new ids, mask, per-sample visual tokens
+    (``(n, 1, D)`` after merging) and stage-2 token groups per row (empty for non-video rows).
+    """
+    if len(layouts) != input_ids.shape[0]:
+        raise ValueError(f"PruneVid needs one sample per prompt row: {len(layouts)} samples for {input_ids.shape[0]} rows")
+    rows, new_samples, groups = [], [], []
+    for row, (layout, feats) in enumerate(zip(layouts, samples)):
+        ids = input_ids[row][attention_mask[row].bool()]
+        if layout.flag != 3:  # not a video (DataFlag.VIDEO): kept as it is
+            rows.append(ids)
+            new_samples.append(feats)
+            groups.append([])
+            continue
+        merged, counts, group = _merge_sample(row, layout, feats, settings, video_repeat_time, stats)
+        stats["visual_tokens_after_stage1"][row] = int(merged.shape[0])
+        rows.append(relayout_row(ids, context_id, counts))
+        new_samples.append(merged.unsqueeze(1))
+        groups.append(group)
+    padding = input_ids[~attention_mask.bool()]  # any row's padding: row 0 may be the longest prompt
+    pad_id = int(padding[0]) if padding.numel() else 0
+    new_ids, new_mask = left_pad(rows, pad_id)
+    return new_ids.to(input_ids.device), new_mask.to(attention_mask.device), new_samples, groups
+
+
+def generate_stage2(language_model, embeds, attention_mask, visual_mask, groups, settings, gen_config, model_kwargs, stats):
+    """PruneVid stage 2 for the rows with groups (image rows are not pruned); fills the stage-2 accounting."""
+    pruned_rows = torch.tensor([bool(g) for g in groups], device=visual_mask.device)
+    output, stage2 = pruned_generate(
+        language_model,
+        embeds,
+        attention_mask,
+        visual_mask=visual_mask & pruned_rows[:, None],
+        group_sizes=groups,
+        selected_layer=settings.selected_layer,
+        alpha=settings.alpha,
+        generation_config=gen_config,
+        **model_kwargs,
+    )
+    stats["visual_tokens_after_stage2"] = [
+        int(kept) if group else int(before)
+        for kept, before, group in zip(stage2["visual_tokens_kept"], stats["visual_tokens_after_stage1"], groups)
+    ]
+    stats["prefill_flops"] = [float(f) for f in stage2["prefill_flops"]]
+    return output

@@ -64,6 +64,7 @@ def demo_settings() -> dict[str, Any]:
         image_repeat_time=4,
         video_repeat_time=1,
         img_context_token_id=tiny_tokenizer.IMG_CONTEXT_ID,
+        prunevid=dict(selected_layer=1),  # the paper's layer 10 does not exist in a 2-layer LLM; still off
     )
 
 
