@@ -68,7 +68,7 @@ def main() -> None:
     if "golden" in job:
         out["golden"] = golden(model, Path(job["golden"]))
     if "tokenizer_texts" in job or "chat" in job:
-        tokenizer = AutoTokenizer.from_pretrained(dst)
+        tokenizer = AutoTokenizer.from_pretrained(dst, trust_remote_code=True)
         out["tokenizer_ids"] = [tokenizer(text).input_ids for text in job.get("tokenizer_texts", [])]
     if job.get("processor"):
         processor = AutoProcessor.from_pretrained(dst, trust_remote_code=True)

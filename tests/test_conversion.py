@@ -750,3 +750,19 @@ def test_demo_checkpoint_loads_with_auto_classes_and_chats(tmp_path):
     run = subprocess.run([sys.executable, "card.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip()  # the random model's answers (they may hold newlines)
+
+
+def test_tokenizer_config_written_by_transformers5_is_made_readable_by_4(tmp_path):
+    """transformers 5 writes TokenizersBackend and a list-form extra_special_tokens; 4.57 reads neither."""
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "TokenizersBackend", "backend": "tokenizers", "eos_token": "</s>",
+        "additional_special_tokens": ["<img>"], "extra_special_tokens": ["<img>", "<IMG_CONTEXT>"],
+    }))
+    changes = writer.make_tokenizer_config_portable(tmp_path)
+    assert changes == ["tokenizer_class TokenizersBackend -> PreTrainedTokenizerFast",
+                       "2 list-form extra_special_tokens -> additional_special_tokens"]
+    assert json.loads((tmp_path / "tokenizer_config.json").read_text()) == {
+        "tokenizer_class": "PreTrainedTokenizerFast", "backend": "tokenizers", "eos_token": "</s>",
+        "additional_special_tokens": ["<img>", "<IMG_CONTEXT>"],
+    }
+    assert writer.make_tokenizer_config_portable(tmp_path) == []  # already portable: unchanged
