@@ -205,6 +205,9 @@ def test_settable_system_message(model, tokenizer, processor, media):
     try:
         model.system_message = "Be brief."
         assert model.chat(tokenizer, inputs["pixel_values"], "describe", dict(GEN)) == native
+        brief, _ = processor.chat_inputs(["describe"], inputs["pixel_values"], system_message=model.system_message)
     finally:
         model.system_message = default
-    assert model.chat(tokenizer, inputs["pixel_values"], "describe", dict(GEN)) != native or True
+    assert torch.equal(brief["input_ids"], inputs["input_ids"])  # chat() renders the system message it is given
+    plain, _ = processor.chat_inputs(["describe"], inputs["pixel_values"], system_message=model.system_message)
+    assert plain["input_ids"].shape != inputs["input_ids"].shape or not torch.equal(plain["input_ids"], inputs["input_ids"])
