@@ -138,8 +138,9 @@ def test_full_size_token_counts(tmp_path):
     assert config.tokens_per_tile(1) == 64 * config.image_repeat_time == 256
     internvl2 = PVCInternVLConfig.from_dict({**config.to_dict(), "use_temporal": False, "downsample_ratio": 0.5, "image_repeat_time": 1})
     assert internvl2.num_image_token == 256 and internvl2.tokens_per_tile(1) == 256 and internvl2.tokens_per_tile(3) == 256
-    with torch.device("meta"):
+    with torch.device("meta"):  # the full-size model builds without touching data (no .item() in __init__)
         model = PVCInternVLChatModel(config)
+    assert model.mlp1[1].weight.is_meta and model.mlp1[1].weight.shape == (4096, 1024 * 16)
     processor = PVCInternVLProcessor.from_model_config(make_tiny_tokenizer(tmp_path), config)
     video_prompt = "".join(f"Frame{i + 1}: <image>\n" for i in range(64)) + "What happens?"
     layout = sample_layouts(64, [3], [64], [[1] * 64])[0]

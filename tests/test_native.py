@@ -12,7 +12,7 @@ from transformers import GenerationConfig
 from pvc_internvl.conversation import TEMPLATES
 from pvc_internvl.processing import PVCInternVLProcessor
 from tests.test_remote_loading import write_video
-from tests.tiny import IMAGE_SIZE, tiny_model
+from tests.tiny import tiny_model
 from tests.tokenizer_utils import IM_END_ID, make_tiny_tokenizer
 
 GEN = dict(max_new_tokens=4, do_sample=False)

@@ -9,7 +9,6 @@ import itertools
 import json
 import math
 import random
-from pathlib import Path
 
 import pytest
 import torch

@@ -16,7 +16,7 @@ from pvc_internvl.modeling_pvc_internvl import PVCInternVLChatModel
 from pvc_internvl.processing import PVCInternVLProcessor
 from tests.chat_all import run_all
 from tests.conftest import ROOT
-from tests.tiny import IMAGE_SIZE, tiny_model
+from tests.tiny import tiny_model
 from tests.tokenizer_utils import IM_END_ID, make_tiny_tokenizer
 
 AUTO_MAP = {
