@@ -31,6 +31,10 @@ class SampleLayout:
     size: int  # tiles / frames of the sample
     image_tiles: tuple[int, ...]  # tiles per <image> (images) or (1,) * frames (video)
 
+    @property
+    def is_video(self) -> bool:
+        return self.flag == DataFlag.VIDEO
+
 
 def _as_list(value: Any, name: str) -> list:
     """A flat Python list from a list / tuple / tensor / numpy array (``ValueError`` for anything else)."""

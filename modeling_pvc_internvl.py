@@ -1005,8 +1005,18 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
         """
         if input_ids is None:
             raise ValueError("generate needs input_ids (use PVCInternVLProcessor or processor.apply_chat_template)")
+        if not torch.is_tensor(input_ids) or input_ids.ndim != 2 or input_ids.is_floating_point():
+            raise ValueError(
+                f"input_ids must be an integer tensor (batch, length), got "
+                f"{tuple(input_ids.shape) if torch.is_tensor(input_ids) else type(input_ids).__name__}"
+            )
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        if not torch.is_tensor(attention_mask) or attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"attention_mask must be a tensor of the shape of input_ids {tuple(input_ids.shape)}, got "
+                f"{tuple(attention_mask.shape) if torch.is_tensor(attention_mask) else type(attention_mask).__name__}"
+            )
         if pixel_values is not None and visual_features is not None:
             raise ValueError("give pixel_values or precomputed visual_features, not both")
         gen_config, model_kwargs = self._generation_config(generation_config, kwargs)
@@ -1054,6 +1064,8 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
     def _generation_config(self, generation_config: Any, kwargs: dict) -> tuple[GenerationConfig, dict]:
         """The call's ``GenerationConfig`` (model defaults < ``generation_config`` < keyword arguments) and the
         remaining keyword arguments (``streamer``, ``stopping_criteria``, ...), which are not generation settings."""
+        for values in (generation_config if isinstance(generation_config, dict) else {}, kwargs):
+            _check_lengths(values)  # before GenerationConfig.update, which compares them with ints
         merged = copy.deepcopy(self.generation_config)
         model_kwargs: dict = {}
         if isinstance(generation_config, GenerationConfig):
@@ -1132,6 +1144,14 @@ def _untied_missing_keys(model: nn.Module, missing: Any) -> list[str]:
     params = dict(model.named_parameters(remove_duplicate=False))
     loaded = {id(param) for name, param in params.items() if name not in missing}
     return [name for name in missing if name not in params or id(params[name]) not in loaded]
+
+
+def _check_lengths(values: dict) -> None:
+    """``max_new_tokens`` / ``max_length`` must be positive integers (None leaves the default)."""
+    for name in ("max_new_tokens", "max_length"):
+        value = values.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _listed(value: Any) -> list:

@@ -415,7 +415,9 @@ class PVCInternVLProcessor(ProcessorMixin):
         ``{"type": "video", "path" | "video": ..., "num_frames": n}`` (n defaults to ``num_frames`` or
         ``num_segments``). Text typed by the user may not contain control or image tokens.
         """
-        batched = bool(conversation) and isinstance(conversation[0], (list, tuple))
+        if not isinstance(conversation, (list, tuple)) or not conversation:
+            raise ValueError("apply_chat_template needs a non-empty list of messages (or a list of such lists)")
+        batched = isinstance(conversation[0], (list, tuple))
         conversations = [list(c) for c in conversation] if batched else [list(conversation)]
         media = [_conversation_media(c, self.check_user_text) for c in conversations]
         rendered = [

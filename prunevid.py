@@ -926,13 +926,12 @@ def pruned_generate(
 
 def new_call_stats(layouts: list | None, samples: list[torch.Tensor] | None) -> dict:
     """The token accounting of one call before pruning (one entry per sample)."""
-    video = 3  # DataFlag.VIDEO (configuration_pvc_internvl); a plain int keeps this module standalone
-    flags = [layout.flag for layout in layouts] if layouts is not None else []
+    layouts = layouts or []
     tokens = [int(s.shape[0] * s.shape[1]) for s in samples] if samples is not None else []
     return {
-        "data_flag": flags,
-        "frames": [layout.size if layout.flag == video else 0 for layout in layouts] if layouts is not None else [],
-        "tiles": [layout.size if layout.flag != video else 0 for layout in layouts] if layouts is not None else [],
+        "data_flag": [layout.flag for layout in layouts],
+        "frames": [layout.size if layout.is_video else 0 for layout in layouts],
+        "tiles": [layout.size if not layout.is_video else 0 for layout in layouts],
         "visual_tokens": tokens,
         "visual_tokens_after_stage1": list(tokens),
         "stage1_applied": [False] * len(tokens),
@@ -1031,7 +1030,7 @@ def apply_stage1(
     rows, new_samples, groups = [], [], []
     for row, (layout, feats) in enumerate(zip(layouts, samples)):
         ids = input_ids[row][attention_mask[row].bool()]
-        if layout.flag != 3:  # not a video (DataFlag.VIDEO): kept as it is
+        if not layout.is_video:  # image samples are not pruned
             rows.append(ids)
             new_samples.append(feats)
             groups.append([])

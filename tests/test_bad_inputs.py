@@ -110,6 +110,12 @@ CASES = [
     ("layout without pixels", lambda c: c.model.generate(input_ids=context_prompt(2), data_flag=[1]), ValueError, "without pixel_values"),
     ("context count", lambda c: c.model.generate(pixel_values=c.pv[:1], input_ids=context_prompt(5)), ValueError, "5 <IMG_CONTEXT> tokens but pixel_values give 16"),
     ("unknown generate option", lambda c: c.model.generate(input_ids=context_prompt(0), max_new_tokens=1, foo_bar=1), ValueError, "foo_bar"),
+    ("input_ids list", lambda c: c.model.generate(input_ids=[[1, 2]]), ValueError, "input_ids must be an integer tensor (batch, length), got list"),
+    ("input_ids 1-d", lambda c: c.model.generate(input_ids=torch.tensor([1, 2])), ValueError, "got (2,)"),
+    ("attention_mask shape", lambda c: c.model.generate(input_ids=context_prompt(0), attention_mask=torch.ones(1, 5)), ValueError, "attention_mask must be a tensor of the shape of input_ids (1, 1)"),
+    ("max_new_tokens str", lambda c: chat(c, generation_config=dict(max_new_tokens="10")), ValueError, "max_new_tokens must be a positive integer, got '10'"),
+    ("template empty", lambda c: c.proc.apply_chat_template([]), ValueError, "non-empty list of messages"),
+    ("template str", lambda c: c.proc.apply_chat_template("hello"), ValueError, "non-empty list of messages"),
     ("bad generation_config type", lambda c: c.model.generate(input_ids=context_prompt(0), generation_config=3), ValueError, "GenerationConfig or a dict"),
     # processor
     ("processor text int", lambda c: c.proc(5), ValueError, "text[0] must be a string"),
