@@ -1003,20 +1003,7 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
             prunevid: per-call overrides of ``config.prunevid`` (e.g. ``{"enabled": True}``).
             return_stats: also return the token / FLOPs accounting of this call.
         """
-        if input_ids is None:
-            raise ValueError("generate needs input_ids (use PVCInternVLProcessor or processor.apply_chat_template)")
-        if not torch.is_tensor(input_ids) or input_ids.ndim != 2 or input_ids.is_floating_point():
-            raise ValueError(
-                f"input_ids must be an integer tensor (batch, length), got "
-                f"{tuple(input_ids.shape) if torch.is_tensor(input_ids) else type(input_ids).__name__}"
-            )
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if not torch.is_tensor(attention_mask) or attention_mask.shape != input_ids.shape:
-            raise ValueError(
-                f"attention_mask must be a tensor of the shape of input_ids {tuple(input_ids.shape)}, got "
-                f"{tuple(attention_mask.shape) if torch.is_tensor(attention_mask) else type(attention_mask).__name__}"
-            )
+        attention_mask = _checked_prompt(input_ids, attention_mask)
         if pixel_values is not None and visual_features is not None:
             raise ValueError("give pixel_values or precomputed visual_features, not both")
         gen_config, model_kwargs = self._generation_config(generation_config, kwargs)
@@ -1144,6 +1131,21 @@ def _untied_missing_keys(model: nn.Module, missing: Any) -> list[str]:
     params = dict(model.named_parameters(remove_duplicate=False))
     loaded = {id(param) for name, param in params.items() if name not in missing}
     return [name for name in missing if name not in params or id(params[name]) not in loaded]
+
+
+def _checked_prompt(input_ids: Any, attention_mask: Any) -> torch.Tensor:
+    """``input_ids`` must be an integer ``(B, T)`` tensor; returns the attention mask (all ones when None)."""
+    if input_ids is None:
+        raise ValueError("generate needs input_ids (use PVCInternVLProcessor or processor.apply_chat_template)")
+    if not torch.is_tensor(input_ids) or input_ids.ndim != 2 or input_ids.is_floating_point():
+        shape = tuple(input_ids.shape) if torch.is_tensor(input_ids) else type(input_ids).__name__
+        raise ValueError(f"input_ids must be an integer tensor (batch, length), got {shape}")
+    if attention_mask is None:
+        return torch.ones_like(input_ids)
+    if not torch.is_tensor(attention_mask) or attention_mask.shape != input_ids.shape:
+        shape = tuple(attention_mask.shape) if torch.is_tensor(attention_mask) else type(attention_mask).__name__
+        raise ValueError(f"attention_mask must be a tensor of the shape of input_ids {tuple(input_ids.shape)}, got {shape}")
+    return attention_mask
 
 
 def _check_lengths(values: dict) -> None:
