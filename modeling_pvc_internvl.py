@@ -22,7 +22,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutput, CausalLMOutputWithPast
 from transformers.utils import logging
 
-from .prunevid import apply_stage1, dense_prefill_flops, generate_stage2, new_call_stats
+from .prunevid import CACHE_ARG, apply_stage1, dense_prefill_flops, generate_stage2, new_call_stats
 from .configuration_pvc_internvl import DataFlag, PruneVidConfig, PVCInternVisionConfig, PVCInternVLConfig
 from .conversation import IMG_CONTEXT_TOKEN, IMG_END_TOKEN, IMG_START_TOKEN, get_template
 from .layout import SampleLayout, check_pixel_values, left_pad, sample_layouts
@@ -705,7 +705,7 @@ class PVCInternVLChatMixin:
             **inputs.to(device), generation_config=gen_config, prunevid=prunevid, return_stats=True, **extra
         )
         sequences = ids.sequences if hasattr(ids, "sequences") else ids
-        return processor.decode_answers(sequences), stats
+        return processor.decode_answers(sequences[:, inputs["input_ids"].shape[1] :]), stats
 
     def _checked_pixels(self, pixel_values: Any) -> torch.Tensor | None:
         if pixel_values is not None:
@@ -945,18 +945,18 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
                         pixel_values = pixel_values[keep.to(pixel_values.device)]
                 visual = self.extract_feature(pixel_values, data_flag, split_sizes, num_patches_list)
                 inputs_embeds = self.merge_visual_tokens(input_ids, inputs_embeds, visual.reshape(-1, visual.shape[-1]))
-        if past_key_values is None or _cache_length(past_key_values) == 0:
+        cache = _one_cache(past_key_values, kwargs)
+        if cache is None or _cache_length(cache) == 0:
             self._reset_dynamic_rope()
+        flags = {"use_cache": use_cache, "output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
         outputs = self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             labels=labels,
-            use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
             return_dict=True,
+            **{CACHE_ARG: cache},
+            **{name: value for name, value in flags.items() if value is not None},  # None: the config decides
             **kwargs,
         )
         if return_dict is False:
@@ -964,9 +964,9 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
         return CausalLMOutputWithPast(
             loss=outputs.loss,
             logits=outputs.logits,
-            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+            **{CACHE_ARG: getattr(outputs, CACHE_ARG)},
         )
 
     # ------------------------------------------------------------------------------ generation
@@ -988,13 +988,18 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
         return_stats: bool = False,
         **kwargs,
     ):
-        """Generate answers for prompts whose ``<IMG_CONTEXT>`` runs take the visual tokens (the result holds
-        only the new tokens, as in InternVL2).
+        """Generate answers for prompts whose ``<IMG_CONTEXT>`` runs take the visual tokens.
+
+        Returns what ``GenerationMixin.generate`` returns for ``input_ids``: every row is its prompt followed by
+        its new ids (``(B * num_return_sequences, T + new)``; ``.sequences`` of the output with
+        ``return_dict_in_generate``), so ``output[:, input_ids.shape[1]:]`` is the answer. With PruneVid stage 1
+        the prompt part is the caller's ``input_ids``, not the shortened prompt the LLM saw.
 
         The defaults come from ``self.generation_config`` (``generation_config.json`` of the checkpoint: stop
         ids, pad id); ``generation_config`` (a ``GenerationConfig`` or a dict) and keyword arguments override
-        them. Keyword arguments that are not generation settings (``streamer``, ``stopping_criteria``, ...) go
-        to ``GenerationMixin.generate`` of the language model, which refuses unknown ones.
+        them, except ``eos_token_id``, which adds to the checkpoint's stop ids (the end of the assistant turn
+        always stops; ``eos_token_id=None`` switches stop ids off). Keyword arguments that are not generation settings (``streamer``, ``stopping_criteria``,
+        ...) go to ``GenerationMixin.generate`` of the language model, which refuses unknown ones.
 
         Args:
             pixel_values: ``(num_tiles, 3, S, S)`` float; ``visual_features`` ``(blocks, L, D)`` may replace it.
@@ -1004,6 +1009,7 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
             return_stats: also return the token / FLOPs accounting of this call.
         """
         attention_mask = _checked_prompt(input_ids, attention_mask)
+        prompt_ids = input_ids
         if pixel_values is not None and visual_features is not None:
             raise ValueError("give pixel_values or precomputed visual_features, not both")
         gen_config, model_kwargs = self._generation_config(generation_config, kwargs)
@@ -1046,6 +1052,7 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
             )
             stats["visual_tokens_after_stage2"] = list(stats["visual_tokens_after_stage1"])
             stats["prefill_flops"] = dense_prefill_flops(self.config.llm_config, attention_mask)
+        output = _after_prompt(output, prompt_ids)
         return (output, stats) if return_stats else output
 
     def _generation_config(self, generation_config: Any, kwargs: dict) -> tuple[GenerationConfig, dict]:
@@ -1065,6 +1072,9 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
             )
         model_kwargs.update(merged.update(**kwargs))
         model_kwargs.pop("transformers_version", None)
+        if merged.eos_token_id is not None:  # a caller's stop ids add to the checkpoint's; None means no stop ids
+            stops = _id_list(self.generation_config.eos_token_id)
+            merged.eos_token_id = stops + [i for i in _id_list(merged.eos_token_id) if i not in stops]
         merged.validate()
         return merged, model_kwargs
 
@@ -1156,9 +1166,38 @@ def _check_lengths(values: dict) -> None:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
+def _after_prompt(output: Any, prompt_ids: torch.Tensor) -> Any:
+    """New ids ``(R, N)`` (or an output whose ``.sequences`` they are) -> prompt + new ids, as ``GenerationMixin``
+    returns them for ``input_ids``; the ``R / B`` sequences of a prompt (beams, samples) follow each other."""
+    sequences = output.sequences if hasattr(output, "sequences") else output
+    prompt = prompt_ids.to(sequences.device).repeat_interleave(sequences.shape[0] // prompt_ids.shape[0], dim=0)
+    full = torch.cat([prompt, sequences], dim=1)
+    if hasattr(output, "sequences"):
+        output.sequences = full
+        return output
+    return full
+
+
+def _id_list(ids: Any) -> list[int]:
+    """``eos_token_id`` as a list: None -> [], an int -> [it], a list or tensor -> its ids."""
+    if ids is None:
+        return []
+    if torch.is_tensor(ids):
+        return [int(i) for i in ids.reshape(-1).tolist()]
+    return [int(i) for i in ids] if isinstance(ids, (list, tuple)) else [int(ids)]
+
+
 def _listed(value: Any) -> list:
     """A list from a list / tuple / tensor (``batch_chat``'s ``num_patches_list``)."""
     return value.tolist() if torch.is_tensor(value) else list(value)
+
+
+def _one_cache(past_key_values: Any, kwargs: dict) -> Any:
+    """The KV cache of a ``forward`` call, given as ``past_key_values`` or (transformers >= 5.24) ``cache``."""
+    cache = kwargs.pop("cache", None)
+    if cache is not None and past_key_values is not None:
+        raise ValueError("give the KV cache as cache or as past_key_values, not both")
+    return cache if cache is not None else past_key_values
 
 
 def _cache_length(past_key_values: Any) -> int:

@@ -459,10 +459,9 @@ class PVCInternVLProcessor(ProcessorMixin):
         return [text.strip() for text in self.tokenizer.batch_decode(rows, skip_special_tokens=True)]
 
     def post_process_image_text_to_text(self, generated_outputs, skip_special_tokens: bool = True, **kwargs):
-        """Decoding used by the ``image-text-to-text`` pipeline."""
-        if skip_special_tokens:
-            return self.decode_answers(generated_outputs)
-        return self.tokenizer.batch_decode(generated_outputs, skip_special_tokens=False, **kwargs)
+        """Decoding used by the ``image-text-to-text`` pipeline: prompt + answer ids -> text (the pipeline removes
+        the decoded prompt itself)."""
+        return self.tokenizer.batch_decode(generated_outputs, skip_special_tokens=skip_special_tokens, **kwargs)
 
     def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs: Any):
         """`ProcessorMixin.save_pretrained` (writes processing.py, processor_config.json with `auto_map` and the

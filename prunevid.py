@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache
 from transformers.generation import GenerateBeamDecoderOnlyOutput, GenerateDecoderOnlyOutput, GenerationConfig
 from transformers.generation.configuration_utils import GenerationMode
+from transformers.generation.utils import GenerationMixin
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import logging
@@ -36,6 +37,23 @@ from transformers.utils import logging
 logger = logging.get_logger(__name__)
 
 DENSITY_NOISE_SCALE = 1e-6  # tie-break noise added to the DPC density (official value)
+
+
+def _cache_argument() -> str:
+    """The keyword that carries the KV cache between `generate`, the models' `forward` and their decoder layers:
+    `cache` from transformers 5.24 on, `past_key_values` before. Read once from the signature of generate's
+    input preparation (a public override point); an installed version that has neither is refused at import."""
+    parameters = inspect.signature(GenerationMixin.prepare_inputs_for_generation).parameters
+    for name in ("cache", "past_key_values"):
+        if name in parameters:
+            return name
+    raise ImportError(
+        "this transformers version names the generation cache neither `cache` nor `past_key_values` in "
+        "GenerationMixin.prepare_inputs_for_generation; PVC-InternVL supports transformers>=4.57,<6"
+    )
+
+
+CACHE_ARG = _cache_argument()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -629,7 +647,8 @@ _MASK_PARAMETERS = frozenset(inspect.signature(create_causal_mask).parameters)
 def _causal_mask(config, embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor):
     """The native causal mask for a fresh (cache-less) pass over `embeds [B, S, D]`, on any
     transformers version (v5 names the argument `inputs_embeds`; v4.5x `input_embeds` + `cache_position`)."""
-    kwargs = dict(config=config, attention_mask=attention_mask, past_key_values=None, position_ids=position_ids)
+    kwargs = dict(config=config, attention_mask=attention_mask, position_ids=position_ids)
+    kwargs[CACHE_ARG] = None
     kwargs["inputs_embeds" if "inputs_embeds" in _MASK_PARAMETERS else "input_embeds"] = embeds
     if "cache_position" in _MASK_PARAMETERS:
         kwargs["cache_position"] = torch.arange(embeds.shape[1], device=embeds.device)
@@ -686,8 +705,8 @@ def _pruned_prefill(
             query_mask = real & ~visual_mask & after
             scores = text_to_visual_scores(q, k, visual_mask, query_mask, key_mask=real)
         hidden = layer(
-            hidden, attention_mask=mask, position_ids=position_ids, past_key_values=cache, use_cache=True,
-            position_embeddings=pos_emb,
+            hidden, attention_mask=mask, position_ids=position_ids, use_cache=True, position_embeddings=pos_emb,
+            **{CACHE_ARG: cache},
         )
 
     index_lists = _row_index_lists(visual_mask, real, group_sizes, scores, alpha)
@@ -702,8 +721,8 @@ def _pruned_prefill(
         # position_ids=None: gapped ids would look like packed sequences to flash-attention; RoPE comes
         # from position_embeddings, computed from the real (gapped) ids.
         hidden = layer(
-            hidden, attention_mask=mask, position_ids=None, past_key_values=cache, use_cache=True,
-            position_embeddings=pos_emb,
+            hidden, attention_mask=mask, position_ids=None, use_cache=True, position_embeddings=pos_emb,
+            **{CACHE_ARG: cache},
         )
     logits = lm.lm_head(model.norm(hidden[:, -1:]))[:, -1]
     return _Prefill(logits, pruned_mask, index_lists, real.sum(dim=-1))
@@ -726,13 +745,15 @@ class _PrunedForward:
         self.prefill: _Prefill | None = None
         self.expand = 1
 
-    def __call__(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
-                 inputs_embeds=None, **kwargs):
-        if not isinstance(past_key_values, DynamicCache):
-            raise RuntimeError("PruneVid stage 2: generate did not pass the pruned DynamicCache to the model")
+    def __call__(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, **kwargs):
+        cache = kwargs.pop(CACHE_ARG, None)
+        if not isinstance(cache, DynamicCache):
+            raise RuntimeError(
+                f"PruneVid stage 2: generate did not pass the pruned DynamicCache to the model as `{CACHE_ARG}`"
+            )
         if self.prefill is None:
-            return self._prefill(inputs_embeds, attention_mask, past_key_values)
-        return self._decode(input_ids, inputs_embeds, past_key_values, kwargs)
+            return self._prefill(inputs_embeds, attention_mask, cache)
+        return self._decode(input_ids, inputs_embeds, cache, kwargs)
 
     def _prefill(self, embeds: torch.Tensor, attention_mask: torch.Tensor | None, cache: DynamicCache):
         if embeds is None or cache.get_seq_length() != 0:
@@ -746,7 +767,7 @@ class _PrunedForward:
         self.prefill = _pruned_prefill(
             self.lm, embeds, attention_mask.to(embeds.device), visual, groups, self.selected_layer, self.alpha, cache
         )
-        return CausalLMOutputWithPast(logits=self.prefill.logits[:, None], past_key_values=cache)
+        return CausalLMOutputWithPast(logits=self.prefill.logits[:, None], **{CACHE_ARG: cache})
 
     def _decode(self, input_ids, inputs_embeds, cache: DynamicCache, kwargs: dict):
         new = input_ids if input_ids is not None else inputs_embeds
@@ -761,12 +782,12 @@ class _PrunedForward:
             kwargs["cache_position"] = torch.arange(cached, cached + steps, device=new.device)
         return self.__wrapped__(
             input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=positions,
-            past_key_values=cache, **kwargs,
+            **{CACHE_ARG: cache}, **kwargs,
         )
 
 
 # Options that would make generate call the model in ways a pruned cache cannot serve.
-_REFUSED_GENERATE_KWARGS = ("past_key_values", "assistant_model", "custom_generate", "prefill_chunk_size")
+_REFUSED_GENERATE_KWARGS = ("cache", "past_key_values", "assistant_model", "custom_generate", "prefill_chunk_size")
 # Generation settings that select a decoding mode other than greedy / sampling / beams.
 _MODE_OPTIONS = (
     "prompt_lookup_num_tokens", "assistant_early_exit", "penalty_alpha", "dola_layers", "num_beam_groups",
@@ -774,8 +795,10 @@ _MODE_OPTIONS = (
 )
 
 
-def _check_generation_options(lm: torch.nn.Module, generation_config, kwargs: dict) -> None:
-    """Raise `ValueError` naming any generation option that stage 2 cannot honour."""
+def _merged_generation_options(lm: torch.nn.Module, generation_config, kwargs: dict) -> tuple[GenerationConfig, dict]:
+    """One `GenerationConfig` for the call (`generation_config` or the model's, updated with the generation
+    settings among `kwargs`) and the other keyword arguments (`streamer`, `logits_processor`, ...), so that
+    `generate` gets each setting once. Raises `ValueError` naming any option that stage 2 cannot honour."""
     if generation_config is not None and not isinstance(generation_config, GenerationConfig):
         raise ValueError(
             f"generation_config must be a transformers.GenerationConfig or None, got {type(generation_config).__name__}"
@@ -784,7 +807,13 @@ def _check_generation_options(lm: torch.nn.Module, generation_config, kwargs: di
         if kwargs.get(name) is not None:
             raise ValueError(f"PruneVid stage 2 does not support the generation option {name}; leave it unset")
     config = copy.deepcopy(generation_config if generation_config is not None else lm.generation_config)
-    config.update(**kwargs)
+    others = config.update(**kwargs)
+    _check_generation_mode(config)
+    return config, others
+
+
+def _check_generation_mode(config: GenerationConfig) -> None:
+    """Raise `ValueError` naming a setting of `config` that selects a mode stage 2 cannot run."""
     checks = (
         ("use_cache", config.use_cache is False, "True (stage 2 decodes from its pruned cache)"),
         ("cache_implementation", config.cache_implementation is not None, "None (stage 2 uses a dynamic cache)"),
@@ -904,14 +933,14 @@ def pruned_generate(
         `prefill_len_pruned`, `prefill_flops`, `prefill_flops_unpruned`, plus `selected_layer` and `alpha`.
     """
     _check_stage2_inputs(language_model, inputs_embeds, attention_mask, visual_mask, group_sizes, selected_layer, alpha)
-    _check_generation_options(language_model, generation_config, kwargs)
+    generation_config, others = _merged_generation_options(language_model, generation_config, kwargs)
     visual_mask = visual_mask.bool() & attention_mask.bool()
     stage2 = _PrunedForward(language_model, visual_mask, group_sizes, selected_layer, alpha)
     model = copy.copy(language_model)  # shares every module and parameter; only `forward` differs
     model.forward = stage2
     output = model.generate(
         inputs_embeds=inputs_embeds, attention_mask=attention_mask, generation_config=generation_config,
-        past_key_values=DynamicCache(), **kwargs,
+        **{CACHE_ARG: DynamicCache()}, **others,
     )
     stats: dict = {}
     if return_stats:

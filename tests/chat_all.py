@@ -44,7 +44,7 @@ def run_all(model, tokenizer, processor, media):
         if pixel_values is not None:
             layout = dict(data_flag=inputs["data_flag"], num_patches_list=inputs["num_patches_list"][0])
         out[kind] = model.chat(tokenizer, pixel_values, chat_question(kind, inputs), dict(GEN), **layout)
-        out[kind + "_native_text"] = processor.decode_answers(ids)[0]
+        out[kind + "_native_text"] = processor.decode_answers(ids[:, inputs["input_ids"].shape[1]:])[0]
         out[kind + "_tiles"] = inputs["num_patches_list"][0] if pixel_values is not None else []
     image = processor.apply_chat_template(messages_for("image", media), add_generation_prompt=True, tokenize=True,
                                           return_dict=True)
@@ -53,7 +53,8 @@ def run_all(model, tokenizer, processor, media):
     batch = processor.apply_chat_template([messages_for("image", media), messages_for("video", media)],
                                           add_generation_prompt=True, tokenize=True, return_dict=True)
     batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
-    out["batch_native"] = processor.decode_answers(model.generate(**batch.to(model.device), **GEN))
+    prompt_length = batch["input_ids"].shape[1]
+    out["batch_native"] = processor.decode_answers(model.generate(**batch.to(model.device), **GEN)[:, prompt_length:])
     out["batch"] = model.batch_chat(
         tokenizer, batch["pixel_values"], [chat_question("image", image), chat_question("video", video)], dict(GEN),
         num_patches_list=batch["num_patches_list"], data_flag=batch["data_flag"], split_sizes=batch["split_sizes"],

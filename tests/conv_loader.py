@@ -39,14 +39,14 @@ def golden(model, folder: Path) -> dict:
         if "generated_ids" in tensors:
             common = dict(max_new_tokens=8, do_sample=False, eos_token_id=154, pad_token_id=2)
             out["generated_ids"] = model.generate(pixel_values=tensors["pixel_values"], input_ids=tensors["input_ids"],
-                                                  attention_mask=tensors["attention_mask"], **common).tolist()
+                                                  attention_mask=tensors["attention_mask"], **common)[:, tensors["input_ids"].shape[1]:].tolist()
             per_row = (tensors["batch_input_ids"] == model.config.img_context_token_id).sum(1)
             split_sizes = (per_row // model.config.num_image_token).tolist()
             out["batch_split_sizes"] = split_sizes
             out["batch_generated_ids"] = model.generate(
                 pixel_values=tensors["batch_pixel_values"], input_ids=tensors["batch_input_ids"],
                 attention_mask=tensors["batch_attention_mask"], data_flag=[1] * len(split_sizes),
-                split_sizes=split_sizes, **common).tolist()
+                split_sizes=split_sizes, **common)[:, tensors["batch_input_ids"].shape[1]:].tolist()
     return out
 
 

@@ -702,7 +702,7 @@ messages = [{"role": "user", "content": [{"type": "image", "path": "examples/ima
 inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
                                        return_tensors="pt")
 ids = model.generate(**inputs, max_new_tokens=6, do_sample=False)
-json.dump({"answer": answer, "generated": ids.tolist(), "decoded": tokenizer.decode(ids[0], skip_special_tokens=True),
+json.dump({"answer": answer, "generated": ids.tolist(), "decoded": tokenizer.decode(ids[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True),
            "tiles": pixel_values.shape[0], "context": int((inputs["input_ids"] == 7).sum()),
            "eos": model.generation_config.eos_token_id, "classes": [type(x).__name__ for x in (model, processor)]},
           open("out.json", "w"))

@@ -106,7 +106,8 @@ def test_generate_on_chat_template_inputs_equals_chat(model, tokenizer, processo
         layout = dict(data_flag=inputs["data_flag"], num_patches_list=inputs["num_patches_list"][0])
     answer, stats = model.chat(tokenizer, inputs.get("pixel_values"), chat_question(kind, "what happens"), dict(GEN),
                                prunevid=prunevid, return_stats=True, **layout)
-    assert processor.decode_answers(native) == [answer]
+    assert torch.equal(native[:, : inputs["input_ids"].shape[1]], inputs["input_ids"])  # prompt + new ids
+    assert processor.decode_answers(native[:, inputs["input_ids"].shape[1]:]) == [answer]
     if prunevid and kind == "video":
         assert stats["visual_tokens_after_stage2"][0] < stats["visual_tokens"][0]
 
@@ -118,7 +119,9 @@ def test_left_padded_mixed_batch_equals_batch_chat_and_single_chats(model, token
              conversation("video", media, "why")]
     batch = processor.apply_chat_template(convs, add_generation_prompt=True, tokenize=True, return_dict=True)
     assert batch["attention_mask"][1].eq(0).any() and batch["attention_mask"][0].all()
-    native = processor.decode_answers(model.generate(**batch, prunevid=prunevid, **GEN))
+    output = model.generate(**batch, prunevid=prunevid, **GEN)
+    assert torch.equal(output[:, : batch["input_ids"].shape[1]], batch["input_ids"])
+    native = processor.decode_answers(output[:, batch["input_ids"].shape[1]:])
     questions = [chat_question("video", "what happens", 11), chat_question("image", "describe"),
                  chat_question("video", "why")]
     batched = model.batch_chat(tokenizer, batch["pixel_values"], questions, dict(GEN), prunevid=prunevid,
@@ -142,7 +145,7 @@ def _favour_im_end(model, inputs):
     free = biased.generate(**inputs, max_new_tokens=3, do_sample=False, eos_token_id=None)
     head = biased.language_model.get_output_embeddings().weight
     with torch.no_grad():
-        head[IM_END_ID] = 1.5 * head[free[0, 1]]
+        head[IM_END_ID] = 1.5 * head[free[0, inputs["input_ids"].shape[1] + 1]]
     return biased
 
 
@@ -151,11 +154,12 @@ def test_generate_stops_at_im_end_from_generation_config(model, processor, media
                                            tokenize=True, return_dict=True)
     biased = _favour_im_end(model, inputs)
     stopped = biased.generate(**inputs, max_new_tokens=12, do_sample=False)  # no stop ids given
-    assert IM_END_ID in stopped[0].tolist() and stopped.shape[1] < 12
+    prompt_length = inputs["input_ids"].shape[1]
+    assert IM_END_ID in stopped[0, prompt_length:].tolist() and stopped.shape[1] - prompt_length < 12
     assert stopped[0, -1] == IM_END_ID
     assert torch.equal(stopped, biased.generate(**inputs, max_new_tokens=12, do_sample=False, eos_token_id=IM_END_ID))
     biased.generation_config.eos_token_id = 2  # a model without generation_config.json runs on
-    assert biased.generate(**inputs, max_new_tokens=12, do_sample=False).shape[1] == 12
+    assert biased.generate(**inputs, max_new_tokens=12, do_sample=False).shape[1] == prompt_length + 12
 
 
 def test_chat_accepts_a_generation_config(model, tokenizer, processor, media):
@@ -200,7 +204,7 @@ def test_settable_system_message(model, tokenizer, processor, media):
     inputs = processor.apply_chat_template(
         [{"role": "system", "content": "Be brief."}] + conversation("image", media, "describe"),
         add_generation_prompt=True, tokenize=True, return_dict=True)
-    native = processor.decode_answers(model.generate(**inputs, **GEN))[0]
+    native = processor.decode_answers(model.generate(**inputs, **GEN)[:, inputs["input_ids"].shape[1]:])[0]
     default = model.system_message
     try:
         model.system_message = "Be brief."
