@@ -215,3 +215,55 @@ def test_settable_system_message(model, tokenizer, processor, media):
     assert torch.equal(brief["input_ids"], inputs["input_ids"])  # chat() renders the system message it is given
     plain, _ = processor.chat_inputs(["describe"], inputs["pixel_values"], system_message=model.system_message)
     assert plain["input_ids"].shape != inputs["input_ids"].shape or not torch.equal(plain["input_ids"], inputs["input_ids"])
+
+
+# ------------------------------------------------------------------------------- generation contract
+def test_caller_eos_adds_to_the_checkpoint_stop_ids(model, tokenizer, processor, media):
+    """lmms-eval and most clients pass eos_token_id=tokenizer.eos_token_id (</s>): the answer still ends at
+    <|im_end|>, the end of the assistant turn, instead of running on."""
+    inputs = processor.apply_chat_template(conversation("image", media, "describe"), add_generation_prompt=True,
+                                           tokenize=True, return_dict=True)
+    biased = _favour_im_end(model, inputs)
+    assert tokenizer.eos_token_id != IM_END_ID
+    out = biased.generate(**inputs, max_new_tokens=12, do_sample=False, eos_token_id=tokenizer.eos_token_id)
+    answer = out[0, inputs["input_ids"].shape[1]:].tolist()
+    assert answer[-1] == IM_END_ID and len(answer) < 12
+    free = biased.generate(**inputs, max_new_tokens=12, do_sample=False, eos_token_id=None)  # None: no stop ids
+    assert free.shape[1] == inputs["input_ids"].shape[1] + 12
+
+
+@pytest.mark.parametrize("prunevid", [None, PRUNEVID], ids=["dense", "prunevid"])
+def test_beams_repeat_the_prompt_before_each_returned_sequence(model, processor, media, prunevid):
+    inputs = processor.apply_chat_template(conversation("video", media, "what happens"), add_generation_prompt=True,
+                                           tokenize=True, return_dict=True)
+    out = model.generate(**inputs, prunevid=prunevid, max_new_tokens=3, do_sample=False, num_beams=2,
+                         num_return_sequences=2, eos_token_id=None)
+    prompt = inputs["input_ids"]
+    assert out.shape == (2, prompt.shape[1] + 3)
+    assert torch.equal(out[:, : prompt.shape[1]], prompt.expand(2, -1))
+
+
+def test_cache_keyword_matches_the_installed_transformers():
+    import transformers
+    from packaging import version
+
+    from pvc_internvl.prunevid import CACHE_ARG
+
+    renamed = version.parse(transformers.__version__).release >= (5, 24)
+    assert CACHE_ARG == ("cache" if renamed else "past_key_values")
+
+
+def test_stage2_and_forward_raise_no_deprecation_warnings(model, processor, media, caplog):
+    """The package's own calls use the names the installed transformers expects (5.24 renamed the cache)."""
+    import warnings
+
+    inputs = processor.apply_chat_template(conversation("video", media, "what happens"), add_generation_prompt=True,
+                                           tokenize=True, return_dict=True)
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level("WARNING"):
+        warnings.simplefilter("always")
+        out = model.generate(**inputs, prunevid=PRUNEVID, max_new_tokens=3, do_sample=False,
+                             return_dict_in_generate=True, output_scores=True)
+        model(**{k: v for k, v in inputs.items() if k != "num_patches_list"}, use_cache=True)
+    assert len(out.scores) >= 1
+    messages = [str(w.message) for w in caught] + [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if "deprecat" in m.lower()], messages
