@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import torch
 
 from .configuration_pvc_internvl import DataFlag
+from .media import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,11 @@ def sample_layouts(
     return layouts
 
 
+# ImageNet-normalised pixels lie in [(0 - mean) / std, (1 - mean) / std] = [-2.12, 2.64]. Values beyond three times
+# that bound can only be unnormalised input (raw 0-255 pixels); random-normal test tensors stay well inside it.
+PIXEL_LIMIT = 3 * max(max(-m / s, (1 - m) / s) for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
+
+
 def check_pixel_values(pixel_values: Any, size: int) -> None:
     """``pixel_values`` must be a finite float tensor ``(num_tiles, 3, S, S)`` (``load_image`` / processor output)."""
     if not torch.is_tensor(pixel_values):
@@ -171,6 +177,12 @@ def check_pixel_values(pixel_values: Any, size: int) -> None:
     bad = int((~torch.isfinite(pixel_values)).sum())
     if bad:
         raise ValueError(f"pixel_values has {bad} NaN/Inf values (of {pixel_values.numel()})")
+    low, high = float(pixel_values.min()), float(pixel_values.max())
+    if max(-low, high) > PIXEL_LIMIT:
+        raise ValueError(
+            f"pixel_values range from {low:.4g} to {high:.4g}, but ImageNet-normalised pixels stay within "
+            f"±{PIXEL_LIMIT:.2f} (raw 0-255 pixels?); load images with load_image / load_video or PVCInternVLProcessor"
+        )
 
 
 def left_pad(rows: Sequence[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

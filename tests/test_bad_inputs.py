@@ -49,6 +49,8 @@ CASES = [
     # chat: pixels
     ("uint8 pixels", lambda c: chat(c, pv=(pixels(1) * 50).clamp(0, 255).to(torch.uint8)), ValueError, "normalised floats"),
     ("int64 pixels", lambda c: chat(c, pv=torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.long)), ValueError, "dtype torch.int64"),
+    ("raw 0-255 float pixels", lambda c: chat(c, pv=(pixels(1) * 50 + 128).clamp(0, 255)), ValueError, "raw 0-255 pixels?"),
+    ("raw pixels to generate", lambda c: c.model.generate(pixel_values=pixels(1) * 3, input_ids=context_prompt(16)), ValueError, "normalised pixels stay within"),
     ("NaN pixels", lambda c: chat(c, pv=nan_pixels()), ValueError, "2 NaN/Inf values"),
     ("Inf pixels", lambda c: chat(c, pv=pixels(1).index_fill(3, torch.tensor([0]), float("inf"))), ValueError, "NaN/Inf"),
     ("numpy pixels", lambda c: chat(c, pv=pixels(1).numpy()), ValueError, "must be a torch.Tensor"),
