@@ -27,7 +27,7 @@ from .configuration_pvc_internvl import DataFlag, PruneVidConfig, PVCInternVisio
 from .conversation import IMG_CONTEXT_TOKEN, IMG_END_TOKEN, IMG_START_TOKEN, get_template
 from .layout import SampleLayout, check_pixel_values, left_pad, sample_layouts
 from .media import load_image  # noqa: F401 - transformers 4.57 copies only the direct relative imports of a local folder
-from .processing import PVCInternVLProcessor
+from .processing import PVCInternVLProcessor, is_video_prompt
 
 try:  # transformers >= 4.48
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -633,6 +633,11 @@ class PVCInternVLChatMixin:
         processor = self._chat_processor(tokenizer, (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN))
         if not isinstance(question, str):
             raise ValueError(f"question must be a string, got {type(question).__name__} (use batch_chat for several)")
+        if pixel_values is not None and data_flag is None and is_video_prompt(question):
+            logger.warning(
+                "chat() got a video prompt (Frame1: <image> ...) without data_flag, so it answers it as an image "
+                "sample; pass data_flag=[3] for a video, as the official evaluation scripts do"
+            )
         if pixel_values is not None and num_patches_list is not None and data_flag is None and split_sizes is None:
             split_sizes = [pixel_values.shape[0]]
         inputs, stored = processor.chat_inputs(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from typing import Any, Sequence
 
 import torch
@@ -53,6 +54,11 @@ logger = logging.get_logger(__name__)
 def build_video_prompt(num_frames: int) -> str:
     """'Frame1: <image>\\nFrame2: <image>\\n...' (the PVC README video prompt)."""
     return "".join(f"Frame{i + 1}: {IMAGE_PLACEHOLDER}\n" for i in range(num_frames))
+
+
+def is_video_prompt(text: str) -> bool:
+    """Whether ``text`` holds the video prompt lines of ``build_video_prompt`` (``Frame1: <image>``)."""
+    return re.search(re.escape(build_video_prompt(1)).replace("1", r"\d+"), text) is not None
 
 
 def build_multi_image_prompt(num_images: int) -> str:
@@ -314,12 +320,7 @@ class PVCInternVLProcessor(ProcessorMixin):
         prompt (or None); ``num_segments``: frames per video (one number, or one per prompt). ``max_num``
         overrides ``max_dynamic_patch`` for images; video frames are one tile each.
         """
-        if kwargs.pop("padding", True) not in (True, "longest"):
-            raise ValueError("the processor always pads a batch to its longest prompt (left padding)")
-        if kwargs.pop("padding_side", None) not in (None, "left"):
-            raise ValueError("the processor pads batches on the left (decoder-only generation)")
-        if kwargs:
-            raise ValueError(f"unsupported processor arguments: {', '.join(sorted(kwargs))}")
+        _check_call_options(text, kwargs)
         if return_tensors not in ("pt", None):
             raise ValueError(f"only return_tensors='pt' is supported, got {return_tensors!r}")
         texts, images, videos = _per_sample(text, images, videos)
@@ -330,24 +331,23 @@ class PVCInternVLProcessor(ProcessorMixin):
             self._load_sample(index, prompt, sample_images, video, frames, bound, max_num, backend)
             for index, (prompt, sample_images, video, frames) in enumerate(zip(texts, images, videos, segments))
         ]
-        with_media = [sample for sample in samples if sample[1] is not None]
-        if with_media and len(with_media) != len(samples):
-            raise ValueError("a batch mixes prompts with and without media; give media for every prompt or for none")
+        with_media = [sample for sample in samples if sample[1] is not None]  # text-only prompts have no layout
         layouts: list[SampleLayout | None] = [None] * len(samples)
         pixel_values = None
         if with_media:
-            pixel_values = torch.cat([sample[1] for sample in samples])
-            layouts = sample_layouts(
+            pixel_values = torch.cat([sample[1] for sample in with_media])
+            media_layouts = iter(sample_layouts(
                 pixel_values.shape[0],
-                [int(sample[3]) for sample in samples],
-                [sample[1].shape[0] for sample in samples],
-                [sample[2] for sample in samples],
-            )
+                [int(sample[3]) for sample in with_media],
+                [sample[1].shape[0] for sample in with_media],
+                [sample[2] for sample in with_media],
+            ))
+            layouts = [next(media_layouts) if sample[1] is not None else None for sample in samples]
         prompts = [self.expand_placeholders(sample[0], layout) for sample, layout in zip(samples, layouts)]
         input_ids, attention_mask = self.tokenize_prompts(prompts)
         data = {"input_ids": input_ids, "attention_mask": attention_mask}
         if pixel_values is not None:
-            data.update(_layout_fields(pixel_values, layouts))
+            data.update(_layout_fields(pixel_values, [layout for layout in layouts if layout is not None]))
         return BatchFeature(data=data)
 
     def _load_sample(self, index, prompt, images, video, num_segments, bound, max_num, backend):
@@ -474,8 +474,29 @@ class PVCInternVLProcessor(ProcessorMixin):
                 self.tokenizer.init_kwargs["auto_map"] = tokenizer_auto_map
 
 
+def _check_call_options(text: Any, options: dict) -> None:
+    """The tokenizer / feature-extractor options that clients pass (transformers' processor convention): left
+    padding to the longest prompt, no audio. ``ValueError`` for anything else."""
+    if options.pop("padding", True) not in (True, "longest"):
+        raise ValueError("the processor always pads a batch to its longest prompt (left padding)")
+    side = options.pop("padding_side", None)
+    one_prompt = not isinstance(text, (list, tuple)) or len(text) == 1
+    if side not in (None, "left") and not (side == "right" and one_prompt):  # one prompt has nothing to pad
+        raise ValueError(f"the processor pads batches on the left (decoder-only generation), got padding_side={side!r}")
+    audios = options.pop("audios", None) or options.pop("audio", None)
+    if audios is not None and len(_as_list(audios)):
+        raise ValueError("this model takes images and videos, not audio; leave audios empty")
+    if options:
+        raise ValueError(f"unsupported processor arguments: {', '.join(sorted(options))}")
+
+
 def _per_sample(text: Any, images: Any, videos: Any) -> tuple[list[str], list[list], list]:
-    """Normalise (text, images, videos) to one entry per prompt."""
+    """Normalise (text, images, videos) to one entry per prompt.
+
+    For a batch, ``images`` / ``videos`` are either one entry (an item, a list or None) per prompt, or one flat
+    list of items across the batch, given to the prompts in the order of their placeholders (``<image>`` /
+    ``<video>``), as transformers' processors do. An empty list is no media.
+    """
     if text is None:
         text = ""
     batched = isinstance(text, (list, tuple))
@@ -485,14 +506,29 @@ def _per_sample(text: Any, images: Any, videos: Any) -> tuple[list[str], list[li
             raise ValueError(f"text[{index}] must be a string, got {type(prompt).__name__}")
     if not texts:
         raise ValueError("text is an empty list; give at least one prompt")
+    images, videos = _as_list(images) or None, _as_list(videos) or None
     if not batched:
         return texts, [_as_list(images)], [videos]
-    images = [None] * len(texts) if images is None else list(images)
-    videos = [None] * len(texts) if videos is None else list(_as_list(videos))
-    for name, values in (("images", images), ("videos", videos)):
-        if len(values) != len(texts):
-            raise ValueError(f"{name} has {len(values)} entries for {len(texts)} prompts; give one (or None) per prompt")
-    return texts, [_as_list(item) for item in images], videos
+    images = _per_prompt("images", images, [t.count(IMAGE_PLACEHOLDER) for t in texts])
+    videos = _per_prompt("videos", videos, [t.count(VIDEO_PLACEHOLDER) for t in texts])
+    return texts, [_as_list(item) for item in images], [_as_list(item) or None for item in videos]
+
+
+def _per_prompt(name: str, values: list | None, placeholders: list[int]) -> list:
+    """One entry per prompt from ``values``: None -> nothing anywhere; a flat list of items whose length is the
+    batch's placeholder count -> split in placeholder order; otherwise one entry per prompt."""
+    if values is None:
+        return [None] * len(placeholders)
+    flat = not any(value is None or isinstance(value, (list, tuple)) for value in values)
+    if flat and sum(placeholders) == len(values):
+        items = iter(values)
+        return [[next(items) for _ in range(count)] for count in placeholders]
+    if len(values) != len(placeholders):
+        raise ValueError(
+            f"{name} has {len(values)} entries for {len(placeholders)} prompts with {sum(placeholders)} placeholders; "
+            "give one entry (or None) per prompt, or one item per placeholder in prompt order"
+        )
+    return values
 
 
 def _with_placeholders(index: int, prompt: str, count: int, prefix: str, kind: str) -> str:

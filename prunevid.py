@@ -1051,23 +1051,28 @@ def apply_stage1(
 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[list[int]]]:
     """PruneVid stage 1 on every video sample of a batch; re-lays the prompt rows to the merged token counts.
 
-    Samples map to batch rows in order (one sample per row). Returns new ids, mask, per-sample visual tokens
-    (``(n, 1, D)`` after merging) and stage-2 token groups per row (empty for non-video rows).
+    Samples map in order to the rows that hold ``<IMG_CONTEXT>`` tokens (one sample per such row; text-only rows
+    have none). Returns new ids, mask, per-sample visual tokens (``(n, 1, D)`` after merging) and stage-2 token
+    groups per row (empty for rows without a video).
     """
-    if len(layouts) != input_ids.shape[0]:
-        raise ValueError(f"PruneVid needs one sample per prompt row: {len(layouts)} samples for {input_ids.shape[0]} rows")
-    rows, new_samples, groups = [], [], []
-    for row, (layout, feats) in enumerate(zip(layouts, samples)):
+    sample_rows = media_rows(input_ids == context_id)
+    if len(layouts) != len(sample_rows):
+        raise ValueError(
+            f"PruneVid needs one sample per prompt row with media: {len(layouts)} samples for {len(sample_rows)} rows"
+        )
+    sample_of_row = dict(zip(sample_rows, range(len(layouts))))
+    rows, new_samples, groups = [], list(samples), []
+    for row in range(input_ids.shape[0]):
         ids = input_ids[row][attention_mask[row].bool()]
-        if not layout.is_video:  # image samples are not pruned
+        index = sample_of_row.get(row)
+        if index is None or not layouts[index].is_video:  # text rows and image samples are not pruned
             rows.append(ids)
-            new_samples.append(feats)
             groups.append([])
             continue
-        merged, counts, group = _merge_sample(row, layout, feats, settings, video_repeat_time, stats)
-        stats["visual_tokens_after_stage1"][row] = int(merged.shape[0])
+        merged, counts, group = _merge_sample(index, layouts[index], samples[index], settings, video_repeat_time, stats)
+        stats["visual_tokens_after_stage1"][index] = int(merged.shape[0])
         rows.append(relayout_row(ids, context_id, counts))
-        new_samples.append(merged.unsqueeze(1))
+        new_samples[index] = merged.unsqueeze(1)
         groups.append(group)
     padding = input_ids[~attention_mask.bool()]  # any row's padding: row 0 may be the longest prompt
     pad_id = int(padding[0]) if padding.numel() else 0
@@ -1089,9 +1094,15 @@ def generate_stage2(language_model, embeds, attention_mask, visual_mask, groups,
         generation_config=gen_config,
         **model_kwargs,
     )
+    kept = [int(stage2["visual_tokens_kept"][row]) if groups[row] else None for row in range(len(groups))]
+    rows = media_rows(visual_mask)
     stats["visual_tokens_after_stage2"] = [
-        int(kept) if group else int(before)
-        for kept, before, group in zip(stage2["visual_tokens_kept"], stats["visual_tokens_after_stage1"], groups)
+        kept[row] if kept[row] is not None else before for row, before in zip(rows, stats["visual_tokens_after_stage1"])
     ]
     stats["prefill_flops"] = [float(f) for f in stage2["prefill_flops"]]
     return output
+
+
+def media_rows(visual_mask: torch.Tensor) -> list[int]:
+    """The batch rows whose ``(B, T)`` mask marks ``<IMG_CONTEXT>`` positions, in order: the rows of the samples."""
+    return [int(row) for row in visual_mask.any(dim=1).nonzero().flatten()]

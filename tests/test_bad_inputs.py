@@ -134,7 +134,7 @@ CASES = [
     ("processor unknown arg", lambda c: c.proc("q", truncation=True), ValueError, "unsupported processor arguments: truncation"),
     ("processor images per prompt", lambda c: c.proc(["a", "b"], images=[c.image]), ValueError, "images has 1 entries for 2 prompts"),
     ("processor num_segments per prompt", lambda c: c.proc(["a", "b"], num_segments=[4]), ValueError, "num_segments has 1 entries for 2 prompts"),
-    ("processor mixed media", lambda c: c.proc(["a", "b"], images=[c.image, None]), ValueError, "mixes prompts with and without media"),
+    ("processor audio", lambda c: c.proc(["a", "b"], images=[c.image, None], audios=["clip.wav"]), ValueError, "not audio"),
     ("processor num_image_token 0", lambda c: PVCInternVLProcessor(c.tok, num_image_token=0), ValueError, "num_image_token must be a positive integer"),
     ("processor template", lambda c: PVCInternVLProcessor(c.tok, template="chatml"), ValueError, "unknown conversation template 'chatml'"),
     ("processor no tokenizer", lambda c: PVCInternVLProcessor(None), ValueError, "needs a tokenizer"),

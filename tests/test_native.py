@@ -267,3 +267,36 @@ def test_stage2_and_forward_raise_no_deprecation_warnings(model, processor, medi
     assert len(out.scores) >= 1
     messages = [str(w.message) for w in caught] + [r.getMessage() for r in caplog.records]
     assert not [m for m in messages if "deprecat" in m.lower()], messages
+
+
+@pytest.mark.parametrize("prunevid", [None, PRUNEVID], ids=["dense", "prunevid"])
+def test_client_batch_of_text_image_and_video_equals_single_calls(model, processor, media, prunevid):
+    """The call evaluation harnesses make (lmms-eval's generic model): prompts rendered with tokenize=False,
+    flat media lists for the batch, audios=[], a text-only prompt beside media prompts; the answer is
+    output[:, input_ids.shape[1]:]."""
+    convs = [conversation("text", media, "hello"), conversation("image", media, "describe"),
+             [{"role": "user", "content": [{"type": "video", "video": media["video8"]}, {"type": "text", "text": "why"}]}]]
+    texts = [processor.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in convs]
+    batch = processor(text=texts, images=[media["wide"]], videos=[media["video8"]], audios=[], padding=True,
+                      padding_side="left", return_tensors="pt")
+    out, stats = model.generate(**batch, prunevid=prunevid, return_stats=True, **GEN)
+    answers = processor.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    singles = []
+    for conv in convs:
+        one = processor.apply_chat_template(conv, add_generation_prompt=True, tokenize=True, return_dict=True)
+        ids = model.generate(**one, prunevid=prunevid, **GEN)
+        singles.append(processor.batch_decode(ids[:, one["input_ids"].shape[1]:], skip_special_tokens=True)[0])
+    assert answers == singles and all(a.strip() for a in answers)
+    assert stats["data_flag"] == [1, 3] and stats["stage1_applied"] == [False, bool(prunevid)]
+
+
+def test_chat_warns_about_a_video_prompt_without_data_flag(model, tokenizer, processor, media, caplog):
+    video = processor(videos=media["video8"], num_segments=8)
+    question = chat_question("video", "why")
+    with caplog.at_level("WARNING"):
+        model.chat(tokenizer, video["pixel_values"], question, dict(GEN), num_patches_list=[1] * 8)
+    assert any("data_flag=[3]" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        model.chat(tokenizer, video["pixel_values"], question, dict(GEN), num_patches_list=[1] * 8, data_flag=[3])
+    assert not any("data_flag" in r.getMessage() for r in caplog.records)

@@ -523,8 +523,12 @@ def test_processor_errors(processor, media, video_dir):
         processor(["a", "b"], images=[media["small"]])
     with pytest.raises(ValueError, match="contains '<IMG_CONTEXT>'"):
         processor("<IMG_CONTEXT> x", images=media["small"])
-    with pytest.raises(ValueError, match="mixes prompts with and without media"):
-        processor(["a", "b"], images=[media["small"], None])
+    with pytest.raises(ValueError, match="not audio"):
+        processor("x", audios=[b"raw"])
+    with pytest.raises(ValueError, match="padding_side='right'"):
+        processor(["a", "b"], padding_side="right")
+    with pytest.raises(ValueError, match="images has 3 entries for 2 prompts with 2 placeholders"):
+        processor(["<image> a", "<image> b"], images=[media["small"]] * 3)
     with pytest.raises(ValueError, match="min_num=5, max_num=2"):
         P.PVCInternVLProcessor(processor.tokenizer, min_dynamic_patch=5, max_dynamic_patch=2)
 
@@ -639,3 +643,21 @@ def test_remote_code_imports_only_required_packages():
     required = set(get_imports(str(ROOT / "processing.py"))) | set(get_imports(str(ROOT / "media.py")))
     assert not required & {"decord", "av", "torchvision", "timm", "cv2"}, required
     assert {"torch", "numpy", "PIL", "transformers"} <= required
+
+
+def test_flat_media_lists_follow_placeholder_order(processor, media, video_dir):
+    """transformers' processor convention: one flat list of images / videos for the whole batch, given to the
+    prompts in the order of their placeholders; empty lists and audios=None / [] mean no media."""
+    video = str(video_dir / "clip.mp4")
+    texts = ["Image-1: <image>\nImage-2: <image>\nsame?", "no media here", "<image>\nwhat?", "<video>why?"]
+    flat = processor(text=texts, images=[media["small"], media["tall"], media["wide"]], videos=[video], audios=[],
+                     padding=True, padding_side="left", return_tensors="pt")
+    per_prompt = processor(text=texts, images=[[media["small"], media["tall"]], None, media["wide"], None],
+                           videos=[None, None, None, video])
+    for key in ("input_ids", "attention_mask", "pixel_values", "data_flag", "split_sizes"):
+        assert torch.equal(flat[key], per_prompt[key]), key
+    assert flat["num_patches_list"] == per_prompt["num_patches_list"]
+    assert flat["data_flag"].tolist() == [2, 1, 3]  # the text-only prompt has no sample
+    alone = processor(text=["no media here"], images=[], videos=[], audios=None, padding_side="right")
+    assert "pixel_values" not in alone
+    assert torch.equal(alone["input_ids"][0], flat["input_ids"][1][flat["attention_mask"][1].bool()])
