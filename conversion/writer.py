@@ -120,6 +120,21 @@ def check_chat_template(tokenizer: Any, template_name: str) -> None:
         raise ConversionError(f"the written {CHAT_TEMPLATE_FILE} renders {got!r}, conversation.py renders {expected!r}")
 
 
+def set_turn_end_as_eos(out_dir: Path, template_name: str, notes: list[str]) -> None:
+    """Make the template's turn separator (``<|im_end|>`` / ``<|end|>``) the tokenizer's ``eos_token``, so that
+    clients stopping at ``tokenizer.eos_token_id`` (evaluation harnesses, pipelines) stop at the end of the turn."""
+    sep = remote_module("conversation").get_template(template_name).sep
+    for name in (TOKENIZER_CONFIG, "special_tokens_map.json"):
+        path = out_dir / name
+        settings = read_json(path) if path.is_file() else {}
+        old = settings.get("eos_token")
+        if old is None or old == sep or (isinstance(old, dict) and old.get("content") == sep):
+            continue
+        settings["eos_token"] = {**old, "content": sep} if isinstance(old, dict) else sep
+        write_json(path, settings)
+        notes.append(f"{name}: eos_token {old if isinstance(old, str) else old.get('content')!r} -> {sep!r}, the end of a turn")
+
+
 def finish_tokenizer(out_dir: Path, template_name: str | None, notes: list[str]) -> Any:
     """Make the tokenizer files in ``out_dir`` portable, install the chat template; return the tokenizer as
     ``AutoTokenizer`` loads it from ``out_dir``."""
@@ -132,6 +147,7 @@ def finish_tokenizer(out_dir: Path, template_name: str | None, notes: list[str])
     if changes:
         notes.append(f"{TOKENIZER_CONFIG} made readable by transformers 4.57 and 5.x: {'; '.join(changes)}")
     install_chat_template(AutoTokenizer.from_pretrained(str(out_dir)), out_dir, template_name, notes)
+    set_turn_end_as_eos(out_dir, template_name, notes)
     tokenizer = AutoTokenizer.from_pretrained(str(out_dir))
     check_chat_template(tokenizer, template_name)
     return tokenizer

@@ -632,6 +632,8 @@ def test_internlm2_tokenizer_matches_sentencepiece(tmp_path, add_dummy_prefix, r
     config = json.loads((dst / "config.json").read_text())
     assert config["img_context_token_id"] == specials["<IMG_CONTEXT>"]
     assert eos_list(json.loads((dst / "generation_config.json").read_text())) == [specials["<|im_end|>"], 2]
+    # clients that stop at tokenizer.eos_token_id stop at the end of the assistant turn (the source's eos is </s>)
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.eos_token_id == specials["<|im_end|>"]
     assert tokenizer.decode(tokenizer("Please describe the image.").input_ids, skip_special_tokens=True) == \
         "Please describe the image."
     if add_dummy_prefix:
