@@ -3,7 +3,9 @@
 Reproduces `utils/preprocess.py` of OpenGVLab/PVC without torchvision: dynamic tiling, bicubic resize,
 `ToTensor` (/255) and ImageNet normalisation in float32, and the segment-middle frame sampling of
 `load_video`. Video decoding uses decord when it is installed and PyAV otherwise; both are optional and
-imported only inside functions. Prompts and tokenization live in `processing.py`.
+imported only inside functions. The PyAV reader seeks to the keyframe before a sampled frame when that is
+cheaper than decoding on (`_plan_seeks` states the rule) and gives the same frames as sequential decoding.
+Prompts and tokenization live in `processing.py`.
 
 Inputs are checked before any work: a bad argument, an unreadable file or a video range that cannot give
 the requested frames is a `ValueError` naming the input and the numbers (`to_rgb`, `load_image` and
@@ -12,9 +14,12 @@ the requested frames is a `ValueError` naming the input and the numbers (`to_rgb
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import os
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -33,6 +38,14 @@ ImageInput = Image.Image | str | os.PathLike | np.ndarray
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 SIXTEEN_BIT_MAX = 65535
 
+# Upper bounds of the tiling arguments. InternVL2 uses max_num=12 tiles (6 for some video settings) and up to
+# 40 for high-resolution benchmarks (e.g. document VQA); more tiles than that is almost surely a typo, and each
+# tile costs 256 LLM tokens (64 with PVC x image_repeat_time), so 40 tiles are already ~10k tokens.
+MAX_TILES = 40
+# InternViT is trained at 448 px (and 224 px for some smaller variants); 1792 = 4 x 448 leaves room for
+# position-embedding interpolation experiments while refusing sizes that would allocate gigabytes per tile.
+MAX_INPUT_SIZE = 1792
+
 # ----------------------------------------------------------------------------------------------------
 # Argument checks
 # ----------------------------------------------------------------------------------------------------
@@ -47,11 +60,26 @@ def _check_int(name: str, value: Any, minimum: int = 1) -> None:
 
 
 def _check_tile_range(min_num: Any, max_num: Any) -> None:
-    """ValueError unless 1 <= min_num <= max_num, both ints."""
+    """ValueError unless 1 <= min_num <= max_num <= MAX_TILES, both ints."""
     _check_int("min_num", min_num)
     _check_int("max_num", max_num)
     if max_num < min_num:
         raise ValueError(f"need 1 <= min_num <= max_num, got min_num={min_num}, max_num={max_num}")
+    if max_num > MAX_TILES:
+        raise ValueError(
+            f"max_num must be at most MAX_TILES={MAX_TILES} tiles, got max_num={max_num}; InternVL2 uses 12 "
+            f"(up to 40 for high-resolution benchmarks), lower max_num"
+        )
+
+
+def _check_size(name: str, value: Any) -> None:
+    """ValueError unless `value` is an int with 1 <= value <= MAX_INPUT_SIZE (pixels of a square tile)."""
+    _check_int(name, value)
+    if value > MAX_INPUT_SIZE:
+        raise ValueError(
+            f"{name} must be at most MAX_INPUT_SIZE={MAX_INPUT_SIZE} pixels, got {name}={value}; "
+            f"InternViT tiles are 448 px, use that (or the model's force_image_size)"
+        )
 
 
 def _check_bool(name: str, value: Any) -> None:
@@ -173,7 +201,7 @@ def tile_grid(width: int, height: int, min_num: int = 1, max_num: int = 12, imag
     """The (cols, rows) grid `dynamic_preprocess` uses for an image of `width` x `height` pixels."""
     if width <= 0 or height <= 0:
         raise ValueError(f"image must have a positive size, got {width}x{height}")
-    _check_int("image_size", image_size)
+    _check_size("image_size", image_size)
     target_ratios = build_target_ratios(min_num, max_num)
     return find_closest_aspect_ratio(width / height, target_ratios, width, height, image_size)
 
@@ -219,7 +247,7 @@ def image_to_tensor(image: Image.Image, image_size: int = 448) -> torch.Tensor:
     Bit-exact with torchvision's `Resize((S, S), BICUBIC) + ToTensor() + Normalize(mean, std)`.
     """
     _check_pil("image", image)
-    _check_int("image_size", image_size)
+    _check_size("image_size", image_size)
     image = _as_rgb(image).resize((image_size, image_size), Image.Resampling.BICUBIC)
     pixels = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True))  # [S, S, 3]
     pixels = pixels.permute(2, 0, 1).contiguous().to(torch.float32).div(255)
@@ -288,7 +316,7 @@ def _open_image(image: ImageInput) -> Image.Image:
 
 def _check_tiling(min_num: Any, max_num: Any, size: Any, use_thumbnail: Any, size_name: str) -> None:
     """The tiling arguments of `load_image` / `load_video`, checked before any file is read."""
-    _check_int(size_name, size)
+    _check_size(size_name, size)
     _check_tile_range(min_num, max_num)
     _check_bool("use_thumbnail", use_thumbnail)
 
@@ -307,7 +335,8 @@ def load_image(
     by the rules of `to_rgb`: 8-bit modes exactly as the official `convert("RGB")` (alpha dropped), 16-bit
     and float images scaled to 0..255. EXIF orientation is not applied, as in the official code.
     Bad arguments (named), other input types, missing or unreadable files and zero-size images are a
-    ValueError naming the input.
+    ValueError naming the input; `input_size` is at most MAX_INPUT_SIZE (1792) and `max_num` at most
+    MAX_TILES (40).
     """
     _check_tiling(min_num, max_num, input_size, use_thumbnail, size_name="input_size")
     tiles = dynamic_preprocess(_open_image(image), min_num, max_num, input_size, use_thumbnail)
@@ -342,7 +371,8 @@ def get_index(
 
     `bound = (start_s, end_s)` limits the range (seconds); None or empty means the whole video.
     Rounding is Python's / numpy's round-half-to-even, as in the official code. Like the official function
-    it repeats frames when num_segments > end_idx - start_idx; `load_video` refuses such calls.
+    it repeats frames when the range has fewer frames than segments; `load_video` keeps the repeats and logs
+    a warning.
     """
     if num_segments < 1:
         raise ValueError(f"num_segments must be >= 1, got {num_segments}")
@@ -388,39 +418,49 @@ def _check_video_request(video_path: Any, bound: Any, num_segments: Any) -> str:
 
 
 def _sample_indices(path: str, bound: Any, fps: float, num_frames: int, num_segments: int) -> np.ndarray:
-    """`get_index` over a video of `num_frames` frames at `fps`, refusing ranges that cannot give the frames.
+    """`get_index` over a video of `num_frames` frames at `fps`: [num_segments] int64 frame indices.
 
-    ValueError when the video has no frames or no usable frame rate, when `bound` starts after the last
-    frame, or when the range start_idx..end_idx cannot give `num_segments` distinct frames: the official
-    sampling repeats frames unless num_segments <= max(1, end_idx - start_idx). A bound that ends after the
-    video is clipped to the last frame (as the official code does) with a logged warning.
+    ValueError when the video has no frames or no usable frame rate, or when `bound` starts after the last
+    frame. A bound that ends after the video is clipped to the last frame (as the official code does) with a
+    logged warning. Repeated indices (a range shorter than `num_segments`) are kept, as the official
+    sampling gives them; `_warn_if_repeated` reports them once the final indices are known.
     """
     if num_frames < 1:
         raise ValueError(f"video file {path!r} has 0 frames")
     if not (math.isfinite(fps) and fps > 0):
         raise ValueError(f"video file {path!r} reports a frame rate of {fps}; cannot place frames in time")
     max_frame = num_frames - 1
-    start_idx, end_idx = _frame_range(bound, fps, max_frame)
-    bounded = bound is not None and len(bound) > 0
-    where = f"bound=({bound[0]}, {bound[1]})" if bounded else "the whole video"
+    start_idx, _ = _frame_range(bound, fps, max_frame)
+    where = _where(bound)
     if start_idx > max_frame:
         raise ValueError(
             f"video file {path!r}: {where} starts at frame {start_idx}, after the last frame: the video has frames "
             f"0..{max_frame} ({num_frames / fps:.2f} s at {fps:g} fps)"
         )
-    if bounded and bound[1] * fps > num_frames:
+    if where != "the whole video" and bound[1] * fps > num_frames:
         logger.warning(
             f"video file {path!r}: {where} ends after the video ({num_frames / fps:.2f} s at {fps:g} fps); "
             f"sampling up to its last frame {max_frame}"
         )
-    limit = max(1, end_idx - start_idx)
-    if num_segments > limit:
-        raise ValueError(
-            f"video file {path!r}: num_segments={num_segments} would repeat frames: {where} spans frames "
-            f"{start_idx}..{end_idx}, and the official segment sampling gives distinct frames only for "
-            f"num_segments <= {limit} there; lower num_segments" + (" or widen the bound" if bounded else "")
-        )
     return get_index(bound, fps, max_frame, first_idx=0, num_segments=num_segments)
+
+
+def _where(bound: Any) -> str:
+    """'bound=(start, end)' for a non-empty bound, else 'the whole video' (for messages)."""
+    return f"bound=({bound[0]}, {bound[1]})" if bound is not None and len(bound) > 0 else "the whole video"
+
+
+def _warn_if_repeated(path: str, bound: Any, fps: float, num_frames: int, indices: np.ndarray) -> None:
+    """One logged warning when the official sampling `indices` repeat frames (range shorter than the request)."""
+    distinct = len(np.unique(indices))
+    if distinct == len(indices):
+        return
+    start_idx, end_idx = _frame_range(bound, fps, num_frames - 1)
+    logger.warning(
+        f"video file {path!r}: {_where(bound)} has {end_idx - start_idx + 1} frames ({start_idx}..{end_idx}) and "
+        f"num_segments={len(indices)} repeats frames: the official sampling gives {distinct} distinct frames, "
+        f"some of them several times; lower num_segments to avoid repeats"
+    )
 
 
 def _resolve_backend(backend: str | None) -> str:
@@ -460,14 +500,42 @@ def _read_frames_decord(path: str, bound: Any, num_segments: int) -> list[np.nda
     except errors as err:
         raise ValueError(f"cannot open video file {path!r} with decord: {err}") from err
     indices = _sample_indices(path, bound, fps, num_frames, num_segments)
+    _warn_if_repeated(path, bound, fps, num_frames, indices)
     try:
         return [reader[int(idx)].asnumpy() for idx in indices]
     except errors as err:
         raise ValueError(f"cannot decode frames of video file {path!r} with decord: {err}") from err
 
 
+PYAV_STRATEGIES = ("auto", "sequential", "seek")
+
+# What one seek costs, in decoded frames: the demuxer seek, the decoder flush, the keyframe and the refill of the
+# frame-thread pipeline. Measured on 480p H.264 with gop 250 (2 cores): seek + N frames took about 13 ms + N x
+# 0.8 ms, against 0.8-1 ms a frame decoding on, so a seek is worth 13-16 frames.
+SEEK_COST_FRAMES = 16
+
+
+class _SeekMiss(RuntimeError):
+    """The seeking reader met something its packet index did not predict; the sequential reader takes over."""
+
+
+@dataclass(frozen=True)
+class _PtsIndex:
+    """Timing of a video stream read by demuxing its packets (no frame decoded).
+
+    `pts`: [F] presentation timestamps ascending, so frame i of the video (presentation order) has pts[i];
+    `keyframes`: [K] ascending presentation positions of the keyframes (the seek points), keyframes[0] == 0.
+    """
+
+    pts: tuple[int, ...]
+    keyframes: tuple[int, ...]
+
+
 def _pyav_stream_info(av: Any, path: str) -> tuple[int, float]:
-    """(frame count, average fps) of the first video stream; counts by decoding if the header has none."""
+    """(frame count, average fps) of the first video stream; counts demuxed packets if the header has no count.
+
+    Counting packets (one per frame) gives the frame count decoding would give, without decoding.
+    """
     with av.open(path) as container:
         if not container.streams.video:
             raise ValueError(f"video file {path!r} has no video stream")
@@ -475,22 +543,87 @@ def _pyav_stream_info(av: Any, path: str) -> tuple[int, float]:
         rate = stream.average_rate or stream.guessed_rate
         num_frames = stream.frames
         if num_frames <= 0:
-            num_frames = sum(1 for _ in container.decode(stream))
-            logger.info(f"video {path!r} reports no frame count; counted {num_frames} frames by decoding")
+            num_frames = sum(1 for packet in container.demux(stream) if packet.size > 0)
+            logger.info(f"video {path!r} reports no frame count; counted {num_frames} frames by demuxing")
     if not rate:
         raise ValueError(f"video file {path!r} does not report a frame rate")
     return num_frames, float(rate)
 
 
+def _pyav_index(av: Any, path: str) -> _PtsIndex | None:
+    """The `_PtsIndex` of the first video stream from one demux pass, or None when it cannot be trusted.
+
+    It is trusted when every packet carries a presentation timestamp (pts), the pts are all different, none
+    is marked discard or corrupt, the first packet is a keyframe holding the earliest pts and the keyframes'
+    pts grow in decode order. Streams failing this (raw streams without pts, some AVI files) decode
+    sequentially.
+    """
+    pts: list[int] = []
+    key_pts: list[int] = []
+    with av.open(path) as container:
+        for packet in container.demux(container.streams.video[0]):
+            if packet.size == 0 and packet.pts is None:
+                continue  # the demuxer's end-of-stream packet
+            if packet.pts is None or packet.size == 0 or packet.is_corrupt or getattr(packet, "is_discard", False):
+                return None
+            pts.append(packet.pts)
+            if packet.is_keyframe:
+                key_pts.append(packet.pts)
+    ordered = sorted(pts)
+    if not pts or len(set(pts)) < len(pts) or not key_pts or key_pts[0] != pts[0] or pts[0] != ordered[0]:
+        return None
+    if any(later <= earlier for earlier, later in zip(key_pts, key_pts[1:])):
+        return None
+    position = {value: i for i, value in enumerate(ordered)}
+    return _PtsIndex(tuple(ordered), tuple(position[value] for value in key_pts))
+
+
+def _plan_seeks(targets: Sequence[int], keyframes: Sequence[int], seek_cost: int) -> list[int | None]:
+    """For each target frame, the keyframe position to seek to before decoding it, or None to decode forward.
+
+    `targets` [T] are distinct presentation positions, ascending; `keyframes` [K] ascending with
+    keyframes[0] == 0. Cost rule, in decoded frames: the decoder stands before frame `nxt` (0 at the start,
+    target + 1 after each target). Decoding forward to target t costs t - nxt + 1 frames; seeking to the last
+    keyframe k <= t costs seek_cost + t - k + 1. So the reader seeks exactly when k > nxt + seek_cost: a
+    target inside the GOP being decoded (k <= nxt) never seeks, dense requests (gaps shorter than about a
+    GOP + seek_cost) decode sequentially, and sparse requests on long videos seek. Both choices leave the
+    decoder before t + 1, so choosing per target gives the cheapest plan overall (never dearer than
+    sequential decoding, which is the plan with no seek).
+    """
+    plan: list[int | None] = []
+    nxt = 0
+    for target in targets:
+        key = keyframes[bisect.bisect_right(keyframes, target) - 1]
+        plan.append(key if key > nxt + seek_cost else None)
+        nxt = target + 1
+    return plan
+
+
+def _choose_pyav_strategy(
+    targets: Sequence[int], keyframes: Sequence[int], seek_cost: int = SEEK_COST_FRAMES
+) -> str:
+    """'seek' when the `_plan_seeks` cost rule seeks at least once for these targets, else 'sequential'."""
+    plan = _plan_seeks(targets, keyframes, seek_cost)
+    return "seek" if any(key is not None for key in plan) else "sequential"
+
+
+def _open_video_stream(container: Any) -> Any:
+    """The first video stream of an open container, with frame threading on (output is bit-identical)."""
+    stream = container.streams.video[0]
+    stream.codec_context.thread_type = "AUTO"  # frame + slice threads; the codec context has it in every PyAV
+    return stream
+
+
 def _pyav_decode(av: Any, path: str, wanted: set[int]) -> tuple[dict[int, np.ndarray], int]:
     """Decode sequentially, keeping the frames whose index is in `wanted` (RGB [H, W, 3] uint8).
 
-    Stops after the last wanted frame; returns the kept frames and the number of frames decoded.
+    Frame i is the i-th frame the decoder outputs. Stops after the last wanted frame; returns the kept
+    frames and the number of frames decoded.
     """
     frames: dict[int, np.ndarray] = {}
     last, decoded = max(wanted), 0
     with av.open(path) as container:
-        for index, frame in enumerate(container.decode(container.streams.video[0])):
+        for index, frame in enumerate(container.decode(_open_video_stream(container))):
             decoded = index + 1
             if index in wanted:
                 frames[index] = frame.to_ndarray(format="rgb24")
@@ -499,34 +632,115 @@ def _pyav_decode(av: Any, path: str, wanted: set[int]) -> tuple[dict[int, np.nda
     return frames, decoded
 
 
-def _pyav_sample(av: Any, path: str, bound: Any, fps: float, num_frames: int, num_segments: int):
-    """(frames at the sampled positions or None if some could not be decoded, number of frames decoded)."""
-    indices = _sample_indices(path, bound, fps, num_frames, num_segments)
-    frames, decoded = _pyav_decode(av, path, {int(idx) for idx in indices})
-    if len(frames) < len(indices):
-        return None, decoded
-    return [frames[int(idx)] for idx in indices], decoded
+def _decode_forward(output: Iterator[Any], pts: Sequence[int], nxt: int, target: int) -> Any:
+    """Decode from frame `nxt` up to frame `target` (presentation positions) and return that frame.
 
-
-def _read_frames_pyav(path: str, bound: Any, num_segments: int) -> list[np.ndarray]:
-    """Sampled RGB frames [H, W, 3] uint8 read with PyAV (sequential decode).
-
-    If the stream reports more frames than it decodes, sampling is redone over the decoded count.
+    Every decoded frame must carry the pts the index predicts for its position, pts[nxt], pts[nxt + 1], ...;
+    anything else is a `_SeekMiss`.
     """
+    for frame in output:
+        if frame.pts != pts[nxt]:
+            raise _SeekMiss(f"frame {nxt} should have pts {pts[nxt]}, the decoder gave pts {frame.pts}")
+        if nxt == target:
+            return frame
+        nxt += 1
+    raise _SeekMiss(f"the stream ended before frame {target}")
+
+
+def _skip_before(output: Iterator[Any], key_pts: int) -> Iterator[Any]:
+    """`output` without its leading frames whose pts is below `key_pts` (frames before the seek target)."""
+    return itertools.dropwhile(lambda frame: frame.pts is not None and frame.pts < key_pts, output)
+
+
+def _pyav_seek_decode(
+    av: Any, path: str, index: _PtsIndex, targets: Sequence[int], plan: Sequence[int | None]
+) -> dict[int, np.ndarray]:
+    """Frames {target: RGB [H, W, 3] uint8} decoded along `plan` (`_plan_seeks`); `_SeekMiss` if off index.
+
+    A seek goes to the keyframe's pts (`backward=True`: at or before it); frames before that pts (an earlier
+    landing, open-GOP leading frames) are skipped, then frames must follow the index one by one.
+    """
+    frames: dict[int, np.ndarray] = {}
+    with av.open(path) as container:
+        stream = _open_video_stream(container)
+        output, nxt = container.decode(stream), 0
+        for target, key in zip(targets, plan):
+            if key is not None:
+                container.seek(index.pts[key], stream=stream, backward=True, any_frame=False)
+                output, nxt = _skip_before(container.decode(stream), index.pts[key]), key
+            frames[target] = _decode_forward(output, index.pts, nxt, target).to_ndarray(format="rgb24")
+            nxt = target + 1
+    return frames
+
+
+def _pyav_seek_frames(
+    av: Any, path: str, wanted: list[int], strategy: str
+) -> tuple[dict[int, np.ndarray] | None, int]:
+    """The seeking reader: ({frame: RGB array} or None to read sequentially, frames the video holds or -1).
+
+    `wanted` [T] ascending distinct frame indices. 'auto' seeks only when `_choose_pyav_strategy` says so and
+    falls back on a `_SeekMiss`; 'seek' plans with seek cost 0 and raises it (for tests).
+    """
+    index = _pyav_index(av, path)
+    if index is None:
+        if strategy == "seek":
+            raise _SeekMiss(f"video {path!r} has no trustworthy packet index")
+        return None, -1
+    if wanted[-1] >= len(index.pts):
+        return {}, len(index.pts)
+    if strategy == "auto" and _choose_pyav_strategy(wanted, index.keyframes) == "sequential":
+        return None, len(index.pts)
+    plan = _plan_seeks(wanted, index.keyframes, 0 if strategy == "seek" else SEEK_COST_FRAMES)
+    try:
+        return _pyav_seek_decode(av, path, index, wanted, plan), len(index.pts)
+    except _SeekMiss as miss:
+        if strategy == "seek":
+            raise
+        logger.info(f"video {path!r}: seeking gave unexpected frames ({miss}); decoding sequentially")
+        return None, len(index.pts)
+
+
+def _pyav_sample(av: Any, path: str, indices: np.ndarray, strategy: str) -> tuple[list[np.ndarray] | None, int]:
+    """(frames at `indices`, or None when the video has fewer frames than they need; frames available)."""
+    wanted = sorted({int(idx) for idx in indices})
+    frames, available = (None, -1) if strategy == "sequential" else _pyav_seek_frames(av, path, wanted, strategy)
+    if frames is None:
+        frames, available = _pyav_decode(av, path, set(wanted))
+    if len(frames) < len(wanted):
+        return None, available
+    return [frames[int(idx)] for idx in indices], available
+
+
+def _read_frames_pyav(path: str, bound: Any, num_segments: int, strategy: str = "auto") -> list[np.ndarray]:
+    """Sampled RGB frames [H, W, 3] uint8 read with PyAV.
+
+    `strategy` 'auto' picks seeking or sequential decoding by the `_plan_seeks` cost rule; 'sequential' and
+    'seek' force one (tests compare them: both give bit-identical frames; a forced 'seek' raises `_SeekMiss`
+    where 'auto' would fall back). If the stream reports more frames than it holds, sampling is redone over
+    the frames it holds.
+    """
+    if strategy not in PYAV_STRATEGIES:
+        raise ValueError(f"strategy must be one of {PYAV_STRATEGIES}, got strategy={strategy!r}")
     try:
         import av
     except ImportError as err:
         raise ImportError("backend='pyav' needs the av (PyAV) package: pip install av") from err
     try:
         num_frames, fps = _pyav_stream_info(av, path)
-        frames, decoded = _pyav_sample(av, path, bound, fps, num_frames, num_segments)
+        indices = _sample_indices(path, bound, fps, num_frames, num_segments)
+        frames, available = _pyav_sample(av, path, indices, strategy)
         if frames is None:
-            logger.warning(f"video {path!r} reports {num_frames} frames but decodes {decoded}; sampling from {decoded}")
-            frames, _ = _pyav_sample(av, path, bound, fps, decoded, num_segments)
+            logger.warning(
+                f"video {path!r} reports {num_frames} frames but decodes {available}; sampling from {available}"
+            )
+            num_frames = available
+            indices = _sample_indices(path, bound, fps, num_frames, num_segments)
+            frames, _ = _pyav_sample(av, path, indices, strategy)
     except (av.FFmpegError, OSError) as err:
         raise ValueError(f"cannot open video file {path!r} with PyAV: {err}") from err
     if frames is None:
         raise ValueError(f"video file {path!r}: frames could not be decoded consistently")
+    _warn_if_repeated(path, bound, fps, num_frames, indices)
     return frames
 
 
@@ -539,7 +753,8 @@ def load_video_frames(
     """The `num_segments` frames at `get_index` positions, each RGB [H, W, 3] uint8.
 
     Arguments are checked before the file is opened, the sampled range once its frame count and rate are
-    known (`_sample_indices`): every returned frame is a different frame of the video, in time order.
+    known (`_sample_indices`). Frames come in time order; a range with fewer frames than `num_segments`
+    gives the official indices with repeats (the same frame several times) and one logged warning.
     """
     path = _check_video_request(video_path, bound, num_segments)
     resolved = _resolve_backend(backend)
@@ -562,17 +777,19 @@ def load_video(
     """Official `load_video`: sampled frames -> dynamic tiles -> (pixel_values [T', 3, S, S], tiles per frame).
 
     With the default `max_num=1` every frame is one tile, so T' = T = num_segments and the list is [1]*T.
-    `backend` forces "decord" or "pyav"; None picks decord when installed, else PyAV.
+    `backend` forces "decord" or "pyav"; None picks decord when installed, else PyAV. PyAV seeks to the
+    keyframe before a sampled frame when that costs less than decoding on (`_plan_seeks`), with the frames
+    sequential decoding gives, as stored: PyAV does not apply a display rotation (decord 0.6.0 returns
+    garbled [W, H, 4] frames for rotated videos).
 
     Rules (ValueError naming the numbers, before any frame is decoded where possible):
-    - `num_segments` is an int >= 1 and at most max(1, end_idx - start_idx) of the sampled range: the
-      official segment sampling repeats frames beyond that, so a too-short video or bound is refused, not
-      padded with repeats (e.g. a 48-frame clip takes up to 47 segments). Calls within that limit give
-      exactly the official frame indices.
+    - `num_segments` is an int >= 1. Every call gives exactly the official frame indices; when the sampled
+      range has fewer frames than that (e.g. 64 segments of a 24-frame clip) the official sampling repeats
+      frames, and so does this function, with one logged warning per call.
     - `bound` is None / empty (whole video) or (start_s, end_s) with finite 0 <= start < end; a reversed,
       negative or NaN bound is refused, one that starts after the last frame too. One that ends after the
       video is clipped to the last frame with a logged warning, as the official code clips it.
-    - `input_size`, `max_num` are ints >= 1, `use_thumbnail` a bool.
+    - `input_size` is an int in 1..MAX_INPUT_SIZE, `max_num` in 1..MAX_TILES, `use_thumbnail` a bool.
     """
     _check_tiling(1, max_num, input_size, use_thumbnail, size_name="input_size")
     pixel_values, num_patches_list = [], []

@@ -1,5 +1,6 @@
-"""Tests of media.py: RGB values for every Pillow mode, accepted image inputs, and the bad-media table
-(images and videos), each asserting the exception type and a phrase of its message."""
+"""Tests of media.py: RGB values for every Pillow mode, accepted image inputs, official video sampling (short
+clips included), and the bad-media table (images and videos), each asserting the exception type and a phrase
+of its message. The seeking PyAV reader has its own file, test_media_seek.py."""
 
 from __future__ import annotations
 
@@ -157,6 +158,14 @@ def test_load_image_accepts_pil_path_and_uint8_rgb_array(tmp_path):
         assert np.abs(pixels.numpy() - expected).max() == 0.0
 
 
+def test_limits_are_inclusive():
+    assert (M.MAX_TILES, M.MAX_INPUT_SIZE) == (40, 1792)
+    assert len(M.build_target_ratios(1, M.MAX_TILES)) > 0
+    pixels = M.load_image(Image.new("RGB", (400, 10), (5, 6, 7)), input_size=8, max_num=M.MAX_TILES)
+    assert pixels.shape == (41, 3, 8, 8)  # a 40x1 grid and the thumbnail
+    M._check_size("input_size", M.MAX_INPUT_SIZE)  # no error at the limit itself
+
+
 def test_load_image_numpy_integer_arguments():
     image = Image.new("RGB", (60, 20), (1, 2, 3))
     a = M.load_image(image, input_size=np.int64(16), max_num=np.int32(3), min_num=np.int64(1))
@@ -169,33 +178,15 @@ def test_load_image_numpy_integer_arguments():
 
 try:
     import av
+
+    from tests.videos import frame_id, write_video
 except ImportError:  # the video tests skip with a reason
     av = None
 
-STEP = 8  # grey-level step of the frame-index code
-
 
 def write_indexed_video(path: Path, num_frames: int, fps: int = 30) -> Path:
-    """Frame i: left 16x16 block at level 8*(i % 32), right block at 8*(i // 32) (index recoverable to 1023)."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = 32, 16, "yuv420p"
-        for i in range(num_frames):
-            rgb = np.zeros((16, 32, 3), dtype=np.uint8)
-            rgb[:, :16] = STEP * (i % 32)
-            rgb[:, 16:] = STEP * (i // 32)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
-def frame_id(frame: np.ndarray) -> int:
-    left, right = frame[2:14, 2:14].mean(), frame[2:14, 18:30].mean()
-    low, high = round(left / STEP), round(right / STEP)
-    assert abs(left - low * STEP) < 3 and abs(right - high * STEP) < 3, (left, right)
-    return low + 32 * high
+    """32x16 clip, x264 defaults; frame i: left block at level 8*(i % 32), right at 8*(i // 32) (tests/videos.py)."""
+    return write_video(path, num_frames, fps=fps, width=32, height=16)
 
 
 def decode_all(path: Path) -> list[np.ndarray]:
@@ -211,6 +202,7 @@ def clips(tmp_path_factory) -> dict:
     return {
         "long": write_indexed_video(folder / "long.mp4", 200),  # 0..199, 6.67 s at 30 fps
         "short": write_indexed_video(folder / "short.mp4", 48),  # 0..47, 1.6 s
+        "clip24": write_indexed_video(folder / "clip24.mp4", 24),  # 0..23, 0.8 s
         "one": write_indexed_video(folder / "one.mp4", 1),
         "folder": folder,
     }
@@ -258,11 +250,57 @@ def test_limits_of_num_segments(clips, backend):
     assert [frame_id(f) for f in one] == [15]
 
 
+def official_indices(bound, fps: float, max_frame: int, num_segments: int) -> list[int]:
+    """The official InternVL / PVC `get_index`, written out (round() is Python's half-to-even)."""
+    start, end = (bound[0], bound[1]) if bound else (-100000, 100000)
+    start_idx = max(0, round(start * fps))
+    end_idx = min(round(end * fps), max_frame)
+    seg_size = float(end_idx - start_idx) / num_segments
+    return [int(start_idx + seg_size / 2 + np.round(seg_size * k)) for k in range(num_segments)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_short_clip_repeats_frames_like_the_official_sampling(clips, backend):
+    backend_or_skip(backend)
+    expected = official_indices(None, 30, 23, 64)  # 24 frames, 64 segments
+    assert len(set(expected)) == 24 and expected[:6] == [0, 0, 1, 1, 1, 2]  # seg_size = 23/64
+    with CaptureLogger(M.logger) as captured:
+        frames = M.load_video_frames(clips["clip24"], None, 64, backend=backend)
+    assert len(frames) == 64 and [frame_id(f) for f in frames] == expected
+    decoded = decode_all(clips["clip24"])
+    assert all(np.array_equal(frame, decoded[i]) for frame, i in zip(frames, expected))
+    assert captured.out.count("repeats frames") == 1
+    assert "the whole video has 24 frames (0..23) and num_segments=64 repeats frames" in captured.out
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("clip,bound,num_segments,last", [
+    ("short", None, 200, 47), ("short", None, 48, 47), ("one", None, 4, 0),
+    ("long", (0.5, 0.51), 2, 199), ("long", (1.0, 2.0), 31, 199),
+])
+def test_too_many_segments_give_official_repeats(clips, backend, clip, bound, num_segments, last):
+    backend_or_skip(backend)
+    with CaptureLogger(M.logger) as captured:
+        frames = M.load_video_frames(clips[clip], bound, num_segments, backend=backend)
+    assert [frame_id(f) for f in frames] == official_indices(bound, 30, last, num_segments)
+    assert captured.out.count(f"num_segments={num_segments} repeats frames") == 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_distinct_frames_log_no_repeat_warning(clips, backend):
+    backend_or_skip(backend)
+    with CaptureLogger(M.logger) as captured:
+        frames = M.load_video_frames(clips["short"], None, 47, backend=backend)
+    assert [frame_id(f) for f in frames] == list(range(47)) and "repeats frames" not in captured.out
+
+
 def test_numpy_bound_and_segments(clips):
     frames = M.load_video_frames(clips["long"], np.array([1.0, 5.0]), np.int64(16), backend="pyav")
     assert [frame_id(f) for f in frames] == reference_get_index((1.0, 5.0), 30, 199, 16)
-    with pytest.raises(ValueError, match=r"bound=\(1.0, 1.1\) spans frames 30..33"):
-        M.load_video_frames(clips["long"], np.array([1.0, 1.1]), 16, backend="pyav")
+    with CaptureLogger(M.logger) as captured:  # frames 30..33 for 16 segments: the official repeats
+        frames = M.load_video_frames(clips["long"], np.array([1.0, 1.1]), 16, backend="pyav")
+    assert [frame_id(f) for f in frames] == reference_get_index((1.0, 1.1), 30, 199, 16)
+    assert "bound=(1.0, 1.1) has 4 frames (30..33) and num_segments=16 repeats frames" in captured.out
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -350,6 +388,14 @@ IMAGE_CASES = [
     ("tiles of a path", lambda f: M.dynamic_preprocess(str(f["good"])), "must be a PIL.Image.Image, got str"),
     ("tensor size 0", lambda f: M.image_to_tensor(rgb(), 0), "image_size=0"),
     ("ratios max 0", lambda f: M.build_target_ratios(1, 0), "max_num=0"),
+    ("max_num above limit", lambda f: M.load_image(rgb(), max_num=41), "at most MAX_TILES=40 tiles, got max_num=41"),
+    ("max_num huge", lambda f: M.load_image(rgb(), max_num=10**6), "lower max_num"),
+    ("ratios above limit", lambda f: M.build_target_ratios(1, 100), "MAX_TILES=40"),
+    ("tiles above limit", lambda f: M.dynamic_preprocess(rgb(), max_num=41), "got max_num=41"),
+    ("input_size above limit", lambda f: M.load_image(rgb(), input_size=1793),
+     "MAX_INPUT_SIZE=1792 pixels, got input_size=1793"),
+    ("image_size above limit", lambda f: M.dynamic_preprocess(rgb(), image_size=8960), "got image_size=8960"),
+    ("tensor size above limit", lambda f: M.image_to_tensor(rgb(), 2000), "MAX_INPUT_SIZE=1792"),
 ]
 
 
@@ -360,12 +406,7 @@ def test_bad_image_inputs(files, name, call, phrase):
     assert phrase in str(info.value)
 
 
-VIDEO_CASES = [
-    ("2000 segments on 48 frames", "short", dict(num_segments=2000), "num_segments=2000 would repeat frames"),
-    ("48 segments on 48 frames", "short", dict(num_segments=48), "num_segments <= 47 there; lower num_segments"),
-    ("4 segments on 1 frame", "one", dict(num_segments=4), "the whole video spans frames 0..0"),
-    ("bound too short", "long", dict(bound=(0.5, 0.51), num_segments=2), "or widen the bound"),
-    ("bound shorter than segments", "long", dict(bound=(1.0, 2.0), num_segments=31), "spans frames 30..60"),
+VIDEO_CASES = [  # too many segments for the range are not an error: test_too_many_segments_give_official_repeats
     ("reversed bound", "long", dict(bound=(2.5, 0.5), num_segments=4), "start < end, got bound=(2.5, 0.5)"),
     ("empty bound", "long", dict(bound=(1.0, 1.0), num_segments=4), "is not reordered"),
     ("negative bound", "long", dict(bound=(-1.0, 2.0), num_segments=4), "at 0 seconds or later"),
@@ -381,7 +422,9 @@ VIDEO_CASES = [
     ("num_segments float", "long", dict(num_segments=8.0), "num_segments=8.0"),
     ("num_segments str", "long", dict(num_segments="8"), "num_segments='8'"),
     ("max_num 0", "long", dict(num_segments=4, max_num=0), "max_num=0"),
+    ("max_num above limit", "long", dict(num_segments=4, max_num=41), "at most MAX_TILES=40 tiles, got max_num=41"),
     ("input_size negative", "long", dict(num_segments=4, input_size=-3), "input_size=-3"),
+    ("input_size above limit", "long", dict(num_segments=4, input_size=4096), "MAX_INPUT_SIZE=1792 pixels"),
 ]
 
 
