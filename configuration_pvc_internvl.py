@@ -685,6 +685,10 @@ class PVCInternVLConfig(PretrainedConfig):
                 f"{layers} layers (hidden states 0..{layers})"
             )
 
+    def get_text_config(self, decoder: bool | None = None, encoder: bool | None = None) -> PretrainedConfig:
+        """The language model's config (InternVL2 names it ``llm_config``), for generation and the cache classes."""
+        return self.llm_config
+
     # ------------------------------------------------------------------------------------ derived values
     @property
     def image_size(self) -> int:

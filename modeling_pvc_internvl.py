@@ -531,7 +531,7 @@ class PVCInternVisionModel(PVCInternVisionPreTrainedModel):
 class PVCInternVLPreTrainedModel(PreTrainedModel):
     config_class = PVCInternVLConfig
     base_model_prefix = ""
-    main_input_name = "pixel_values"
+    main_input_name = "input_ids"
     supports_gradient_checkpointing = False
     _no_split_modules = [
         "PVCInternVisionLayer",
@@ -1003,7 +1003,7 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
         The defaults come from ``self.generation_config`` (``generation_config.json`` of the checkpoint: stop
         ids, pad id); ``generation_config`` (a ``GenerationConfig`` or a dict) and keyword arguments override
         them, except ``eos_token_id``, which adds to the checkpoint's stop ids (the end of the assistant turn
-        always stops; ``eos_token_id=None`` switches stop ids off). Keyword arguments that are not generation settings (``streamer``, ``stopping_criteria``,
+        always stops). Keyword arguments that are not generation settings (``streamer``, ``stopping_criteria``,
         ...) go to ``GenerationMixin.generate`` of the language model, which refuses unknown ones.
 
         Args:
@@ -1013,52 +1013,58 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
             prunevid: per-call overrides of ``config.prunevid`` (e.g. ``{"enabled": True}``).
             return_stats: also return the token / FLOPs accounting of this call.
         """
+        gen_config, model_kwargs = self._generation_config(generation_config, kwargs)
+        if input_ids is None and "inputs_embeds" in model_kwargs:  # embeddings in: GenerationMixin as it is
+            if pixel_values is not None or visual_features is not None:
+                raise ValueError("give input_ids with pixel_values / visual_features (the <IMG_CONTEXT> slots), not inputs_embeds")
+            output = super().generate(attention_mask=attention_mask, generation_config=gen_config, **model_kwargs)
+            return (output, {}) if return_stats else output
         attention_mask = _checked_prompt(input_ids, attention_mask)
-        prompt_ids = input_ids
         if pixel_values is not None and visual_features is not None:
             raise ValueError("give pixel_values or precomputed visual_features, not both")
-        gen_config, model_kwargs = self._generation_config(generation_config, kwargs)
         settings = self._prunevid_settings(prunevid)
-        layouts, samples = None, None
-        if pixel_values is not None:
-            self._check_pixels(pixel_values)
-            layouts = sample_layouts(pixel_values.shape[0], data_flag, split_sizes, num_patches_list)
-            self._check_slots(input_ids, layouts)
-        elif data_flag is not None or split_sizes is not None or num_patches_list is not None:
-            raise ValueError("data_flag / split_sizes / num_patches_list were given without pixel_values")
-        stage1 = settings.enabled and settings.enable_stage1 and layouts is not None
-        if not stage1:  # the prompt keeps its length: check the budget before the vision encoder runs
-            self._check_budget(input_ids.shape[1], gen_config)
-        if visual_features is not None:
-            samples = [visual_features]
-        elif layouts is not None:
+        layouts = self._checked_layouts(input_ids, pixel_values, data_flag, split_sizes, num_patches_list)
+        if not (settings.enabled and settings.enable_stage1 and layouts is not None):
+            self._check_budget(input_ids.shape[1], gen_config)  # the prompt keeps its length: before the encoder
+        samples = [visual_features] if visual_features is not None else None
+        if layouts is not None:
             samples = self.encode_samples(pixel_values, layouts)
         stats = new_call_stats(layouts, samples)
-        groups = None
+        ids, mask, groups = input_ids, attention_mask, None
         if settings.enabled and layouts is not None:
-            input_ids, attention_mask, samples, groups = apply_stage1(
+            ids, mask, samples, groups = apply_stage1(
                 input_ids, attention_mask, layouts, samples, settings, stats,
                 self._require_context_id(), self.config.video_repeat_time, left_pad,
             )
-            self._check_budget(input_ids.shape[1], gen_config)
-        embeds = self.get_input_embeddings()(input_ids)
+            self._check_budget(ids.shape[1], gen_config)
+        embeds = self.get_input_embeddings()(ids)
         if samples is not None:
-            visual = torch.cat([s.reshape(-1, s.shape[-1]) for s in samples], dim=0)
-            embeds = self.merge_visual_tokens(input_ids, embeds, visual)
+            embeds = self.merge_visual_tokens(ids, embeds, torch.cat([s.reshape(-1, s.shape[-1]) for s in samples]))
         self._reset_dynamic_rope()
         if groups is not None and settings.enable_stage2 and any(groups):
-            visual_mask = input_ids == self._require_context_id()
+            visual_mask = ids == self._require_context_id()
             output = generate_stage2(
-                self.language_model, embeds, attention_mask, visual_mask, groups, settings, gen_config, model_kwargs, stats
+                self.language_model, embeds, mask, visual_mask, groups, settings, gen_config, model_kwargs, stats
             )
+            output = _after_prompt(output, input_ids)
         else:
-            output = self.language_model.generate(
-                inputs_embeds=embeds, attention_mask=attention_mask, generation_config=gen_config, **model_kwargs
-            )
+            # embeddings only, as the official chat(): length limits and penalties count the new tokens alone
+            output = super().generate(inputs_embeds=embeds, attention_mask=mask, generation_config=gen_config, **model_kwargs)
+            output = _after_prompt(output, input_ids)
             stats["visual_tokens_after_stage2"] = list(stats["visual_tokens_after_stage1"])
-            stats["prefill_flops"] = dense_prefill_flops(self.config.llm_config, attention_mask)
-        output = _after_prompt(output, prompt_ids)
+            stats["prefill_flops"] = dense_prefill_flops(self.config.llm_config, mask)
         return (output, stats) if return_stats else output
+
+    def _checked_layouts(self, input_ids, pixel_values, data_flag, split_sizes, num_patches_list):
+        """The sample layouts of a call (None without pixel_values), checked against the prompt's slots."""
+        if pixel_values is None:
+            if data_flag is not None or split_sizes is not None or num_patches_list is not None:
+                raise ValueError("data_flag / split_sizes / num_patches_list were given without pixel_values")
+            return None
+        self._check_pixels(pixel_values)
+        layouts = sample_layouts(pixel_values.shape[0], data_flag, split_sizes, num_patches_list)
+        self._check_slots(input_ids, layouts)
+        return layouts
 
     def _generation_config(self, generation_config: Any, kwargs: dict) -> tuple[GenerationConfig, dict]:
         """The call's ``GenerationConfig`` (model defaults < ``generation_config`` < keyword arguments) and the
@@ -1077,7 +1083,7 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
             )
         model_kwargs.update(merged.update(**kwargs))
         model_kwargs.pop("transformers_version", None)
-        if merged.eos_token_id is not None:  # a caller's stop ids add to the checkpoint's; None means no stop ids
+        if merged.eos_token_id is not None:  # a caller's stop ids add to the checkpoint's
             stops = _id_list(self.generation_config.eos_token_id)
             merged.eos_token_id = stops + [i for i in _id_list(merged.eos_token_id) if i not in stops]
         merged.validate()
@@ -1172,8 +1178,9 @@ def _check_lengths(values: dict) -> None:
 
 
 def _after_prompt(output: Any, prompt_ids: torch.Tensor) -> Any:
-    """New ids ``(R, N)`` (or an output whose ``.sequences`` they are) -> prompt + new ids, as ``GenerationMixin``
-    returns them for ``input_ids``; the ``R / B`` sequences of a prompt (beams, samples) follow each other."""
+    """New ids ``(R, N)`` (or an output whose ``.sequences`` they are) -> the caller's prompt + the new ids, as
+    ``GenerationMixin`` returns them for ``input_ids`` (with PruneVid stage 1 the prompt is the caller's, not the
+    shortened one the LLM saw). The ``R / B`` sequences of a prompt (beams, samples) follow each other."""
     sequences = output.sequences if hasattr(output, "sequences") else output
     prompt = prompt_ids.to(sequences.device).repeat_interleave(sequences.shape[0] // prompt_ids.shape[0], dim=0)
     full = torch.cat([prompt, sequences], dim=1)
