@@ -32,6 +32,10 @@ from typing import Any
 from transformers import AutoConfig, PretrainedConfig
 from transformers.activations import ACT2FN
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
 
 
 class DataFlag(IntEnum):
@@ -155,6 +159,20 @@ def reject_unknown(section: str, keys: Iterable[Any], known: Collection[str], ge
         names.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
     extra = " and the standard transformers config attributes" if generic else ""
     raise ValueError(f"unknown {section} setting {', '.join(names)}; the settings are: {', '.join(known)}{extra}")
+
+
+def warn_unknown(section: str, keys: Iterable[Any], known: Collection[str], generic: Collection[str] = ()) -> None:
+    """Log a warning for each key of a config file or ``__init__`` that looks like a typo of a known setting.
+    Like every transformers config, the config keeps unknown keys as attributes and writes them back."""
+    for key in keys:
+        if key in known or key in generic:
+            continue
+        close = difflib.get_close_matches(str(key), known, n=1)
+        if close:
+            logger.warning(
+                f"{section} has an unknown setting {key!r} (did you mean {close[0]!r}?); it is kept as an extra "
+                f"attribute and changes nothing"
+            )
 
 
 def check_settings(section: str, values: Mapping[str, Any], specs: Mapping[str, Setting]) -> dict[str, Any]:
@@ -301,7 +319,7 @@ class PVCInternVisionConfig(PretrainedConfig):
         for name, value in check_settings("vision_config", given, VISION_SETTINGS).items():
             setattr(self, name, value)
         _pop_model_type("vision_config", kwargs, self.model_type)
-        reject_unknown("vision_config", kwargs, tuple(VISION_SETTINGS), transformers_config_keys())
+        warn_unknown("vision_config", kwargs, tuple(VISION_SETTINGS), transformers_config_keys())
         super().__init__(**kwargs)
         self._validate_vision()
 
@@ -387,7 +405,7 @@ class PruneVidConfig(PretrainedConfig):
         for name, value in check_settings("prunevid", given, PRUNEVID_SETTINGS).items():
             setattr(self, name, value)
         _pop_model_type("prunevid", kwargs, self.model_type)
-        reject_unknown("prunevid", kwargs, self.SETTING_NAMES, transformers_config_keys())
+        warn_unknown("prunevid", kwargs, self.SETTING_NAMES, transformers_config_keys())
         super().__init__(**kwargs)
 
     def validate_settings(self, num_llm_layers: int | None = None) -> None:
@@ -403,6 +421,12 @@ class PruneVidConfig(PretrainedConfig):
     def settings(self) -> dict[str, Any]:
         """The PruneVid settings as a plain dict."""
         return {name: getattr(self, name) for name in self.SETTING_NAMES}
+
+    def section(self) -> dict[str, Any]:
+        """The ``prunevid`` section of config.json: the settings plus any extra keys it was given."""
+        generic = transformers_config_keys()
+        extra = {k: v for k, v in vars(self).items() if not k.startswith("_") and k not in generic}
+        return {**extra, **self.settings()}
 
     def merged(self, overrides: Mapping[str, Any] | None, num_llm_layers: int | None = None) -> PruneVidConfig:
         """A validated copy with per-call ``overrides`` applied (unknown keys and bad values raise
@@ -520,10 +544,12 @@ def _build_vision_config(vision_config: Mapping[str, Any] | PVCInternVisionConfi
 
 
 def _build_prunevid(prunevid: Mapping[str, Any] | PruneVidConfig | None) -> PruneVidConfig:
-    """The ``prunevid`` section: only PruneVid setting names are allowed in it."""
+    """The ``prunevid`` section (a dict of settings, plus any extra keys it carries)."""
     if isinstance(prunevid, PruneVidConfig):
-        prunevid = prunevid.settings()
-    return PruneVidConfig(**check_settings("prunevid", prunevid or {}, PRUNEVID_SETTINGS))
+        prunevid = prunevid.section()
+    if prunevid is not None and not isinstance(prunevid, Mapping):
+        raise ValueError(f"prunevid settings must be a dict, got {_shown(prunevid)} ({type(prunevid).__name__})")
+    return PruneVidConfig(**(prunevid or {}))
 
 
 def _require_sections(config_dict: Any) -> None:
@@ -620,7 +646,7 @@ class PVCInternVLConfig(PretrainedConfig):
         for name, value in check_settings("config", given, CONFIG_SETTINGS).items():
             setattr(self, name, value)
         _pop_model_type("config", kwargs, self.model_type)
-        reject_unknown("config", kwargs, (*CONFIG_SETTINGS, *SUB_CONFIG_NAMES), transformers_config_keys())
+        warn_unknown("config", kwargs, (*CONFIG_SETTINGS, *SUB_CONFIG_NAMES), transformers_config_keys())
         self.vision_config = _build_vision_config(vision_config, self.use_temporal)
         self.llm_config = _build_llm_config(copy.deepcopy(llm_config))
         self.prunevid = _build_prunevid(prunevid)
@@ -730,6 +756,6 @@ class PVCInternVLConfig(PretrainedConfig):
             # Also write the transformers-4 keys, so the saved config reads the same on both major versions.
             for key, value in _legacy_rope(output["llm_config"]["rope_parameters"]).items():
                 output["llm_config"].setdefault(key, value)
-        output["prunevid"] = self.prunevid.settings()
+        output["prunevid"] = self.prunevid.section()
         output["model_type"] = self.model_type
         return output
