@@ -611,7 +611,7 @@ class PVCInternVLConfig(PretrainedConfig):
     """
 
     model_type = "pvc_internvl"
-    sub_configs = {"vision_config": PVCInternVisionConfig, "llm_config": AutoConfig}
+    sub_configs = {"vision_config": PVCInternVisionConfig, "llm_config": AutoConfig, "prunevid": PruneVidConfig}
 
     def __init__(
         self,

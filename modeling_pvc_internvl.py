@@ -549,9 +549,11 @@ class PVCInternVLPreTrainedModel(PreTrainedModel):
     def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any):
         """``PreTrainedModel.from_pretrained``, plus: the official scripts' ``load_in_8bit`` / ``load_in_4bit`` flags
         (False accepted; True becomes a bitsandbytes quantization config), and a ``ValueError`` listing every weight
-        the checkpoint lacks (instead of answering with random weights)."""
+        the checkpoint lacks (instead of answering with random weights) unless ``output_loading_info=True`` asks for
+        the loading report instead."""
         kwargs = _legacy_quantization_flags(kwargs)
-        want_info = kwargs.pop("output_loading_info", False)
+        if kwargs.get("output_loading_info"):  # the caller reads the missing / unexpected keys itself
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
         missing = _untied_missing_keys(model, info.get("missing_keys") or [])
         if missing:
@@ -560,7 +562,7 @@ class PVCInternVLPreTrainedModel(PreTrainedModel):
                 f"the checkpoint {pretrained_model_name_or_path} lacks {len(missing)} weights of the model: {shown}; "
                 "convert official checkpoints with conversion/convert_checkpoint.py"
             )
-        return (model, info) if want_info else model
+        return model
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -753,6 +755,9 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
 
     def get_output_embeddings(self) -> nn.Module:
         return self.language_model.get_output_embeddings()
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_output_embeddings(value)
 
     @property
     def num_image_token(self) -> int:

@@ -187,6 +187,9 @@ def test_missing_tensors_fail_loading(tmp_path):
     assert "mlp1.0.weight" in message and "language_model.model.layers.0.self_attn.q_proj.weight" in message
     fresh = PVCInternVLChatModel(model.config)  # a fresh model still builds
     assert fresh.mlp1[1].weight.shape == model.mlp1[1].weight.shape
+    # asking for the loading report returns it instead of raising, as PreTrainedModel.from_pretrained does
+    _, info = PVCInternVLChatModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert set(dropped) <= set(info["missing_keys"])
 
 
 def test_complete_checkpoint_loads_and_legacy_quantization_flags(tmp_path):

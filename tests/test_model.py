@@ -346,3 +346,15 @@ def test_config_json_round_trip(tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["auto_map"]["AutoModel"].endswith("PVCInternVLChatModel")
     assert again.to_dict()["vision_config"] == config.to_dict()["vision_config"]
     assert again.llm_config.num_key_value_heads == 8 and again.img_context_token_id == 92546
+
+
+def test_output_embeddings_can_be_replaced_and_resized():
+    model = tiny_model(pvc=True)
+    vocab, hidden = model.get_output_embeddings().weight.shape
+    head = torch.nn.Linear(hidden, vocab, bias=False)
+    model.set_output_embeddings(head)
+    assert model.get_output_embeddings() is head and model.language_model.get_output_embeddings() is head
+    model.resize_token_embeddings(vocab + 8)
+    assert model.get_input_embeddings().weight.shape[0] == vocab + 8
+    assert model.get_output_embeddings().weight.shape[0] == vocab + 8
+    assert model.config.get_text_config().vocab_size == vocab + 8
