@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
+import json
 import math
 import numbers
 import os
@@ -280,6 +281,7 @@ class PVCInternVisionConfig(PretrainedConfig):
     """
 
     model_type = "pvc_intern_vit"
+    base_config_key = "vision_config"  # its section in the composite config.json
 
     def __init__(
         self,
@@ -384,6 +386,7 @@ class PruneVidConfig(PretrainedConfig):
     """
 
     model_type = "pvc_prunevid"
+    base_config_key = "prunevid"  # its section in the composite config.json
     SETTING_NAMES = tuple(PRUNEVID_SETTINGS)
 
     def __init__(
@@ -422,11 +425,13 @@ class PruneVidConfig(PretrainedConfig):
         """The PruneVid settings as a plain dict."""
         return {name: getattr(self, name) for name in self.SETTING_NAMES}
 
-    def section(self) -> dict[str, Any]:
-        """The ``prunevid`` section of config.json: the settings plus any extra keys it was given."""
+    def to_dict(self) -> dict[str, Any]:
+        """The ``prunevid`` section of config.json: the settings plus any extra keys it was given (none of the
+        generic model attributes: PruneVid configures a procedure, not a model)."""
         generic = transformers_config_keys()
         extra = {k: v for k, v in vars(self).items() if not k.startswith("_") and k not in generic}
-        return {**extra, **self.settings()}
+        stamp = {k: v for k, v in super().to_dict().items() if k in ("model_type", "transformers_version")}
+        return {**extra, **self.settings(), **stamp}
 
     def merged(self, overrides: Mapping[str, Any] | None, num_llm_layers: int | None = None) -> PruneVidConfig:
         """A validated copy with per-call ``overrides`` applied (unknown keys and bad values raise
@@ -546,7 +551,7 @@ def _build_vision_config(vision_config: Mapping[str, Any] | PVCInternVisionConfi
 def _build_prunevid(prunevid: Mapping[str, Any] | PruneVidConfig | None) -> PruneVidConfig:
     """The ``prunevid`` section (a dict of settings, plus any extra keys it carries)."""
     if isinstance(prunevid, PruneVidConfig):
-        prunevid = prunevid.section()
+        prunevid = prunevid.to_dict()
     if prunevid is not None and not isinstance(prunevid, Mapping):
         raise ValueError(f"prunevid settings must be a dict, got {_shown(prunevid)} ({type(prunevid).__name__})")
     return PruneVidConfig(**(prunevid or {}))
@@ -711,9 +716,15 @@ class PVCInternVLConfig(PretrainedConfig):
                 f"{layers} layers (hidden states 0..{layers})"
             )
 
-    def get_text_config(self, decoder: bool | None = None, encoder: bool | None = None) -> PretrainedConfig:
-        """The language model's config (InternVL2 names it ``llm_config``), for generation and the cache classes."""
+    @property
+    def text_config(self) -> PretrainedConfig:
+        """The language model's config under the name transformers gives it (``get_text_config()``, generation,
+        the cache classes); the official InternVL2 name, and the one config.json holds, is ``llm_config``."""
         return self.llm_config
+
+    @text_config.setter
+    def text_config(self, value: PretrainedConfig) -> None:
+        self.llm_config = value
 
     # ------------------------------------------------------------------------------------ derived values
     @property
@@ -748,14 +759,21 @@ class PVCInternVLConfig(PretrainedConfig):
             return int(max_positions * float(rope["factor"]))
         return max_positions
 
+    def to_json_string(self, use_diff: bool = True) -> str:
+        """``PretrainedConfig.to_json_string``, plus the transformers-4 ``rope_theta`` / ``rope_scaling`` keys beside
+        ``rope_parameters`` in ``llm_config``, so a config.json written on transformers 5 reads the same on 4.57
+        (transformers 5 folds them back into ``rope_parameters`` on load)."""
+        data = json.loads(super().to_json_string(use_diff=use_diff))
+        llm = data.get("llm_config") or {}
+        if llm.get("rope_parameters") is not None:
+            for key, value in _legacy_rope(llm["rope_parameters"]).items():
+                llm.setdefault(key, value)
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
     def to_dict(self) -> dict[str, Any]:
         output = super().to_dict()
         output["vision_config"] = self.vision_config.to_dict()
         output["llm_config"] = self.llm_config.to_dict()
-        if output["llm_config"].get("rope_parameters") is not None:
-            # Also write the transformers-4 keys, so the saved config reads the same on both major versions.
-            for key, value in _legacy_rope(output["llm_config"]["rope_parameters"]).items():
-                output["llm_config"].setdefault(key, value)
-        output["prunevid"] = self.prunevid.section()
+        output["prunevid"] = self.prunevid.to_dict()
         output["model_type"] = self.model_type
         return output

@@ -550,9 +550,10 @@ class PVCInternVLPreTrainedModel(PreTrainedModel):
         """``PreTrainedModel.from_pretrained``, plus: the official scripts' ``load_in_8bit`` / ``load_in_4bit`` flags
         (False accepted; True becomes a bitsandbytes quantization config), and a ``ValueError`` listing every weight
         the checkpoint lacks (instead of answering with random weights) unless ``output_loading_info=True`` asks for
-        the loading report instead."""
+        the loading report instead (or there is no checkpoint: ``from_pretrained(None, state_dict=...)``)."""
         kwargs = _legacy_quantization_flags(kwargs)
-        if kwargs.get("output_loading_info"):  # the caller reads the missing / unexpected keys itself
+        if kwargs.get("output_loading_info") or pretrained_model_name_or_path is None:
+            # the caller reads the loading report itself, or builds the model from a state dict of its own
             return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
         missing = _untied_missing_keys(model, info.get("missing_keys") or [])
@@ -911,6 +912,32 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
         visual = visual.to(inputs_embeds.device, inputs_embeds.dtype)
         return inputs_embeds.masked_scatter(mask.unsqueeze(-1).to(inputs_embeds.device), visual)
 
+    def _merge_row_visual(self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor, visual_embeds: torch.Tensor):
+        """Merge row-aligned visual tokens ``(B, V, D)`` into the ``<IMG_CONTEXT>`` slots of this forward's ids
+        (every slot of a row, as in a prefill or a pass without cache; a decode step has none)."""
+        counts = (input_ids == self._require_context_id()).sum(dim=1)
+        if not bool(counts.any()):
+            return inputs_embeds
+        if visual_embeds.shape[0] != input_ids.shape[0] or int(counts.max()) > visual_embeds.shape[1]:
+            raise ValueError(
+                f"visual_embeds {tuple(visual_embeds.shape)} do not fit the <IMG_CONTEXT> slots of the rows "
+                f"{counts.tolist()}"
+            )
+        taken = torch.arange(visual_embeds.shape[1], device=counts.device)[None] < counts[:, None]
+        return self.merge_visual_tokens(input_ids, inputs_embeds, visual_embeds[taken.to(visual_embeds.device)])
+
+    def prepare_inputs_for_generation(self, input_ids, *args, inputs_embeds=None, visual_embeds=None, **kwargs):
+        """``GenerationMixin``'s inputs, plus ``visual_embeds`` on the steps that see the prompt: the first one, and
+        every step when the cache is off."""
+        inputs = super().prepare_inputs_for_generation(input_ids, *args, inputs_embeds=inputs_embeds, **kwargs)
+        first = kwargs.get("is_first_iteration")
+        if first is None:  # transformers 4.x: the first step starts at cache position 0
+            position = kwargs.get("cache_position")
+            first = position is None or int(position[0]) == 0
+        if visual_embeds is not None and (first or not kwargs.get("use_cache", True)):
+            inputs["visual_embeds"] = visual_embeds
+        return inputs
+
     def _reset_dynamic_rope(self) -> None:
         """Dynamic-NTK rotary embeddings keep the rescaled frequencies of the longest input seen; a new
         prompt must start from the original ones (stateless semantics)."""
@@ -922,8 +949,8 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
 
     def forward(
         self,
-        pixel_values: torch.Tensor | None = None,
         input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         image_flags: torch.LongTensor | None = None,
@@ -937,25 +964,32 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
         split_sizes: Any = None,
         num_patches_list: list | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        visual_embeds: torch.Tensor | None = None,
+        cache: Any = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """Official-compatible forward: visual tokens replace ``<IMG_CONTEXT>`` embeddings, then the LLM.
 
         ``image_flags`` ``(num_tiles, 1)``: tiles with flag 0 are dropped before encoding (the official
-        training code's padding tiles).
+        training code's padding tiles). ``visual_embeds`` ``(B, V, D)``: already encoded visual tokens, row ``b``
+        holding the tokens of prompt row ``b`` first (how ``generate`` passes them through ``GenerationMixin``).
         """
         if inputs_embeds is None:
             if input_ids is None:
                 raise ValueError("forward needs input_ids or inputs_embeds")
             inputs_embeds = self.get_input_embeddings()(input_ids)
-            if pixel_values is not None:
-                if image_flags is not None:
-                    keep = image_flags.reshape(-1) == 1
-                    if not bool(keep.all()):
-                        pixel_values = pixel_values[keep.to(pixel_values.device)]
-                visual = self.extract_feature(pixel_values, data_flag, split_sizes, num_patches_list)
-                inputs_embeds = self.merge_visual_tokens(input_ids, inputs_embeds, visual.reshape(-1, visual.shape[-1]))
-        cache = _one_cache(past_key_values, kwargs)
+        if pixel_values is not None:
+            if input_ids is None:  # the slots hold the <IMG_CONTEXT> embedding
+                input_ids = self._slot_ids(inputs_embeds)
+            if image_flags is not None:
+                keep = image_flags.reshape(-1) == 1
+                if not bool(keep.all()):
+                    pixel_values = pixel_values[keep.to(pixel_values.device)]
+            visual = self.extract_feature(pixel_values, data_flag, split_sizes, num_patches_list)
+            inputs_embeds = self.merge_visual_tokens(input_ids, inputs_embeds, visual.reshape(-1, visual.shape[-1]))
+        elif visual_embeds is not None and input_ids is not None:
+            inputs_embeds = self._merge_row_visual(input_ids, inputs_embeds, visual_embeds)
+        cache = _one_cache(past_key_values, cache)
         if cache is None or _cache_length(cache) == 0:
             self._reset_dynamic_rope()
         flags = {"use_cache": use_cache, "output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
@@ -986,8 +1020,8 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
     @torch.no_grad()
     def generate(
         self,
-        pixel_values: torch.Tensor | None = None,
         input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
         attention_mask: torch.LongTensor | None = None,
         visual_features: torch.Tensor | None = None,
         generation_config: GenerationConfig | dict | None = None,
@@ -1019,17 +1053,52 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
             return_stats: also return the token / FLOPs accounting of this call.
         """
         gen_config, model_kwargs = self._generation_config(generation_config, kwargs)
-        if input_ids is None and "inputs_embeds" in model_kwargs:  # embeddings in: GenerationMixin as it is
-            if pixel_values is not None or visual_features is not None:
-                raise ValueError("give input_ids with pixel_values / visual_features (the <IMG_CONTEXT> slots), not inputs_embeds")
-            output = super().generate(attention_mask=attention_mask, generation_config=gen_config, **model_kwargs)
+        embeds = model_kwargs.pop("inputs_embeds", None)  # the caller's prompt embeddings, if any
+        media = pixel_values is not None or visual_features is not None
+        if input_ids is None and (embeds is None or not media):  # text embeddings, or nothing: GenerationMixin as is
+            if media:
+                raise ValueError("give input_ids (or inputs_embeds) with pixel_values / visual_features: they mark the slots")
+            output = super().generate(inputs_embeds=embeds, attention_mask=attention_mask, generation_config=gen_config,
+                                      **model_kwargs)
             return (output, {}) if return_stats else output
+        slots_only = input_ids is None  # media with embeddings alone: the slots hold the <IMG_CONTEXT> embedding
+        input_ids = self._slot_ids(embeds) if slots_only else input_ids
         attention_mask = _checked_prompt(input_ids, attention_mask)
+        settings = self._prunevid_settings(prunevid)
+        if settings.enabled and embeds is not None:
+            raise ValueError("PruneVid re-lays and prunes the prompt, so it needs input_ids without inputs_embeds")
+        ids, mask, visual, groups, stats = self._visual_inputs(
+            input_ids, attention_mask, pixel_values, visual_features, (data_flag, split_sizes, num_patches_list),
+            settings, gen_config,
+        )
+        self._reset_dynamic_rope()
+        if groups is not None and settings.enable_stage2 and any(groups):
+            embeds = self.merge_visual_tokens(ids, self.get_input_embeddings()(ids), visual)
+            output = generate_stage2(self.language_model, embeds, mask, ids == self._require_context_id(), groups,
+                                     settings, gen_config, model_kwargs, stats)
+            return (_after_prompt(output, input_ids), stats) if return_stats else _after_prompt(output, input_ids)
+        stats["visual_tokens_after_stage2"] = list(stats["visual_tokens_after_stage1"])
+        stats["prefill_flops"] = dense_prefill_flops(self.config.llm_config, mask)
+        if slots_only:  # GenerationMixin's convention for embeddings alone: the new ids only
+            embeds = self.merge_visual_tokens(ids, embeds, visual) if visual is not None else embeds
+            output = super().generate(inputs_embeds=embeds, attention_mask=mask, generation_config=gen_config, **model_kwargs)
+            return (output, stats) if return_stats else output
+        if visual is not None:
+            model_kwargs["visual_embeds"] = self._row_visual(ids, visual)
+        if embeds is not None:
+            model_kwargs["inputs_embeds"] = embeds
+        output = super().generate(input_ids=ids, attention_mask=mask, generation_config=gen_config, **model_kwargs)
+        output = _after_prompt(output, input_ids, seen_length=ids.shape[1])
+        return (output, stats) if return_stats else output
+
+    def _visual_inputs(self, input_ids, attention_mask, pixel_values, visual_features, layout, settings, gen_config):
+        """Encode the media of a call and apply PruneVid stage 1: the ids and mask the LLM sees (re-laid by stage 1),
+        the visual tokens ``(n, D)`` in slot order (None without media), stage-2 groups per row and the stats."""
         if pixel_values is not None and visual_features is not None:
             raise ValueError("give pixel_values or precomputed visual_features, not both")
-        settings = self._prunevid_settings(prunevid)
-        layouts = self._checked_layouts(input_ids, pixel_values, data_flag, split_sizes, num_patches_list)
-        if not (settings.enabled and settings.enable_stage1 and layouts is not None):
+        layouts = self._checked_layouts(input_ids, pixel_values, *layout)
+        stage1 = settings.enabled and settings.enable_stage1 and layouts is not None
+        if not stage1:
             self._check_budget(input_ids.shape[1], gen_config)  # the prompt keeps its length: before the encoder
         samples = [visual_features] if visual_features is not None else None
         if layouts is not None:
@@ -1042,23 +1111,28 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
                 self._require_context_id(), self.config.video_repeat_time, left_pad,
             )
             self._check_budget(ids.shape[1], gen_config)
-        embeds = self.get_input_embeddings()(ids)
-        if samples is not None:
-            embeds = self.merge_visual_tokens(ids, embeds, torch.cat([s.reshape(-1, s.shape[-1]) for s in samples]))
-        self._reset_dynamic_rope()
-        if groups is not None and settings.enable_stage2 and any(groups):
-            visual_mask = ids == self._require_context_id()
-            output = generate_stage2(
-                self.language_model, embeds, mask, visual_mask, groups, settings, gen_config, model_kwargs, stats
+        visual = torch.cat([s.reshape(-1, s.shape[-1]) for s in samples]) if samples is not None else None
+        return ids, mask, visual, groups, stats
+
+    def _slot_ids(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        """``(B, T)`` ids marking the ``<IMG_CONTEXT>`` slots of prompt embeddings (the positions holding that token's
+        embedding) and -1 elsewhere, for callers that pass ``inputs_embeds`` without ``input_ids``."""
+        context_id = self._require_context_id()
+        context = self.get_input_embeddings().weight[context_id].to(inputs_embeds.dtype)
+        return torch.where((inputs_embeds == context).all(-1), context_id, -1)
+
+    def _row_visual(self, input_ids: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+        """Visual tokens ``(n, D)`` in slot order -> ``(B, V, D)``, row ``b`` holding its slots' tokens first (zero
+        padded), so that ``GenerationMixin`` can repeat them per row for beams and samples."""
+        counts = (input_ids == self._require_context_id()).sum(dim=1).tolist()
+        if sum(counts) != visual.shape[0]:
+            raise ValueError(
+                f"the prompt has {sum(counts)} <IMG_CONTEXT> tokens but the images give {visual.shape[0]} visual tokens"
             )
-            output = _after_prompt(output, input_ids)
-        else:
-            # embeddings only, as the official chat(): length limits and penalties count the new tokens alone
-            output = super().generate(inputs_embeds=embeds, attention_mask=mask, generation_config=gen_config, **model_kwargs)
-            output = _after_prompt(output, input_ids)
-            stats["visual_tokens_after_stage2"] = list(stats["visual_tokens_after_stage1"])
-            stats["prefill_flops"] = dense_prefill_flops(self.config.llm_config, mask)
-        return (output, stats) if return_stats else output
+        rows = visual.new_zeros(len(counts), max(counts), visual.shape[-1])
+        for row, piece in enumerate(visual.split(counts)):
+            rows[row, : piece.shape[0]] = piece
+        return rows
 
     def _checked_layouts(self, input_ids, pixel_values, data_flag, split_sizes, num_patches_list):
         """The sample layouts of a call (None without pixel_values), checked against the prompt's slots."""
@@ -1078,8 +1152,9 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
             _check_lengths(values)  # before GenerationConfig.update, which compares them with ints
         merged = copy.deepcopy(self.generation_config)
         model_kwargs: dict = {}
-        if isinstance(generation_config, GenerationConfig):
-            model_kwargs.update(merged.update(**generation_config.to_diff_dict()))
+        if isinstance(generation_config, GenerationConfig):  # its public settings (not generate's private tensors)
+            settings = {k: v for k, v in generation_config.to_diff_dict().items() if not k.startswith("_")}
+            model_kwargs.update(merged.update(**settings))
         elif isinstance(generation_config, dict):
             model_kwargs.update(merged.update(**generation_config))
         elif generation_config is not None:
@@ -1107,7 +1182,8 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
         if gen_config.max_new_tokens is not None:
             total, asked = prompt_length + gen_config.max_new_tokens, f"max_new_tokens={gen_config.max_new_tokens}"
         else:  # with inputs_embeds, max_length counts the new tokens only when it is below the prompt length
-            total, asked = max(gen_config.max_length, prompt_length), f"max_length={gen_config.max_length}"
+            max_length = gen_config.max_length if gen_config.max_length is not None else GenerationConfig().max_length
+            total, asked = max(max_length or 0, prompt_length), f"max_length={max_length}"
         if total > limit:
             raise ValueError(
                 f"{asked} with a prompt of {prompt_length} tokens needs {total} positions, but the language model "
@@ -1182,13 +1258,14 @@ def _check_lengths(values: dict) -> None:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
-def _after_prompt(output: Any, prompt_ids: torch.Tensor) -> Any:
-    """New ids ``(R, N)`` (or an output whose ``.sequences`` they are) -> the caller's prompt + the new ids, as
-    ``GenerationMixin`` returns them for ``input_ids`` (with PruneVid stage 1 the prompt is the caller's, not the
-    shortened one the LLM saw). The ``R / B`` sequences of a prompt (beams, samples) follow each other."""
+def _after_prompt(output: Any, prompt_ids: torch.Tensor, seen_length: int = 0) -> Any:
+    """Ids ``(R, seen_length + N)`` whose first ``seen_length`` columns are the prompt the LLM saw (shorter after
+    PruneVid stage 1; 0 when only new ids were returned), or an output whose ``.sequences`` they are -> the
+    caller's prompt + the new ids, as ``GenerationMixin`` returns them for ``input_ids``. The ``R / B`` sequences
+    of a prompt (beams, samples) follow each other."""
     sequences = output.sequences if hasattr(output, "sequences") else output
     prompt = prompt_ids.to(sequences.device).repeat_interleave(sequences.shape[0] // prompt_ids.shape[0], dim=0)
-    full = torch.cat([prompt, sequences], dim=1)
+    full = torch.cat([prompt, sequences[:, seen_length:]], dim=1)
     if hasattr(output, "sequences"):
         output.sequences = full
         return output
@@ -1209,9 +1286,8 @@ def _listed(value: Any) -> list:
     return value.tolist() if torch.is_tensor(value) else list(value)
 
 
-def _one_cache(past_key_values: Any, kwargs: dict) -> Any:
+def _one_cache(past_key_values: Any, cache: Any) -> Any:
     """The KV cache of a ``forward`` call, given as ``past_key_values`` or (transformers >= 5.24) ``cache``."""
-    cache = kwargs.pop("cache", None)
     if cache is not None and past_key_values is not None:
         raise ValueError("give the KV cache as cache or as past_key_values, not both")
     return cache if cache is not None else past_key_values

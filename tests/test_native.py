@@ -11,6 +11,7 @@ from transformers import GenerationConfig
 
 from pvc_internvl.conversation import TEMPLATES
 from pvc_internvl.processing import PVCInternVLProcessor
+from pvc_internvl.prunevid import CACHE_ARG
 from tests.test_remote_loading import write_video
 from tests.tiny import tiny_model
 from tests.tokenizer_utils import IM_END_ID, make_tiny_tokenizer
@@ -247,8 +248,6 @@ def test_cache_keyword_matches_the_installed_transformers():
     import transformers
     from packaging import version
 
-    from pvc_internvl.prunevid import CACHE_ARG
-
     renamed = version.parse(transformers.__version__).release >= (5, 24)
     assert CACHE_ARG == ("cache" if renamed else "past_key_values")
 
@@ -300,3 +299,35 @@ def test_chat_warns_about_a_video_prompt_without_data_flag(model, tokenizer, pro
     with caplog.at_level("WARNING"):
         model.chat(tokenizer, video["pixel_values"], question, dict(GEN), num_patches_list=[1] * 8, data_flag=[3])
     assert not any("data_flag" in r.getMessage() for r in caplog.records)
+
+
+def test_generation_without_cache_equals_generation_with_cache(model, processor, media):
+    """Without a cache every step re-reads the whole prompt, so the visual tokens go in at every step."""
+    inputs = processor.apply_chat_template(conversation("image", media, "describe"), add_generation_prompt=True,
+                                           tokenize=True, return_dict=True)
+    cached = model.generate(**inputs, max_new_tokens=4, do_sample=False, eos_token_id=None)
+    uncached = model.generate(**inputs, max_new_tokens=4, do_sample=False, eos_token_id=None, use_cache=False)
+    assert torch.equal(cached, uncached)
+
+
+def test_generation_continues_from_returned_cache(model, processor, media):
+    inputs = processor.apply_chat_template(conversation("video", media, "why"), add_generation_prompt=True,
+                                           tokenize=True, return_dict=True)
+    whole = model.generate(**inputs, max_new_tokens=6, do_sample=False, eos_token_id=None)
+    first = model.generate(**inputs, max_new_tokens=3, do_sample=False, eos_token_id=None,
+                           return_dict_in_generate=True)
+    cache = first.past_key_values if hasattr(first, "past_key_values") else first.cache
+    mask = torch.cat([inputs["attention_mask"], torch.ones_like(first.sequences[:, inputs["input_ids"].shape[1]:])], 1)
+    rest = model.generate(input_ids=first.sequences, attention_mask=mask, **{CACHE_ARG: cache}, max_new_tokens=3,
+                          do_sample=False, eos_token_id=None)
+    assert torch.equal(rest, whole)
+
+
+def test_text_generation_from_embeddings_equals_generation_from_ids(model, processor, media):
+    inputs = processor.apply_chat_template(conversation("text", media, "hello"), add_generation_prompt=True,
+                                           tokenize=True, return_dict=True)
+    from_ids = model.generate(**inputs, max_new_tokens=4, do_sample=False, eos_token_id=None)
+    embeds = model.get_input_embeddings()(inputs["input_ids"])
+    from_embeds = model.generate(inputs_embeds=embeds, attention_mask=inputs["attention_mask"], max_new_tokens=4,
+                                 do_sample=False, eos_token_id=None)  # GenerationMixin: new ids only
+    assert torch.equal(from_embeds, from_ids[:, inputs["input_ids"].shape[1]:])
