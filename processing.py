@@ -247,19 +247,25 @@ class PVCInternVLProcessor(ProcessorMixin):
         for turn, (old_question, old_answer) in enumerate(history):
             self.check_user_text(old_question, f"history[{turn}] question")
             self.check_user_text(old_answer, f"history[{turn}] answer")
+            _refuse_placeholders(old_answer, f"history[{turn}] answer")
         if system_message is not None:
             self.check_user_text(system_message, "the system message")
-        written = question.count(IMAGE_PLACEHOLDER) + sum(q.count(IMAGE_PLACEHOLDER) for q, _ in history)
+            _refuse_placeholders(system_message, "the system message")
+        places = {f"history[{turn}] question": q for turn, (q, _) in enumerate(history)}
+        places["the question"] = question
+        counts = {place: text.count(IMAGE_PLACEHOLDER) for place, text in places.items() if IMAGE_PLACEHOLDER in text}
+        written = sum(counts.values())
+        where = ", ".join(f"{place} has {count}" for place, count in counts.items())
         if layout is None and written:
-            raise ValueError(f"the question and history have {written} {IMAGE_PLACEHOLDER} placeholders but no pixel_values were given")
+            raise ValueError(f"no pixel_values were given, but {where} {IMAGE_PLACEHOLDER} placeholder(s)")
         if layout is not None:
             expected = len(layout.image_tiles)
             if written == 0 and not history:
                 question = _default_placeholders(layout) + question
             elif written != expected:
                 raise ValueError(
-                    f"the question and history have {written} {IMAGE_PLACEHOLDER} placeholders but the sample has "
-                    f"{expected} images/frames (num_patches_list has {expected} entries)"
+                    f"the sample has {expected} images/frames (num_patches_list has {expected} entries), but "
+                    f"{where or 'no question has any'} {IMAGE_PLACEHOLDER} placeholder(s)"
                 )
         prompt = self.conversation.render(list(history), question, system_message)
         return self.expand_placeholders(prompt, layout), question
@@ -570,6 +576,13 @@ def _conversation_media(conversation: list[dict], check_text: Any) -> dict:
             "one sample is images or one video"
         )
     return {"images": images, "video": videos[0] if videos else None, "num_frames": num_frames}
+
+
+def _refuse_placeholders(text: str, what: str) -> None:
+    """Media placeholders belong in questions; ``ValueError`` naming where else one was typed."""
+    for placeholder in (IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER):
+        if placeholder in text:
+            raise ValueError(f"{what} contains {placeholder}; media placeholders go in the questions only")
 
 
 def _check_history(history: Any) -> list[tuple[str, str]]:
