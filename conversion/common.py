@@ -29,9 +29,37 @@ def read_json(path: Path) -> Any:
     """The JSON value in ``path``; ``ConversionError`` naming the file otherwise."""
     try:
         with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            text = handle.read()
+        if not text.strip():
+            raise ConversionError(f"cannot read {path}: the file is empty; it must hold JSON (restore it from the "
+                                  "original checkpoint)")
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConversionError(f"cannot read {path}: it is not valid JSON ({err}); fix it or restore it from the "
+                              "original checkpoint") from err
+    except (OSError, UnicodeDecodeError) as err:
         raise ConversionError(f"cannot read {path}: {err}") from err
+
+
+def json_shown(value: Any) -> str:
+    """A short description of a JSON value for an error message: ``"4096" (a string)``, ``a JSON list``, ``null``."""
+    if isinstance(value, (dict, list)):
+        return f"a JSON {'object' if isinstance(value, dict) else 'list'}"
+    text = json.dumps(value)
+    text = text if len(text) <= 40 else text[:37] + "..."
+    return f"{text} (a string)" if isinstance(value, str) else text
+
+
+def check_json_object(value: Any, path: Path, what_to_do: str) -> dict:
+    """``value`` when it is a JSON object; ``ConversionError`` naming ``path`` otherwise."""
+    if not isinstance(value, dict):
+        raise ConversionError(f"{path} holds {json_shown(value)}, not a JSON object; {what_to_do}")
+    return value
+
+
+def read_json_object(path: Path, what_to_do: str) -> dict:
+    """The JSON object in ``path``; ``ConversionError`` naming the file (and ``what_to_do``) otherwise."""
+    return check_json_object(read_json(path), path, what_to_do)
 
 
 def write_json(path: Path, value: Any) -> None:

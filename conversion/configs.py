@@ -1,6 +1,9 @@
 """Source ``config.json`` (official InternVL2 ``internvl_chat`` / PVC ``pvc_internvl``) -> the keyword
 arguments of :class:`PVCInternVLConfig`.
 
+* Shape first: ``check_source_config`` (run when the source is opened, by ``--inspect`` too) refuses a
+  config.json that is not an object, or whose fields the converter reads (``SOURCE_FIELDS``) are missing or of
+  the wrong JSON type, with one line naming the file, the field, the value and what to do.
 * Vision: the official InternViT keys (and this package's own vision fields) are kept; the generic
   ``PretrainedConfig`` keys are dropped; **any other key makes the converter refuse**, listing them, unless
   ``--config-map`` maps it (to a field name, or to ``null`` to ignore it). The official PVC temporal
@@ -17,10 +20,12 @@ import copy
 import difflib
 import inspect
 import json
+import math
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
-from conversion.common import ConversionError, logger
+from conversion.common import ConversionError, check_json_object, json_shown, logger
 
 SOURCE_KINDS = ("internvl_chat", "pvc_internvl")
 
@@ -104,6 +109,122 @@ def llm_kind(llm: dict) -> str:
         f"unsupported language model (model_type {model_type!r}, architectures {architectures}); supported: "
         f"InternLM2, {', '.join(NATIVE_LLM_TYPES)}"
     )
+
+
+# --------------------------------------------------------------------------------- source config shape
+@dataclass(frozen=True)
+class JsonKind:
+    """A JSON type a field must have, as a reader of config.json would name it."""
+
+    what: str
+    accepts: Callable[[Any], bool]
+
+
+INTEGER = JsonKind("an integer", lambda v: type(v) is int)  # JSON true / false are not integers
+NUMBER = JsonKind("a number", lambda v: type(v) in (int, float))
+BOOLEAN = JsonKind("true or false", lambda v: type(v) is bool)
+STRING = JsonKind("a string", lambda v: type(v) is str)
+OBJECT = JsonKind("a JSON object", lambda v: isinstance(v, dict))
+INTEGERS = JsonKind("a list of integers", lambda v: isinstance(v, list) and all(type(i) is int for i in v))
+STRINGS = JsonKind("a list of strings", lambda v: isinstance(v, list) and all(type(i) is str for i in v))
+
+
+@dataclass(frozen=True)
+class SourceField:
+    name: str  # dotted path inside config.json
+    kind: JsonKind
+    required: bool = False
+    nullable: bool = False
+    about: str = ""  # what the field holds, for the message
+
+
+def _about(spec: SourceField) -> str:
+    return f" ({spec.about})" if spec.about else ""
+
+
+_LLM_SIZES = ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size", "vocab_size")
+# The fields of the source config.json the converter itself reads (sizes it computes with, values it compares),
+# checked once when the source is opened, parents before children. The package config checks every other field.
+SOURCE_FIELDS = (
+    SourceField("vision_config", OBJECT, required=True, about="the vision model's settings"),
+    SourceField("llm_config", OBJECT, required=True, about="the language model's settings"),
+    SourceField("downsample_ratio", NUMBER),
+    SourceField("use_temporal", BOOLEAN),
+    SourceField("img_context_token_id", INTEGER, nullable=True),
+    *(SourceField(f"llm_config.{name}", INTEGER, required=True) for name in _LLM_SIZES),
+    SourceField("llm_config.num_key_value_heads", INTEGER, nullable=True),
+    SourceField("llm_config.head_dim", INTEGER, nullable=True),
+    SourceField("llm_config.max_position_embeddings", INTEGER),
+    *(SourceField(f"llm_config.{name}", NUMBER) for name in ("rope_theta", "rms_norm_eps", "initializer_range")),
+    SourceField("llm_config.rope_scaling", OBJECT, nullable=True),
+    SourceField("llm_config.rope_scaling.factor", NUMBER),
+    SourceField("llm_config.model_type", STRING, nullable=True),
+    SourceField("llm_config.architectures", STRINGS, nullable=True),
+    SourceField("llm_config.bias", BOOLEAN),
+    SourceField("llm_config.tie_word_embeddings", BOOLEAN),
+    SourceField("vision_config.hidden_size", INTEGER),
+    SourceField("vision_config.num_hidden_layers", INTEGER),
+    SourceField("vision_config.temporal_attn_layers", INTEGERS, nullable=True),
+    SourceField("vision_config.adaln_layers", INTEGERS, nullable=True),
+)
+
+
+def _meant(kind: JsonKind, value: Any) -> str | None:
+    """The JSON text of the number a string ``value`` probably meant (``"4096"`` -> ``4096``), else None."""
+    try:
+        number = float(value) if isinstance(value, str) and kind in (INTEGER, NUMBER) else None
+    except ValueError:
+        return None
+    if number is None or not math.isfinite(number) or (kind is INTEGER and not number.is_integer()):
+        return None
+    return json.dumps(int(number) if kind is INTEGER else number)
+
+
+def _wrong_type(spec: SourceField, value: Any) -> str | None:
+    """``'"4096" (a string), not an integer'`` when ``value`` does not fit ``spec``, None when it does."""
+    if spec.kind.accepts(value) or (value is None and spec.nullable):
+        return None
+    return f"{json_shown(value)}, not {spec.kind.what}" + (" or null" if spec.nullable else "")
+
+
+def check_source_config(config: Any, path: Path) -> dict:
+    """The source ``config.json`` when it is an InternVL2 / PVC config whose fields the converter reads (see
+    ``SOURCE_FIELDS``) are present and of the right JSON type; otherwise a one-line ``ConversionError`` naming
+    the file, the field, its value and what to do. Runs before anything else reads the config."""
+    check_json_object(config, path, "--src must be an InternVL2 / PVC checkpoint, whose config.json is an object "
+                                   "with model_type, vision_config and llm_config")
+    detect_kind(config)
+    for spec in SOURCE_FIELDS:
+        *parents, leaf = spec.name.split(".")
+        section: Any = config
+        for part in parents:
+            section = section.get(part) if isinstance(section, dict) else None
+        if not isinstance(section, dict):  # an optional parent that is absent or null
+            continue
+        if leaf not in section:
+            if spec.required:
+                where = f"{path}: {'.'.join(parents)} has no {leaf}" if parents else f"{path} has no {leaf} section"
+                raise ConversionError(f"{where}; add it as {spec.kind.what}{_about(spec)}, as in the original "
+                                      "checkpoint's config.json (the converter reads it to build the converted config)")
+            continue
+        wrong = _wrong_type(spec, section[leaf])
+        if wrong:
+            meant = _meant(spec.kind, section[leaf])
+            example = f' (e.g. "{leaf}": {meant})' if meant else ""
+            raise ConversionError(f"{path}: {spec.name} is {wrong}; write it as {spec.kind.what}{_about(spec)} in "
+                                  f"config.json{example}")
+    return config
+
+
+def check_override_values(overrides: dict[str, Any]) -> None:
+    """A ``--set`` value of a field in ``SOURCE_FIELDS`` must have that field's JSON type."""
+    fields = {spec.name: spec for spec in SOURCE_FIELDS}
+    for key, value in overrides.items():
+        wrong = _wrong_type(fields[key], value) if key in fields else None
+        if wrong:
+            meant = _meant(fields[key].kind, value)
+            example = f" (e.g. --set {key}={meant})" if meant else ""
+            raise ConversionError(f"--set {key}: the value is {wrong}; pass {fields[key].kind.what} as JSON{example}")
 
 
 # ------------------------------------------------------------------------------------------------ LLM
@@ -284,13 +405,11 @@ def build_config_plan(
     dtype: str = "auto",
     strict: bool = True,
 ) -> ConfigPlan:
-    """Everything of the target config that the source ``config.json`` decides. With ``strict=False``
-    unknown keys are left out and listed in ``problems`` instead of raising."""
+    """Everything of the target config that the source ``config.json`` (passed by ``check_source_config``)
+    decides. With ``strict=False`` unknown keys are left out and listed in ``problems`` instead of raising."""
     kind = detect_kind(config)
     mapping = dict(mapping or {})
     problems: list[str] = []
-    if "llm_config" not in config or "vision_config" not in config:
-        raise ConversionError("config.json has no llm_config / vision_config section")
     llm = config["llm_config"]
     which = llm_kind(llm)
     notes = []
@@ -315,5 +434,6 @@ def build_config_plan(
     if chosen:
         kwargs["dtype"] = chosen
     check_override_keys(kwargs, dict(overrides or {}), config_class, vision_class)
+    check_override_values(dict(overrides or {}))
     apply_overrides(kwargs, dict(overrides or {}))
     return ConfigPlan(kind, which, kwargs, notes, problems)

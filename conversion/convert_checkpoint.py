@@ -45,10 +45,12 @@ from collections import Counter  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Any, Sequence  # noqa: E402
 
+from huggingface_hub.errors import StrictDataclassError  # noqa: E402  (a transformers-5 LLM config's field check)
+
 from conversion import configs, destination, hub, keymap, model_card, weights, writer  # noqa: E402
 from conversion import tokenizer as tokenizers_io  # noqa: E402
 from conversion.common import (  # noqa: E402
-    ConversionError, format_bytes, layer_ranges, logger, parse_size, read_json, setup_logging,
+    ConversionError, format_bytes, layer_ranges, logger, parse_size, read_json, read_json_object, setup_logging,
 )
 from conversion.package import remote_module  # noqa: E402
 
@@ -92,9 +94,11 @@ def load_source(folder: Path, tensors: list[keymap.TensorInfo] | None = None, re
     """The source checkpoint in ``folder``; ``tensors`` (from remote headers) replaces reading local shards."""
     if not (folder / "config.json").is_file():
         raise ConversionError(f"{repo_id or folder} has no config.json")
-    config = read_json(folder / "config.json")
-    configs.detect_kind(config)
-    generation = read_json(folder / "generation_config.json") if (folder / "generation_config.json").is_file() else None
+    config = configs.check_source_config(read_json(folder / "config.json"), folder / "config.json")
+    generation_path = folder / "generation_config.json"
+    generation = None
+    if generation_path.is_file():
+        generation = read_json_object(generation_path, "fix generation_config.json or delete it (it is optional)")
     return Source(
         folder=folder,
         config=config,
@@ -174,13 +178,15 @@ def expected_tensors(config: Any) -> tuple[dict[str, keymap.Expected], dict[str,
 
 
 def make_config(kwargs: dict, overrides: Sequence[str] | None = None) -> Any:
-    """``PVCInternVLConfig(**kwargs)`` (which validates every field); its error names ``--set`` when given."""
+    """``PVCInternVLConfig(**kwargs)`` (which validates every field, the native LLM config's included); its
+    error, on one line, names ``--set`` when given."""
     config_module = remote_module("configuration_pvc_internvl")
     try:
         config = config_module.PVCInternVLConfig(**kwargs)
-    except (ValueError, TypeError, KeyError) as err:
+    except (ValueError, TypeError, KeyError, StrictDataclassError) as err:
         hint = f" (check the --set values {list(overrides)})" if overrides else ""
-        raise ConversionError(f"the config built from config.json is not valid{hint}: {err}") from err
+        message = " ".join(str(err).split())  # one line (transformers 5 spreads a field error over several)
+        raise ConversionError(f"the config built from config.json is not valid{hint}: {message}") from err
     return writer.finish_config(config)
 
 
@@ -193,6 +199,13 @@ def llm_shape(llm: dict) -> keymap.LLMShape:
     )
 
 
+def read_config_map(path: str | None) -> dict:
+    if not path:
+        return {}
+    return read_json_object(Path(path), 'a --config-map file holds {"[vision_config.]key": "package field" or null, '
+                                        '...}')
+
+
 def _config_stage(source: Source, args: argparse.Namespace, strict: bool) -> tuple[configs.ConfigPlan, list[keymap.Rule], keymap.TensorFacts, list[str], list[str]]:
     """Config kwargs with the tensor-derived facts applied; returns (plan, rules, facts, notes, problems)."""
     config_module = remote_module("configuration_pvc_internvl")
@@ -200,7 +213,7 @@ def _config_stage(source: Source, args: argparse.Namespace, strict: bool) -> tup
         source.config,
         config_class=config_module.PVCInternVLConfig,
         vision_class=config_module.PVCInternVisionConfig,
-        mapping=read_json(Path(args.config_map)) if args.config_map else {},
+        mapping=read_config_map(args.config_map),
         overrides=parse_overrides(args.set),
         dtype=args.dtype,
         strict=strict,

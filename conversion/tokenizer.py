@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from conversion import spm_proto
-from conversion.common import read_json
+from conversion.common import read_json_object
 
 logger = logging.getLogger("convert_checkpoint")
 
@@ -81,14 +81,18 @@ def _remote_class(config: dict) -> str | None:
     return str(first).split(".")[-1] if first else None
 
 
+def _read_object(path: Path) -> dict:
+    return read_json_object(path, f"fix {path.name} or restore it from the original checkpoint")
+
+
 def read_source_tokenizer(folder: Path) -> SourceTokenizer:
     """Inspect the tokenizer files of ``folder`` (no tokenizer is instantiated)."""
-    config = read_json(folder / "tokenizer_config.json") if (folder / "tokenizer_config.json").is_file() else {}
+    config = _read_object(folder / "tokenizer_config.json") if (folder / "tokenizer_config.json").is_file() else {}
     added: dict[str, int] = {}
     special: set[str] = set()
     flags: dict[str, dict] = {}
     if (folder / "added_tokens.json").is_file():
-        for token, index in read_json(folder / "added_tokens.json").items():
+        for token, index in _read_object(folder / "added_tokens.json").items():
             _merge_added(added, token, index, "added_tokens.json")
     for index, entry in (config.get("added_tokens_decoder") or {}).items():
         _merge_added(added, entry["content"], int(index), "tokenizer_config.json")
@@ -96,7 +100,7 @@ def read_source_tokenizer(folder: Path) -> SourceTokenizer:
         if entry.get("special", True):
             special.add(entry["content"])
     if (folder / "tokenizer.json").is_file():
-        for entry in read_json(folder / "tokenizer.json").get("added_tokens") or []:
+        for entry in _read_object(folder / "tokenizer.json").get("added_tokens") or []:
             _merge_added(added, entry["content"], entry["id"], "tokenizer.json")
             if entry.get("special"):
                 special.add(entry["content"])
@@ -120,7 +124,7 @@ def _special_tokens_from_map(folder: Path, config: dict) -> set[str]:
     tokens: set[str] = set()
     sources = [config]
     if (folder / "special_tokens_map.json").is_file():
-        sources.append(read_json(folder / "special_tokens_map.json"))
+        sources.append(_read_object(folder / "special_tokens_map.json"))
     for source in sources:
         for key in ("bos_token", "eos_token", "unk_token", "pad_token"):
             value = source.get(key)

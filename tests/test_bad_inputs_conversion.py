@@ -11,7 +11,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import pytest
 import torch
@@ -91,6 +91,43 @@ class Case:
     phrase: str
     also: list[str] = field(default_factory=list)  # more phrases
     code: int = 1
+    inspect: bool = False  # --inspect must refuse with the same one-line error
+
+
+def config_case(id: str, change: Callable[[dict], None], phrase: str, also: Sequence[str] = ()) -> Case:
+    """A source config.json edited by ``change``: refused before anything runs, by --inspect too."""
+    return Case(id, lambda s, d: edit_config(s, change), phrase, ["config.json", *also], inspect=True)
+
+
+def write_config_text(src: Path, text: str) -> None:
+    (src / "config.json").write_text(text)
+
+
+def set_field(path: str, value) -> Callable[[dict], None]:
+    """Set ``a.b.c`` of the config to ``value``."""
+    *parents, leaf = path.split(".")
+
+    def change(config: dict) -> None:
+        for part in parents:
+            config = config[part]
+        config[leaf] = value
+    return change
+
+
+def drop_field(path: str) -> Callable[[dict], None]:
+    *parents, leaf = path.split(".")
+
+    def change(config: dict) -> None:
+        for part in parents:
+            config = config[part]
+        del config[leaf]
+    return change
+
+
+def native_llm_source(src: Path, change: Callable[[dict], None]) -> None:
+    """The base checkpoint with a Qwen2 language model (a native config the converter passes on), then ``change``."""
+    write_checkpoint(src, Spec(llm="qwen2"))
+    edit_config(src, change)
 
 
 def _dst_file(src: Path, dst: Path) -> list:
@@ -109,7 +146,8 @@ CASES = [
     Case("config_not_json", lambda s, d: (s / "config.json").write_text("{"), "cannot read", ["config.json"]),
     Case("unsupported_model_type", lambda s, d: edit_config(s, lambda c: c.update(model_type="llava")),
          "unsupported source model_type 'llava'"),
-    Case("no_llm_config", lambda s, d: edit_config(s, lambda c: c.pop("llm_config")), "no llm_config / vision_config"),
+    Case("no_llm_config", lambda s, d: edit_config(s, lambda c: c.pop("llm_config")), "has no llm_config section",
+         ["config.json", "add it as a JSON object"], inspect=True),
     Case("unsupported_llm", lambda s, d: edit_config(s, lambda c: c["llm_config"].update(
         model_type="gpt2", architectures=["GPT2LMHeadModel"])), "unsupported language model"),
     Case("unknown_top_level_key", lambda s, d: edit_config(s, lambda c: c.update(mystery_key=3)),
@@ -184,6 +222,81 @@ CASES = [
     Case("img_context_outside_vocab", lambda s, d: ["--img-context-token-id", 99999], "img_context_token_id 99999 is outside"),
     Case("broken_tokenizer_json", lambda s, d: (s / "tokenizer.json").write_text(json.dumps({"added_tokens": []})),
          "cannot convert the tokenizer of", ["tokenizer.json"]),
+    # ---- the shape of the source config.json and the fields the converter reads (checked before anything runs)
+    Case("config_is_a_list", lambda s, d: write_config_text(s, "[1, 2]"), "holds a JSON list, not a JSON object",
+         ["config.json", "vision_config and llm_config"], inspect=True),
+    Case("config_is_a_string", lambda s, d: write_config_text(s, '"internvl_chat"'),
+         'holds "internvl_chat" (a string), not a JSON object', ["config.json"], inspect=True),
+    Case("config_is_a_number", lambda s, d: write_config_text(s, "3"), "holds 3, not a JSON object", ["config.json"],
+         inspect=True),
+    Case("config_empty", lambda s, d: write_config_text(s, ""), "the file is empty", ["config.json"], inspect=True),
+    Case("config_truncated_json", lambda s, d: write_config_text(s, '{"model_type": "internvl_chat", '),
+         "is not valid JSON", ["config.json"], inspect=True),
+    config_case("vision_config_null", set_field("vision_config", None), "vision_config is null, not a JSON object",
+                ["the vision model's settings"]),
+    config_case("llm_config_null", set_field("llm_config", None), "llm_config is null, not a JSON object"),
+    config_case("vision_config_list", set_field("vision_config", [1, 2]), "vision_config is a JSON list, not a JSON object"),
+    config_case("llm_config_string", set_field("llm_config", "internlm2"),
+                'llm_config is "internlm2" (a string), not a JSON object'),
+    config_case("no_vision_config", drop_field("vision_config"), "has no vision_config section"),
+    *(config_case(f"llm_without_{name}", drop_field(f"llm_config.{name}"), f"llm_config has no {name}",
+                  ["add it as an integer"])
+      for name in ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size", "vocab_size")),
+    config_case("llm_hidden_size_string", set_field("llm_config.hidden_size", "4096"),
+                'llm_config.hidden_size is "4096" (a string), not an integer', ['(e.g. "hidden_size": 4096)']),
+    config_case("llm_hidden_size_fraction", set_field("llm_config.hidden_size", 64.5),
+                "llm_config.hidden_size is 64.5, not an integer"),
+    config_case("llm_hidden_size_bool", set_field("llm_config.hidden_size", True),
+                "llm_config.hidden_size is true, not an integer"),
+    config_case("llm_vocab_size_null", set_field("llm_config.vocab_size", None),
+                "llm_config.vocab_size is null, not an integer"),
+    config_case("llm_kv_heads_string", set_field("llm_config.num_key_value_heads", "2"),
+                'llm_config.num_key_value_heads is "2" (a string), not an integer or null'),
+    config_case("llm_max_positions_list", set_field("llm_config.max_position_embeddings", [256]),
+                "llm_config.max_position_embeddings is a JSON list, not an integer"),
+    config_case("llm_rope_theta_word", set_field("llm_config.rope_theta", "big"),
+                'llm_config.rope_theta is "big" (a string), not a number'),
+    config_case("llm_rms_norm_eps_null", set_field("llm_config.rms_norm_eps", None),
+                "llm_config.rms_norm_eps is null, not a number"),
+    config_case("llm_rope_scaling_list", set_field("llm_config.rope_scaling", [2.0]),
+                "llm_config.rope_scaling is a JSON list, not a JSON object or null"),
+    config_case("llm_rope_factor_string", set_field("llm_config.rope_scaling", {"type": "dynamic", "factor": "2"}),
+                'llm_config.rope_scaling.factor is "2" (a string), not a number', ['(e.g. "factor": 2.0)']),
+    config_case("llm_architectures_string", set_field("llm_config.architectures", "InternLM2ForCausalLM"),
+                "llm_config.architectures is", ["not a list of strings"]),
+    config_case("llm_tie_string", set_field("llm_config.tie_word_embeddings", "false"),
+                'llm_config.tie_word_embeddings is "false" (a string), not true or false'),
+    config_case("vision_hidden_size_string", set_field("vision_config.hidden_size", "32"),
+                'vision_config.hidden_size is "32" (a string), not an integer', ['(e.g. "hidden_size": 32)']),
+    config_case("vision_layers_null", set_field("vision_config.num_hidden_layers", None),
+                "vision_config.num_hidden_layers is null, not an integer"),
+    config_case("vision_temporal_layers_strings", set_field("vision_config.temporal_attn_layers", ["0", "1"]),
+                "vision_config.temporal_attn_layers is a JSON list, not a list of integers"),
+    config_case("downsample_ratio_word", set_field("downsample_ratio", "half"),
+                'downsample_ratio is "half" (a string), not a number'),
+    config_case("downsample_ratio_list", set_field("downsample_ratio", [0.5]), "downsample_ratio is a JSON list"),
+    config_case("use_temporal_string", set_field("use_temporal", "false"),
+                'use_temporal is "false" (a string), not true or false'),
+    config_case("img_context_token_id_string", set_field("img_context_token_id", "150"),
+                'img_context_token_id is "150" (a string), not an integer or null'),
+    Case("native_llm_hidden_size_string", lambda s, d: native_llm_source(s, set_field("llm_config.hidden_size", "64")),
+         'llm_config.hidden_size is "64" (a string), not an integer', ["config.json"], inspect=True),
+    Case("native_llm_rope_theta_word", lambda s, d: native_llm_source(s, set_field("llm_config.rope_theta", "big")),
+         'llm_config.rope_theta is "big" (a string), not a number', ["config.json"], inspect=True),
+    Case("native_llm_without_vocab_size", lambda s, d: native_llm_source(s, drop_field("llm_config.vocab_size")),
+         "llm_config has no vocab_size", ["config.json"], inspect=True),
+    Case("generation_config_list", lambda s, d: (s / "generation_config.json").write_text("[2]"),
+         "generation_config.json holds a JSON list, not a JSON object", ["delete it"], inspect=True),
+    Case("tokenizer_config_list", lambda s, d: (s / "tokenizer_config.json").write_text('["x"]'),
+         "tokenizer_config.json holds a JSON list, not a JSON object", inspect=True),
+    Case("config_map_list", lambda s, d: ((s.parent / "cmap.json").write_text("[1]"),
+                                          ["--config-map", s.parent / "cmap.json"])[1],
+         "cmap.json holds a JSON list, not a JSON object", ["--config-map"]),
+    Case("set_string_for_llm_size", lambda s, d: ["--set", 'llm_config.hidden_size="64"'],
+         '--set llm_config.hidden_size: the value is "64" (a string), not an integer',
+         ["--set llm_config.hidden_size=64"]),
+    Case("set_word_for_rms_norm_eps", lambda s, d: ["--set", "llm_config.rms_norm_eps=tiny"],
+         '--set llm_config.rms_norm_eps: the value is "tiny" (a string), not a number'),
 ]
 
 
@@ -213,6 +326,31 @@ def test_bad_input_is_refused_and_leaves_nothing(tmp_path, capsys, case):
     else:  # the file / folder that was there is unchanged
         assert (dst.read_bytes() if dst.is_file() else {p.name for p in dst.iterdir()}) == before
     assert leftovers(dst) == []
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.inspect], ids=[c.id for c in CASES if c.inspect])
+def test_bad_source_config_is_one_line_and_inspect_says_the_same(tmp_path, capsys, case):
+    """A bad source config file: one ``error:`` line (no traceback, no log lines before it), and --inspect of the
+    same source refuses with exactly that line and prints no report."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    write_checkpoint(src, Spec())
+    case.prepare(src, dst)
+    assert cc.main([str(a) for a in ["--src", src, "--dst", dst]]) == case.code
+    convert_err = capsys.readouterr().err.splitlines()
+    assert len(convert_err) == 1 and convert_err[0].startswith("error: "), convert_err
+    assert cc.main(["--inspect", str(src)]) == case.code
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == convert_err and captured.out == ""
+    assert not dst.exists() and leftovers(dst) == []
+
+
+def test_source_config_check_accepts_the_official_reference_config():
+    """The official InternVL2 config of the golden reference data passes the up-front check unchanged."""
+    from conversion import configs
+
+    path = Path(__file__).resolve().parent / "data/golden/internvl2/internlm2/checkpoint/config.json"
+    config = json.loads(path.read_text())
+    assert configs.check_source_config(config, path) == json.loads(path.read_text())
 
 
 def test_table_has_enough_rows():
