@@ -22,8 +22,9 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from scripts.cli import HelpFormatter, positive_int  # noqa: E402
+from scripts.cli import HelpFormatter, positive_int, resolve_device  # noqa: E402
 
+PROG = "run.py"
 SCRATCH = HERE / "_work"  # git-ignored: default results folder and the conversion benchmark's checkpoint
 
 # The timing process keeps the memory it frees (glibc: no trimming, heap rather than a fresh mapping for
@@ -44,10 +45,10 @@ def frame_counts(text: str) -> list[int]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (nothing heavy is imported here, so ``--help`` answers at once)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--out", type=pathlib.Path, default=SCRATCH,
                         help="folder for results.md/.json/.png (`--out benchmarks` replaces the committed results)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--full-size", action="store_true", help="the full 8B shapes in bf16 (needs a GPU)")
     parser.add_argument("--frames", type=frame_counts, default="8,16,32,64,96", help="comma-separated frame counts")
     parser.add_argument("--repeats", type=positive_int, default=3, help="repeats of every measurement")
@@ -99,6 +100,7 @@ def main() -> None:
     args = parse_args()
     ensure_timing_malloc()
     load_at_start = set_omp_wait_policy()
+    resolve_device(args.device, PROG)  # imports torch: after the OpenMP set-up; a missing device is one line
     import suite  # torch, transformers and the models: only now, after the process set-up above
     from report import write_reports
 

@@ -22,6 +22,7 @@ from typing import NoReturn
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from conversion.package import remote_module  # noqa: E402
+from scripts import cli  # noqa: E402
 from scripts.cli import HelpFormatter, positive_int  # noqa: E402
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # "auto": the checkpoint's dtype; float32 for the demo
@@ -31,8 +32,7 @@ PROG = "chat.py"
 
 def fail(message: str) -> NoReturn:
     """Report a usage error in one line on stderr and exit with code 2."""
-    sys.stderr.write(f"{PROG}: error: {message}\n")
-    raise SystemExit(2)
+    cli.fail(PROG, message)
 
 
 class Parser(argparse.ArgumentParser):
@@ -102,20 +102,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def resolve_device(text: str):
-    """``--device`` as a ``torch.device`` that exists on this machine."""
-    import torch
-
-    try:
-        device = torch.device(text)
-    except RuntimeError as err:
-        fail(f"--device {text!r} is not a torch device ({err}); use e.g. cpu, cuda, cuda:0 or mps")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        fail(f"--device {text}: CUDA is not available in this torch build or on this machine; use --device cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        fail(f"--device {text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        fail(f"--device {text}: Apple MPS is not available here; use --device cpu")
-    return device
+    """``--device`` as a ``torch.device`` that exists on this machine (else one line on stderr, exit 2)."""
+    return cli.resolve_device(text, PROG)
 
 
 def resolve_dtype(name: str, demo: bool):
@@ -140,7 +128,7 @@ def tiny_demo(workdir: pathlib.Path, device, dtype):
     """A tiny random-weight PVC model (clearly not a real model) on ``device`` in ``dtype``, and its tokenizer."""
     import torch
 
-    from tests.tokenizer_utils import IMG_CONTEXT_ID, VOCAB_SIZE, make_tiny_tokenizer
+    from conversion.tiny_tokenizer import IMG_CONTEXT_ID, VOCAB_SIZE, make_tiny_tokenizer
 
     configuration = remote_module("configuration_pvc_internvl")
     modeling = remote_module("modeling_pvc_internvl")

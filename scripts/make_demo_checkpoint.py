@@ -131,6 +131,10 @@ def write_video(path: Path) -> None:
     with av.open(str(path), mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=VIDEO_FPS)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        # one encoder thread and no lookahead threads: x264's frame threads make the coded frames depend on timing,
+        # so the demo's answers and PruneVid counts (quoted in the README) would change from one build to the next
+        stream.codec_context.thread_count = 1
+        stream.options = {"threads": "1", "lookahead_threads": "1", "sliced_threads": "0"}
         ys, xs = np.mgrid[0:height, 0:width]
         for index in range(VIDEO_FRAMES):
             frame = np.zeros((height, width, 3), dtype=np.uint8)
