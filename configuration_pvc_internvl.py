@@ -194,6 +194,21 @@ def _pop_model_type(section: str, kwargs: dict[str, Any], expected: str) -> None
         )
 
 
+def _check_dtype(kwargs: Mapping[str, Any]) -> None:
+    """``dtype`` / ``torch_dtype`` of a config.json must name a torch floating-point dtype."""
+    import torch
+
+    for key in ("dtype", "torch_dtype"):
+        value = kwargs.get(key)
+        if value is None or isinstance(value, torch.dtype) or value == "auto":
+            continue
+        name = value.removeprefix("torch.") if isinstance(value, str) else None
+        if name is None or not isinstance(getattr(torch, name, None), torch.dtype):
+            raise ValueError(
+                f"config {key} {_shown(value)} is not a torch dtype; use 'bfloat16', 'float16' or 'float32'"
+            )
+
+
 def _normalise_layers(layers: list[int] | None, num_layers: int, name: str) -> list[int]:
     """Turn a list of (possibly negative) layer indices into a sorted list of non-negative ones.
 
@@ -487,8 +502,29 @@ def _build_llm_config(llm_config: Mapping[str, Any] | PretrainedConfig | None) -
     llm_config = {key: value for key, value in llm_config.items() if key != "model_type"}
     config_class = CONFIG_MAPPING[model_type]
     if "rope_parameters" in llm_config and not _supports_rope_parameters(config_class):
-        llm_config.update(_legacy_rope(llm_config.pop("rope_parameters")))
+        rope_parameters = llm_config.pop("rope_parameters")
+        if rope_parameters is not None:
+            llm_config.update(_legacy_rope(rope_parameters))
+    _check_rope_type(llm_config)
     return config_class(**llm_config)
+
+
+def _check_rope_type(llm_config: Mapping[str, Any]) -> None:
+    """``rope_scaling`` / ``rope_parameters`` must name a rotary embedding transformers implements."""
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    for key in ("rope_scaling", "rope_parameters"):
+        rope = llm_config.get(key)
+        if rope is None:
+            continue
+        if not isinstance(rope, Mapping):
+            raise ValueError(f"llm_config {key} must be a JSON object or null, got {_shown(rope)} ({type(rope).__name__})")
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        if rope_type != "default" and rope_type not in ROPE_INIT_FUNCTIONS:
+            raise ValueError(
+                f"llm_config {key} names the rotary embedding type {_shown(rope_type)}, which transformers does not "
+                f"implement; known: default, {', '.join(sorted(ROPE_INIT_FUNCTIONS))}"
+            )
 
 
 def _supports_rope_parameters(config_class: type) -> bool:
@@ -651,6 +687,7 @@ class PVCInternVLConfig(PretrainedConfig):
         for name, value in check_settings("config", given, CONFIG_SETTINGS).items():
             setattr(self, name, value)
         _pop_model_type("config", kwargs, self.model_type)
+        _check_dtype(kwargs)
         warn_unknown("config", kwargs, (*CONFIG_SETTINGS, *SUB_CONFIG_NAMES), transformers_config_keys())
         self.vision_config = _build_vision_config(vision_config, self.use_temporal)
         self.llm_config = _build_llm_config(copy.deepcopy(llm_config))

@@ -12,10 +12,12 @@ from __future__ import annotations
 import copy
 import importlib.util
 import math
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch import nn
 from transformers import AutoModelForCausalLM, GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
@@ -555,7 +557,14 @@ class PVCInternVLPreTrainedModel(PreTrainedModel):
         if kwargs.get("output_loading_info") or pretrained_model_name_or_path is None:
             # the caller reads the loading report itself, or builds the model from a state dict of its own
             return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        try:
+            model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        except SafetensorError as err:
+            raise ValueError(
+                f"the checkpoint {pretrained_model_name_or_path} has an unreadable weights file "
+                f"{_damaged_safetensors(pretrained_model_name_or_path)} ({err}); it is truncated or damaged: download "
+                "or convert it again"
+            ) from err
         missing = _untied_missing_keys(model, info.get("missing_keys") or [])
         if missing:
             shown = ", ".join(missing[:12]) + (f", ... ({len(missing) - 12} more)" if len(missing) > 12 else "")
@@ -1223,6 +1232,19 @@ def _legacy_quantization_flags(kwargs: dict) -> dict:
 
     kwargs["quantization_config"] = BitsAndBytesConfig(**{enabled[0]: True})
     return kwargs
+
+
+def _damaged_safetensors(folder: Any) -> str:
+    """The first ``*.safetensors`` file of a local checkpoint folder whose header cannot be read (or "")."""
+    from safetensors import safe_open
+
+    for path in sorted(Path(str(folder)).glob("*.safetensors")) if Path(str(folder)).is_dir() else []:
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass
+        except (SafetensorError, OSError):
+            return path.name
+    return ""
 
 
 def _untied_missing_keys(model: nn.Module, missing: Any) -> list[str]:

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import json
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -222,3 +225,32 @@ def test_video_too_long_fails_before_the_vision_encoder(c, monkeypatch):
     question = "".join(f"Frame{i + 1}: <image>\n" for i in range(20)) + "q"
     with pytest.raises(ValueError, match=r"the prompt has \d+ tokens but the language model accepts at most 64"):
         model.chat(c.tok, video, question, dict(GEN), data_flag=[3])
+
+
+def _saved(tmp_path):
+    model = tiny_model(pvc=True)
+    model.save_pretrained(tmp_path)
+    return json.loads((tmp_path / "config.json").read_text())
+
+
+def test_truncated_weights_file_is_named(tmp_path):
+    _saved(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"unreadable weights file model\.safetensors .*truncated or damaged"):
+        PVCInternVLChatModel.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("edit, phrase", [
+    (lambda c: c["llm_config"].update(rope_scaling={"type": "warp", "factor": 2.0}, rope_parameters=None),
+     "llm_config rope_scaling names the rotary embedding type 'warp', which transformers does not implement"),
+    (lambda c: c["llm_config"].update(rope_scaling="linear", rope_parameters=None),
+     "llm_config rope_scaling must be a JSON object or null, got 'linear'"),
+    (lambda c: c.update(dtype="float7", torch_dtype="float7"), "config dtype 'float7' is not a torch dtype"),
+], ids=["rope type", "rope not a dict", "dtype"])
+def test_bad_config_fields_are_named_on_loading(tmp_path, edit, phrase):
+    config = _saved(tmp_path)
+    edit(config)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=re.escape(phrase)):
+        PVCInternVLChatModel.from_pretrained(tmp_path)
