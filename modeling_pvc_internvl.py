@@ -1046,13 +1046,17 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
         Returns what ``GenerationMixin.generate`` returns for ``input_ids``: every row is its prompt followed by
         its new ids (``(B * num_return_sequences, T + new)``; ``.sequences`` of the output with
         ``return_dict_in_generate``), so ``output[:, input_ids.shape[1]:]`` is the answer. With PruneVid stage 1
-        the prompt part is the caller's ``input_ids``, not the shortened prompt the LLM saw.
+        the prompt part is the caller's ``input_ids``, not the shortened prompt the LLM saw. Without ``input_ids``
+        (``inputs_embeds`` alone) the output holds the new ids only, as ``GenerationMixin``'s does. Decoding is
+        ``GenerationMixin.generate`` on this model (the visual tokens reach ``forward`` as ``visual_embeds``), so
+        every decoding strategy and cache option of the language model applies; PruneVid stage 2 decodes through
+        the language model's own ``generate`` on its pruned cache (greedy, sampling, beams; other options refused).
 
         The defaults come from ``self.generation_config`` (``generation_config.json`` of the checkpoint: stop
         ids, pad id); ``generation_config`` (a ``GenerationConfig`` or a dict) and keyword arguments override
         them, except ``eos_token_id``, which adds to the checkpoint's stop ids (the end of the assistant turn
         always stops). Keyword arguments that are not generation settings (``streamer``, ``stopping_criteria``,
-        ...) go to ``GenerationMixin.generate`` of the language model, which refuses unknown ones.
+        ...) go to ``GenerationMixin.generate``, which refuses unknown ones.
 
         Args:
             pixel_values: ``(num_tiles, 3, S, S)`` float; ``visual_features`` ``(blocks, L, D)`` may replace it.
