@@ -31,55 +31,43 @@ from .layout import SampleLayout, check_pixel_values, left_pad, sample_layouts
 from .media import load_image  # noqa: F401 - transformers 4.57 copies only the direct relative imports of a local folder
 from .processing import PVCInternVLProcessor, is_video_prompt
 
-try:  # transformers >= 4.48
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-except ImportError:  # pragma: no cover - older transformers
-    ALL_ATTENTION_FUNCTIONS = {}
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 logger = logging.get_logger(__name__)
 
 
 
 # ============================================================================================ attention
-def eager_attention(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None, scale: float
-) -> torch.Tensor:
-    """Plain softmax attention. q/k/v ``(B, H, S, D)``; ``mask`` bool ``(S_q, S_k)`` (True = attend)."""
-    scores = torch.matmul(query * scale, key.transpose(-2, -1))
-    if mask is not None:
-        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-    return torch.matmul(scores.softmax(dim=-1), value)
-
-
-def attend(
+def eager_attention_forward(
+    module: nn.Module,
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
-    mask: torch.Tensor | None,
-    attn_implementation: str | None,
-) -> torch.Tensor:
-    """Dispatch attention: ``eager``, ``sdpa`` (default) or a registered kernel such as flash attention.
-
-    q/k/v ``(B, H, S, D)`` -> ``(B, H, S_q, D)``. Masked calls never go to kernels that take no masks.
-    """
-    scale = query.shape[-1] ** -0.5
-    if attn_implementation == "eager":
-        return eager_attention(query, key, value, mask, scale)
-    if attn_implementation in (None, "sdpa") or mask is not None or attn_implementation not in ALL_ATTENTION_FUNCTIONS:
-        return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scale)
-    kernel: Callable = ALL_ATTENTION_FUNCTIONS[attn_implementation]
-    module = _KernelShim()
-    out, _ = kernel(module, query, key, value, None, dropout=0.0, scaling=scale, is_causal=False)
-    return out.transpose(1, 2)
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain softmax attention in the attention-interface form: q/k/v ``(B, H, S, D)``, ``attention_mask`` bool
+    ``(S_q, S_k)`` (True = attend) -> ``(B, S_q, H, D)`` and the weights."""
+    scores = torch.matmul(query * scaling, key.transpose(-2, -1))
+    if attention_mask is not None:
+        scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+    weights = F.dropout(scores.softmax(dim=-1), p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2), weights
 
 
-class _KernelShim(nn.Module):
-    """Stand-in module for attention kernels that read ``is_causal`` / ``training`` from their module."""
+def attention_function(attn_implementation: str | None) -> Callable:
+    """The attention kernel ``config._attn_implementation`` names, read at every call so that
+    ``set_attn_implementation`` takes effect at once: transformers' attention interface (sdpa, flash, ...),
+    this module's eager attention for "eager"."""
+    if hasattr(ALL_ATTENTION_FUNCTIONS, "get_interface"):  # transformers 5
+        return ALL_ATTENTION_FUNCTIONS.get_interface(attn_implementation or "sdpa", eager_attention_forward)
+    if attn_implementation in (None, "eager"):  # transformers 4.57
+        return eager_attention_forward if attn_implementation == "eager" else ALL_ATTENTION_FUNCTIONS["sdpa"]
+    return ALL_ATTENTION_FUNCTIONS[attn_implementation]
 
-    is_causal = False
 
-
-# ================================================================================================ norms
 class InternRMSNorm(nn.Module):
     """RMSNorm computed in float32, as in InternViT-6B."""
 
@@ -182,6 +170,8 @@ class InternAttention(nn.Module):
             self.q_norm = InternRMSNorm(self.embed_dim, eps=config.layer_norm_eps)
             self.k_norm = InternRMSNorm(self.embed_dim, eps=config.layer_norm_eps)
         self.proj = nn.Linear(self.embed_dim, self.embed_dim)
+        self.scale = self.head_dim**-0.5
+        self.is_causal, self.num_key_value_groups = False, 1  # read by the attention kernels
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """``(N, S, C)`` -> ``(N, S, C)``."""
@@ -191,8 +181,9 @@ class InternAttention(nn.Module):
         if self.qk_normalization:
             q = self.q_norm(q.transpose(1, 2).flatten(-2)).view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
             k = self.k_norm(k.transpose(1, 2).flatten(-2)).view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
-        out = attend(q, k, v, None, self.config._attn_implementation)
-        return self.proj(out.transpose(1, 2).reshape(batch, seq, self.embed_dim))
+        attention = attention_function(self.config._attn_implementation)
+        out, _ = attention(self, q, k, v, None, scaling=self.scale, dropout=0.0)
+        return self.proj(out.reshape(batch, seq, self.embed_dim))
 
 
 class TemporalAttention(nn.Module):
@@ -210,6 +201,8 @@ class TemporalAttention(nn.Module):
         self.norm = make_norm(config) if config.temporal_attn_norm else None
         self.qkv = nn.Linear(self.embed_dim, 3 * self.embed_dim, bias=True)
         self.proj = zero_linear(self.embed_dim, self.embed_dim)
+        self.scale = self.head_dim**-0.5
+        self.is_causal, self.num_key_value_groups = False, 1  # causality comes from the explicit frame mask
 
     def forward(self, hidden_states: torch.Tensor, clip_len: int, store: TemporalKV | None = None) -> torch.Tensor:
         """Temporal attention over clips; returns the residual update ``(n_clips * t, S, C)``.
@@ -238,9 +231,10 @@ class TemporalAttention(nn.Module):
             num_past = k.shape[2] - clip_len
             rows = torch.arange(clip_len, device=x.device)[:, None] + num_past
             mask = torch.arange(k.shape[2], device=x.device)[None, :] <= rows  # (t, P + t)
-        impl = self.config._attn_implementation
-        out = attend(q, k, v, mask, "eager" if impl == "eager" else "sdpa")
-        out = out.transpose(1, 2).reshape(n_clips, spatial, clip_len, dim).transpose(1, 2)
+        # a masked call: eager or SDPA (kernels such as flash attention take no explicit mask)
+        attention = attention_function("eager" if self.config._attn_implementation == "eager" else "sdpa")
+        out, _ = attention(self, q, k, v, mask, scaling=self.scale, dropout=0.0)  # (n_clips * S', t, H, D)
+        out = out.reshape(n_clips, spatial, clip_len, dim).transpose(1, 2)
         out = self.proj(out.reshape(frames, spatial, dim))
         if start:
             out = torch.cat([out.new_zeros(frames, start, dim), out], dim=1)
@@ -975,6 +969,7 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
         inputs_embeds: torch.Tensor | None = None,
         visual_embeds: torch.Tensor | None = None,
         cache: Any = None,
+        logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """Official-compatible forward: visual tokens replace ``<IMG_CONTEXT>`` embeddings, then the LLM.
@@ -1008,6 +1003,7 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
             position_ids=position_ids,
             labels=labels,
             return_dict=True,
+            logits_to_keep=logits_to_keep,
             **{CACHE_ARG: cache},
             **{name: value for name, value in flags.items() if value is not None},  # None: the config decides
             **kwargs,

@@ -358,3 +358,43 @@ def test_output_embeddings_can_be_replaced_and_resized():
     assert model.get_input_embeddings().weight.shape[0] == vocab + 8
     assert model.get_output_embeddings().weight.shape[0] == vocab + 8
     assert model.config.get_text_config().vocab_size == vocab + 8
+
+
+def test_attention_switches_at_run_time_with_the_same_result():
+    """set_attn_implementation reaches the vision encoder (spatial and temporal attention) and the language model;
+    eager and SDPA give the same logits, and a switch takes effect at the next call."""
+    from tests.tiny import pixels
+
+    model = tiny_model(pvc=True, temporal_random=True).eval()
+    context = model.config.img_context_token_id
+    video = pixels(4)
+    ids = torch.tensor([[1] + [context] * (4 * model.config.tokens_per_tile(3)) + [5, 6]])
+    layout = dict(data_flag=[3], split_sizes=[4])
+    _switch_attention(model, "sdpa")
+    sdpa = model(input_ids=ids, pixel_values=video, **layout).logits
+    _switch_attention(model, "eager")
+    assert model.config.vision_config._attn_implementation == "eager"
+    assert model.language_model.config._attn_implementation == "eager"
+    calls = []
+    import pvc_internvl.modeling_pvc_internvl as modeling
+
+    original = modeling.eager_attention_forward
+    try:
+        modeling.eager_attention_forward = lambda *a, **k: calls.append(1) or original(*a, **k)
+        eager = model(input_ids=ids, pixel_values=video, **layout).logits
+    finally:
+        modeling.eager_attention_forward = original
+    assert calls, "the vision encoder did not use eager attention after the switch"
+    assert torch.allclose(eager, sdpa, atol=1e-5)
+
+
+def _switch_attention(model, implementation: str) -> None:
+    """``set_attn_implementation`` (transformers 5 applies it to every sub-config); transformers 4.57 sets only the
+    top-level config, so there the sub-configs are set directly."""
+    import transformers
+    from packaging import version
+
+    model.set_attn_implementation(implementation)
+    if version.parse(transformers.__version__).major < 5:
+        model.config.vision_config._attn_implementation = implementation
+        model.language_model.config._attn_implementation = implementation
