@@ -915,6 +915,25 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
         visual = visual.to(inputs_embeds.device, inputs_embeds.dtype)
         return inputs_embeds.masked_scatter(mask.unsqueeze(-1).to(inputs_embeds.device), visual)
 
+    def _input_embeddings(self, input_ids, inputs_embeds, pixel_values, image_flags, layout, visual_embeds):
+        """The LLM's input embeddings ``(B, T, D)`` of a forward call, visual tokens merged into their slots."""
+        if inputs_embeds is None:
+            if input_ids is None:
+                raise ValueError("forward needs input_ids or inputs_embeds")
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+        if pixel_values is not None:
+            if input_ids is None:  # the slots hold the <IMG_CONTEXT> embedding
+                input_ids = self._slot_ids(inputs_embeds)
+            if image_flags is not None:
+                keep = image_flags.reshape(-1) == 1
+                if not bool(keep.all()):
+                    pixel_values = pixel_values[keep.to(pixel_values.device)]
+            visual = self.extract_feature(pixel_values, *layout)
+            return self.merge_visual_tokens(input_ids, inputs_embeds, visual.reshape(-1, visual.shape[-1]))
+        if visual_embeds is not None and input_ids is not None:
+            return self._merge_row_visual(input_ids, inputs_embeds, visual_embeds)
+        return inputs_embeds
+
     def _merge_row_visual(self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor, visual_embeds: torch.Tensor):
         """Merge row-aligned visual tokens ``(B, V, D)`` into the ``<IMG_CONTEXT>`` slots of this forward's ids
         (every slot of a row, as in a prefill or a pass without cache; a decode step has none)."""
@@ -978,21 +997,9 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
         training code's padding tiles). ``visual_embeds`` ``(B, V, D)``: already encoded visual tokens, row ``b``
         holding the tokens of prompt row ``b`` first (how ``generate`` passes them through ``GenerationMixin``).
         """
-        if inputs_embeds is None:
-            if input_ids is None:
-                raise ValueError("forward needs input_ids or inputs_embeds")
-            inputs_embeds = self.get_input_embeddings()(input_ids)
-        if pixel_values is not None:
-            if input_ids is None:  # the slots hold the <IMG_CONTEXT> embedding
-                input_ids = self._slot_ids(inputs_embeds)
-            if image_flags is not None:
-                keep = image_flags.reshape(-1) == 1
-                if not bool(keep.all()):
-                    pixel_values = pixel_values[keep.to(pixel_values.device)]
-            visual = self.extract_feature(pixel_values, data_flag, split_sizes, num_patches_list)
-            inputs_embeds = self.merge_visual_tokens(input_ids, inputs_embeds, visual.reshape(-1, visual.shape[-1]))
-        elif visual_embeds is not None and input_ids is not None:
-            inputs_embeds = self._merge_row_visual(input_ids, inputs_embeds, visual_embeds)
+        inputs_embeds = self._input_embeddings(
+            input_ids, inputs_embeds, pixel_values, image_flags, (data_flag, split_sizes, num_patches_list), visual_embeds
+        )
         cache = _one_cache(past_key_values, cache)
         if cache is None or _cache_length(cache) == 0:
             self._reset_dynamic_rope()
@@ -1039,21 +1046,16 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
     ):
         """Generate answers for prompts whose ``<IMG_CONTEXT>`` runs take the visual tokens.
 
-        Returns what ``GenerationMixin.generate`` returns for ``input_ids``: every row is its prompt followed by
-        its new ids (``(B * num_return_sequences, T + new)``; ``.sequences`` of the output with
-        ``return_dict_in_generate``), so ``output[:, input_ids.shape[1]:]`` is the answer. With PruneVid stage 1
-        the prompt part is the caller's ``input_ids``, not the shortened prompt the LLM saw. Without ``input_ids``
-        (``inputs_embeds`` alone) the output holds the new ids only, as ``GenerationMixin``'s does. Decoding is
         ``GenerationMixin.generate`` on this model (the visual tokens reach ``forward`` as ``visual_embeds``), so
-        every decoding strategy and cache option of the language model applies; PruneVid stage 2 decodes through
-        the language model's own ``generate`` on its pruned cache (greedy, sampling, beams; other options refused).
+        every decoding strategy and cache option applies and every row is its prompt followed by its new ids
+        (``.sequences`` with ``return_dict_in_generate``): ``output[:, input_ids.shape[1]:]`` is the answer, also
+        after PruneVid stage 1 shortened the prompt; with ``inputs_embeds`` alone, the new ids only. PruneVid stage
+        2 decodes with the language model's ``generate`` on its pruned cache (greedy, sampling, beams).
 
-        The defaults come from ``self.generation_config`` (``generation_config.json`` of the checkpoint: stop
-        ids, pad id); ``generation_config`` (a ``GenerationConfig`` or a dict) and keyword arguments override
-        them, except ``eos_token_id``, which adds to the checkpoint's stop ids (the end of the assistant turn
-        always stops). Keyword arguments that are not generation settings (``streamer``, ``stopping_criteria``,
-        ...) go to ``GenerationMixin.generate``, which refuses unknown ones.
-
+        Defaults: ``self.generation_config`` (``generation_config.json``); ``generation_config`` (a
+        ``GenerationConfig`` or a dict) and keyword arguments override them, except ``eos_token_id``, which adds to
+        the checkpoint's stop ids (the end of the assistant turn always stops). Other keyword arguments
+        (``streamer``, ``stopping_criteria``, ...) go to ``GenerationMixin.generate``, which refuses unknown ones.
         Args:
             pixel_values: ``(num_tiles, 3, S, S)`` float; ``visual_features`` ``(blocks, L, D)`` may replace it.
             input_ids, attention_mask: ``(B, T)``, left padded (``PVCInternVLProcessor`` output).
@@ -1063,12 +1065,8 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
         """
         gen_config, model_kwargs = self._generation_config(generation_config, kwargs)
         embeds = model_kwargs.pop("inputs_embeds", None)  # the caller's prompt embeddings, if any
-        media = pixel_values is not None or visual_features is not None
-        if input_ids is None and (embeds is None or not media):  # text embeddings, or nothing: GenerationMixin as is
-            if media:
-                raise ValueError("give input_ids (or inputs_embeds) with pixel_values / visual_features: they mark the slots")
-            output = super().generate(inputs_embeds=embeds, attention_mask=attention_mask, generation_config=gen_config,
-                                      **model_kwargs)
+        if input_ids is None and (embeds is None or (pixel_values is None and visual_features is None)):
+            output = self._generate_text(embeds, attention_mask, pixel_values, visual_features, gen_config, model_kwargs)
             return (output, {}) if return_stats else output
         slots_only = input_ids is None  # media with embeddings alone: the slots hold the <IMG_CONTEXT> embedding
         input_ids = self._slot_ids(embeds) if slots_only else input_ids
@@ -1088,17 +1086,29 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
             return (_after_prompt(output, input_ids), stats) if return_stats else _after_prompt(output, input_ids)
         stats["visual_tokens_after_stage2"] = list(stats["visual_tokens_after_stage1"])
         stats["prefill_flops"] = dense_prefill_flops(self.config.llm_config, mask)
+        output = self._generate_dense(ids, mask, visual, embeds, slots_only, gen_config, model_kwargs)
+        if not slots_only:  # prompt + new ids, the prompt being the caller's
+            output = _after_prompt(output, input_ids, seen_length=ids.shape[1])
+        return (output, stats) if return_stats else output
+
+    def _generate_dense(self, ids, mask, visual, embeds, slots_only, gen_config, model_kwargs):
+        """``GenerationMixin.generate`` on the prompt the LLM sees, the visual tokens passed on as ``visual_embeds``;
+        with embeddings alone (``slots_only``: ``ids`` only mark the slots) they are merged into the embeddings."""
         if slots_only:  # GenerationMixin's convention for embeddings alone: the new ids only
             embeds = self.merge_visual_tokens(ids, embeds, visual) if visual is not None else embeds
-            output = super().generate(inputs_embeds=embeds, attention_mask=mask, generation_config=gen_config, **model_kwargs)
-            return (output, stats) if return_stats else output
+            return super().generate(inputs_embeds=embeds, attention_mask=mask, generation_config=gen_config, **model_kwargs)
         if visual is not None:
             model_kwargs["visual_embeds"] = self._row_visual(ids, visual)
         if embeds is not None:
             model_kwargs["inputs_embeds"] = embeds
-        output = super().generate(input_ids=ids, attention_mask=mask, generation_config=gen_config, **model_kwargs)
-        output = _after_prompt(output, input_ids, seen_length=ids.shape[1])
-        return (output, stats) if return_stats else output
+        return super().generate(input_ids=ids, attention_mask=mask, generation_config=gen_config, **model_kwargs)
+
+    def _generate_text(self, embeds, attention_mask, pixel_values, visual_features, gen_config, model_kwargs):
+        """Text embeddings, or nothing (generation from bos): ``GenerationMixin.generate`` as it is."""
+        if pixel_values is not None or visual_features is not None:
+            raise ValueError("give input_ids (or inputs_embeds) with pixel_values / visual_features: they mark the slots")
+        return super().generate(inputs_embeds=embeds, attention_mask=attention_mask, generation_config=gen_config,
+                                **model_kwargs)
 
     def _visual_inputs(self, input_ids, attention_mask, pixel_values, visual_features, layout, settings, gen_config):
         """Encode the media of a call and apply PruneVid stage 1: the ids and mask the LLM sees (re-laid by stage 1),
