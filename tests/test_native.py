@@ -331,3 +331,35 @@ def test_text_generation_from_embeddings_equals_generation_from_ids(model, proce
     from_embeds = model.generate(inputs_embeds=embeds, attention_mask=inputs["attention_mask"], max_new_tokens=4,
                                  do_sample=False, eos_token_id=None)  # GenerationMixin: new ids only
     assert torch.equal(from_embeds, from_ids[:, inputs["input_ids"].shape[1]:])
+
+
+def test_several_questions_reuse_the_encoded_video_and_the_prefilled_prefix(model, processor, media):
+    """Encode a video once and prefill the prompt up to the question once; each question then costs its own
+    tokens only, with the same answers as separate calls (PruneVid off: stage 2 scores the video by the question)."""
+    import copy
+
+    questions = ["what happens", "why is that", "who is there"]
+    video = processor(videos=media["video8"], num_segments=8)
+    layout = dict(data_flag=video["data_flag"], split_sizes=video["split_sizes"],
+                  num_patches_list=video["num_patches_list"])
+    prompts = [processor(text=f"<video>{q}", videos=media["video8"], num_segments=8) for q in questions]
+    separate = [model.generate(**one, **GEN) for one in prompts]
+    with torch.no_grad():
+        features = model.extract_feature(video["pixel_values"], **layout)  # the vision encoder, once
+    rows = [one["input_ids"][0] for one in prompts]
+    width = min(len(row) for row in rows)
+    same = torch.stack([row[:width] == rows[0][:width] for row in rows]).all(dim=0)
+    prefix = int(same.long().cumprod(0).sum())  # the shared prompt: everything up to the question
+    assert (rows[0][:prefix] == model.config.img_context_token_id).sum() == features.shape[0] * features.shape[1]
+    with torch.no_grad():  # prefill the shared prefix once
+        out = model(input_ids=rows[0][None, :prefix], visual_embeds=features.reshape(1, -1, features.shape[-1]),
+                    use_cache=True)
+    cache = out.past_key_values if hasattr(out, "past_key_values") else out.cache
+    for one, expected in zip(prompts, separate):
+        again = model.generate(input_ids=one["input_ids"], attention_mask=one["attention_mask"],
+                               **{CACHE_ARG: copy.deepcopy(cache)}, **GEN)
+        assert torch.equal(again, expected)
+        with_features = model.generate(input_ids=one["input_ids"], visual_features=features, **GEN)
+        assert torch.equal(with_features, expected)
+        blind = model.generate(input_ids=one["input_ids"], **GEN)  # the same ids without the video's tokens
+        assert not torch.equal(blind, expected)
