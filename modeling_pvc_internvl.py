@@ -1072,11 +1072,9 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
         input_ids = self._slot_ids(embeds) if slots_only else input_ids
         attention_mask = _checked_prompt(input_ids, attention_mask)
         settings = self._prunevid_settings(prunevid)
-        if settings.enabled and embeds is not None:
-            raise ValueError("PruneVid re-lays and prunes the prompt, so it needs input_ids without inputs_embeds")
         ids, mask, visual, groups, stats = self._visual_inputs(
             input_ids, attention_mask, pixel_values, visual_features, (data_flag, split_sizes, num_patches_list),
-            settings, gen_config,
+            settings, gen_config, embeds is not None,
         )
         self._reset_dynamic_rope()
         if groups is not None and settings.enable_stage2 and any(groups):
@@ -1110,13 +1108,18 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
         return super().generate(inputs_embeds=embeds, attention_mask=attention_mask, generation_config=gen_config,
                                 **model_kwargs)
 
-    def _visual_inputs(self, input_ids, attention_mask, pixel_values, visual_features, layout, settings, gen_config):
+    def _visual_inputs(self, input_ids, attention_mask, pixel_values, visual_features, layout, settings, gen_config,
+                       has_embeds):
         """Encode the media of a call and apply PruneVid stage 1: the ids and mask the LLM sees (re-laid by stage 1),
-        the visual tokens ``(n, D)`` in slot order (None without media), stage-2 groups per row and the stats."""
+        the visual tokens ``(n, D)`` in slot order (None without media), stage-2 groups per row and the stats.
+        PruneVid acts on video samples only, so a call without one skips it."""
         if pixel_values is not None and visual_features is not None:
             raise ValueError("give pixel_values or precomputed visual_features, not both")
         layouts = self._checked_layouts(input_ids, pixel_values, *layout)
-        stage1 = settings.enabled and settings.enable_stage1 and layouts is not None
+        prune = settings.enabled and layouts is not None and any(layout.is_video for layout in layouts)
+        if prune and has_embeds:
+            raise ValueError("PruneVid re-lays and prunes the prompt, so it needs input_ids without inputs_embeds")
+        stage1 = prune and settings.enable_stage1
         if not stage1:
             self._check_budget(input_ids.shape[1], gen_config)  # the prompt keeps its length: before the encoder
         samples = [visual_features] if visual_features is not None else None
@@ -1124,7 +1127,7 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
             samples = self.encode_samples(pixel_values, layouts)
         stats = new_call_stats(layouts, samples)
         ids, mask, groups = input_ids, attention_mask, None
-        if settings.enabled and layouts is not None:
+        if prune:
             ids, mask, samples, groups = apply_stage1(
                 input_ids, attention_mask, layouts, samples, settings, stats,
                 self._require_context_id(), self.config.video_repeat_time, left_pad,

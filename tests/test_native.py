@@ -363,3 +363,18 @@ def test_several_questions_reuse_the_encoded_video_and_the_prefilled_prefix(mode
         assert torch.equal(with_features, expected)
         blind = model.generate(input_ids=one["input_ids"], **GEN)  # the same ids without the video's tokens
         assert not torch.equal(blind, expected)
+
+
+def test_prunevid_leaves_calls_without_a_video_alone(model, processor, media):
+    """PruneVid acts on video samples only: image batches (also without an explicit layout, one image per row, as
+    transformers' generation tests pass them) and embeddings give what they give with PruneVid off."""
+    batch = processor(text=["<image>\na", "<image>\nb"], images=[media["wide"], media["square"]])
+    rows = {key: batch[key] for key in ("input_ids", "attention_mask", "pixel_values")}
+    dense = model.generate(**rows, **GEN)
+    assert torch.equal(model.generate(**rows, prunevid=PRUNEVID, **GEN), dense)
+    assert torch.equal(model.generate(**batch, prunevid=PRUNEVID, **GEN), model.generate(**batch, **GEN))
+    video = processor.apply_chat_template(conversation("video", media, "why"), add_generation_prompt=True,
+                                          tokenize=True, return_dict=True)
+    embeds = model.get_input_embeddings()(video["input_ids"])
+    with pytest.raises(ValueError, match="PruneVid re-lays and prunes the prompt"):
+        model.generate(**video, inputs_embeds=embeds, prunevid=PRUNEVID, **GEN)
