@@ -1272,8 +1272,6 @@ def _untied_missing_keys(model: nn.Module, missing: Any) -> list[str]:
 
 def _checked_prompt(input_ids: Any, attention_mask: Any) -> torch.Tensor:
     """``input_ids`` must be an integer ``(B, T)`` tensor; returns the attention mask (all ones when None)."""
-    if input_ids is None:
-        raise ValueError("generate needs input_ids (use PVCInternVLProcessor or processor.apply_chat_template)")
     if not torch.is_tensor(input_ids) or input_ids.ndim != 2 or input_ids.is_floating_point():
         shape = tuple(input_ids.shape) if torch.is_tensor(input_ids) else type(input_ids).__name__
         raise ValueError(f"input_ids must be an integer tensor (batch, length), got {shape}")
