@@ -9,7 +9,6 @@ what plain InternViT computes. The language model is a native transformers causa
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import math
 from pathlib import Path
@@ -24,12 +23,16 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutput, CausalLMOutputWithPast
 from transformers.utils import logging
 
-from .prunevid import CACHE_ARG, apply_stage1, dense_prefill_flops, generate_stage2, new_call_stats
-from .configuration_pvc_internvl import DataFlag, PruneVidConfig, PVCInternVisionConfig, PVCInternVLConfig
-from .conversation import IMG_CONTEXT_TOKEN, IMG_END_TOKEN, IMG_START_TOKEN, get_template
-from .layout import SampleLayout, check_pixel_values, left_pad, sample_layouts
-from .media import load_image  # noqa: F401 - transformers 4.57 copies only the direct relative imports of a local folder
-from .processing import PVCInternVLProcessor, is_video_prompt
+from .chat import PVCInternVLChatMixin
+from .configuration_pvc_internvl import DataFlag, PVCInternVisionConfig, PVCInternVLConfig
+from .conversation import get_template
+from .generation import PVCInternVLGenerationMixin
+from .layout import SampleLayout, check_pixel_values, sample_layouts
+from .prunevid import CACHE_ARG
+# transformers 4.57 copies into its module cache only the files that a local checkpoint's modeling file imports
+# itself; the model does not use these two (chat.py does).
+from .media import load_image  # noqa: F401
+from .processing import PVCInternVLProcessor  # noqa: F401
 
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
@@ -579,152 +582,7 @@ class PVCInternVLPreTrainedModel(PreTrainedModel):
             nn.init.zeros_(module.bias)
 
 
-class PVCInternVLChatMixin:
-    """The official InternVL2 / PVC ``chat`` / ``batch_chat``: thin wrappers, processor -> ``generate`` -> decode.
-    Prompt text lives in the processor; these only map the official arguments onto it."""
-
-    def _chat_processor(self, tokenizer: Any, image_tokens: tuple[str, str, str]) -> PVCInternVLProcessor:
-        if image_tokens != (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN):
-            raise ValueError(
-                f"IMG_START_TOKEN / IMG_END_TOKEN / IMG_CONTEXT_TOKEN must be {IMG_START_TOKEN!r}, {IMG_END_TOKEN!r}, "
-                f"{IMG_CONTEXT_TOKEN!r} (the tokens this model was trained with), got {image_tokens}"
-            )
-        processor = PVCInternVLProcessor.from_model_config(tokenizer, self.config)
-        token_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT_TOKEN)
-        if token_id != self._require_context_id():
-            raise ValueError(
-                f"the tokenizer maps {IMG_CONTEXT_TOKEN} to id {token_id}, but config.img_context_token_id is "
-                f"{self.config.img_context_token_id}"
-            )
-        return processor
-
-    def _chat_generation_config(self, processor: PVCInternVLProcessor, generation_config: Any) -> GenerationConfig:
-        """The call's settings; the answer stops at the template separator (as the official ``chat``) unless
-        ``generation_config.json`` already lists it among its stop ids."""
-        merged, extra = self._generation_config(generation_config, {})
-        stop = processor.stop_token_ids()
-        configured = merged.eos_token_id if isinstance(merged.eos_token_id, list) else [merged.eos_token_id]
-        if not set(stop) <= {i for i in configured if i is not None}:
-            merged.eos_token_id = stop
-        if merged.pad_token_id is None:
-            tokenizer = processor.tokenizer
-            merged.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
-        return merged, extra
-
-    def chat(
-        self,
-        tokenizer: Any,
-        pixel_values: torch.Tensor | None,
-        question: str,
-        generation_config: GenerationConfig | dict | None = None,
-        history: list | None = None,
-        return_history: bool = False,
-        num_patches_list: Any = None,
-        IMG_START_TOKEN: str = IMG_START_TOKEN,
-        IMG_END_TOKEN: str = IMG_END_TOKEN,
-        IMG_CONTEXT_TOKEN: str = IMG_CONTEXT_TOKEN,
-        verbose: bool = False,
-        data_flag: Any = None,
-        split_sizes: Any = None,
-        prunevid: dict | None = None,
-        return_stats: bool = False,
-    ):
-        """Answer ``question`` about one sample (an image, several images, a video, or text only).
-
-        The official InternVL2 / PVC signature: processor -> ``generate`` -> decode. ``data_flag``: ``[1]`` one
-        image, ``[2]`` several images (``num_patches_list`` = tiles per ``<image>``), ``[3]`` a video
-        (``Frame{i}: <image>`` prompts). Returns the answer, plus the updated history with ``return_history``
-        and the token / FLOPs accounting with ``return_stats``.
-        """
-        processor = self._chat_processor(tokenizer, (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN))
-        if not isinstance(question, str):
-            raise ValueError(f"question must be a string, got {type(question).__name__} (use batch_chat for several)")
-        if pixel_values is not None and data_flag is None and is_video_prompt(question):
-            logger.warning(
-                "chat() got a video prompt (Frame1: <image> ...) without data_flag, so it answers it as an image "
-                "sample; pass data_flag=[3] for a video, as the official evaluation scripts do"
-            )
-        if pixel_values is not None and num_patches_list is not None and data_flag is None and split_sizes is None:
-            split_sizes = [pixel_values.shape[0]]
-        inputs, stored = processor.chat_inputs(
-            [question], self._checked_pixels(pixel_values), [history], data_flag, split_sizes, num_patches_list,
-            self.system_message,
-        )
-        if len(inputs["input_ids"]) != 1:
-            raise ValueError("chat answers one sample; use batch_chat for several")
-        response, stats = self._answer(processor, inputs, generation_config, prunevid, verbose)
-        history = list(history or []) + [(stored[0], response[0])]
-        result = (response[0], history) if return_history else response[0]
-        if return_stats:
-            return (*result, stats) if return_history else (result, stats)
-        return result
-
-    def batch_chat(
-        self,
-        tokenizer: Any,
-        pixel_values: torch.Tensor | None,
-        questions: list[str],
-        generation_config: GenerationConfig | dict | None = None,
-        num_patches_list: Any = None,
-        history: list | None = None,
-        return_history: bool = False,
-        IMG_START_TOKEN: str = IMG_START_TOKEN,
-        IMG_END_TOKEN: str = IMG_END_TOKEN,
-        IMG_CONTEXT_TOKEN: str = IMG_CONTEXT_TOKEN,
-        verbose: bool = False,
-        image_counts: Any = None,
-        data_flag: Any = None,
-        split_sizes: Any = None,
-        prunevid: dict | None = None,
-        return_stats: bool = False,
-    ):
-        """Answer one question per sample, all samples in one left-padded batch.
-
-        ``split_sizes`` gives the tiles / frames per sample (default: ``num_patches_list``, one image per
-        question); ``num_patches_list`` is flat (one entry per ``<image>`` across the batch) or one list per
-        sample; ``data_flag`` has one entry per sample (default: all images).
-        """
-        if history is not None or return_history:
-            raise ValueError("batch_chat does not support multi-turn history; use chat for each sample")
-        if image_counts is not None:
-            raise ValueError("image_counts is not supported; give split_sizes and one num_patches_list per sample")
-        if not isinstance(questions, (list, tuple)) or not all(isinstance(q, str) for q in questions) or not questions:
-            raise ValueError(f"questions must be a non-empty list of strings, got {type(questions).__name__}")
-        processor = self._chat_processor(tokenizer, (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN))
-        if pixel_values is not None:
-            if split_sizes is None and num_patches_list is None:
-                raise ValueError("batch_chat needs num_patches_list or split_sizes to split pixel_values per question")
-            if split_sizes is None:
-                split_sizes = [sum(p) if isinstance(p, (list, tuple)) else p for p in _listed(num_patches_list)]
-            if data_flag is None:  # one image sample per entry of split_sizes
-                data_flag = [int(DataFlag.IMAGE)] * len(_listed(split_sizes))
-        inputs, _ = processor.chat_inputs(
-            list(questions), self._checked_pixels(pixel_values), None, data_flag, split_sizes, num_patches_list,
-            self.system_message,
-        )
-        responses, stats = self._answer(processor, inputs, generation_config, prunevid, verbose)
-        return (responses, stats) if return_stats else responses
-
-    def _answer(self, processor, inputs, generation_config, prunevid, verbose) -> tuple[list[str], dict]:
-        """generate -> decode for the chat wrappers."""
-        if verbose:
-            for row in processor.tokenizer.batch_decode(inputs["input_ids"], skip_special_tokens=False):
-                logger.info(row.replace(IMG_CONTEXT_TOKEN * max(self.num_image_token, 1), "<IMG_CONTEXT*L>"))
-        device = self.get_input_embeddings().weight.device
-        gen_config, extra = self._chat_generation_config(processor, generation_config)
-        ids, stats = self.generate(
-            **inputs.to(device), generation_config=gen_config, prunevid=prunevid, return_stats=True, **extra
-        )
-        sequences = ids.sequences if hasattr(ids, "sequences") else ids
-        return processor.decode_answers(sequences[:, inputs["input_ids"].shape[1] :]), stats
-
-    def _checked_pixels(self, pixel_values: Any) -> torch.Tensor | None:
-        if pixel_values is not None:
-            self._check_pixels(pixel_values)
-        return pixel_values
-
-
-class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, GenerationMixin):
+class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVCInternVLPreTrainedModel, GenerationMixin):
     """InternVL2 / PVC chat model: vision encoder -> pixel shuffle -> ``mlp1`` -> native causal LM."""
 
     def __init__(self, config: PVCInternVLConfig):
@@ -935,8 +793,9 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
         return inputs_embeds
 
     def _merge_row_visual(self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor, visual_embeds: torch.Tensor):
-        """Merge row-aligned visual tokens ``(B, V, D)`` into the ``<IMG_CONTEXT>`` slots of this forward's ids
-        (every slot of a row, as in a prefill or a pass without cache; a decode step has none)."""
+        """Merge row-aligned visual tokens ``(B, V, D)`` (row ``b``'s tokens last, as ``generate`` passes them) into
+        the ``<IMG_CONTEXT>`` slots of this forward's ids: a prompt's slots take all of its row, the end of a
+        prompt after a prefix cache its last ones, a decode step none."""
         counts = (input_ids == self._require_context_id()).sum(dim=1)
         if not bool(counts.any()):
             return inputs_embeds
@@ -945,20 +804,9 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
                 f"visual_embeds {tuple(visual_embeds.shape)} do not fit the <IMG_CONTEXT> slots of the rows "
                 f"{counts.tolist()}"
             )
-        taken = torch.arange(visual_embeds.shape[1], device=counts.device)[None] < counts[:, None]
+        slot = torch.arange(visual_embeds.shape[1], device=counts.device)[None]
+        taken = slot >= visual_embeds.shape[1] - counts[:, None]
         return self.merge_visual_tokens(input_ids, inputs_embeds, visual_embeds[taken.to(visual_embeds.device)])
-
-    def prepare_inputs_for_generation(self, input_ids, *args, inputs_embeds=None, visual_embeds=None, **kwargs):
-        """``GenerationMixin``'s inputs, plus ``visual_embeds`` on the steps that see the prompt: the first one, and
-        every step when the cache is off."""
-        inputs = super().prepare_inputs_for_generation(input_ids, *args, inputs_embeds=inputs_embeds, **kwargs)
-        first = kwargs.get("is_first_iteration")
-        if first is None:  # transformers 4.x: the first step starts at cache position 0
-            position = kwargs.get("cache_position")
-            first = position is None or int(position[0]) == 0
-        if visual_embeds is not None and (first or not kwargs.get("use_cache", True)):
-            inputs["visual_embeds"] = visual_embeds
-        return inputs
 
     def _reset_dynamic_rope(self) -> None:
         """Dynamic-NTK rotary embeddings keep the rescaled frequencies of the longest input seen; a new
@@ -1025,137 +873,6 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
             **{CACHE_ARG: getattr(outputs, CACHE_ARG)},
         )
 
-    # ------------------------------------------------------------------------------ generation
-    def _prunevid_settings(self, overrides: dict | None) -> PruneVidConfig:
-        return self.config.prunevid.merged(overrides, self.config.llm_config.num_hidden_layers)
-
-    @torch.no_grad()
-    def generate(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        pixel_values: torch.Tensor | None = None,
-        attention_mask: torch.LongTensor | None = None,
-        visual_features: torch.Tensor | None = None,
-        generation_config: GenerationConfig | dict | None = None,
-        data_flag: Any = None,
-        split_sizes: Any = None,
-        num_patches_list: Any = None,
-        prunevid: dict | None = None,
-        return_stats: bool = False,
-        **kwargs,
-    ):
-        """Generate answers for prompts whose ``<IMG_CONTEXT>`` runs take the visual tokens.
-
-        ``GenerationMixin.generate`` on this model (the visual tokens reach ``forward`` as ``visual_embeds``), so
-        every decoding strategy and cache option applies and every row is its prompt followed by its new ids
-        (``.sequences`` with ``return_dict_in_generate``): ``output[:, input_ids.shape[1]:]`` is the answer, also
-        after PruneVid stage 1 shortened the prompt; with ``inputs_embeds`` alone, the new ids only. PruneVid stage
-        2 decodes with the language model's ``generate`` on its pruned cache (greedy, sampling, beams).
-
-        Defaults: ``self.generation_config`` (``generation_config.json``); ``generation_config`` (a
-        ``GenerationConfig`` or a dict) and keyword arguments override them, except ``eos_token_id``, which adds to
-        the checkpoint's stop ids (the end of the assistant turn always stops). Other keyword arguments
-        (``streamer``, ``stopping_criteria``, ...) go to ``GenerationMixin.generate``, which refuses unknown ones.
-        Args:
-            pixel_values: ``(num_tiles, 3, S, S)`` float; ``visual_features`` ``(blocks, L, D)`` may replace it.
-            input_ids, attention_mask: ``(B, T)``, left padded (``PVCInternVLProcessor`` output).
-            data_flag, split_sizes, num_patches_list: the layout of the samples (see ``layout.sample_layouts``).
-            prunevid: per-call overrides of ``config.prunevid`` (e.g. ``{"enabled": True}``).
-            return_stats: also return the token / FLOPs accounting of this call.
-        """
-        gen_config, model_kwargs = self._generation_config(generation_config, kwargs)
-        embeds = model_kwargs.pop("inputs_embeds", None)  # the caller's prompt embeddings, if any
-        if input_ids is None and (embeds is None or (pixel_values is None and visual_features is None)):
-            output = self._generate_text(embeds, attention_mask, pixel_values, visual_features, gen_config, model_kwargs)
-            return (output, {}) if return_stats else output
-        slots_only = input_ids is None  # media with embeddings alone: the slots hold the <IMG_CONTEXT> embedding
-        input_ids = self._slot_ids(embeds) if slots_only else input_ids
-        attention_mask = _checked_prompt(input_ids, attention_mask)
-        settings = self._prunevid_settings(prunevid)
-        ids, mask, visual, groups, stats = self._visual_inputs(
-            input_ids, attention_mask, pixel_values, visual_features, (data_flag, split_sizes, num_patches_list),
-            settings, gen_config, embeds is not None,
-        )
-        self._reset_dynamic_rope()
-        if groups is not None and settings.enable_stage2 and any(groups):
-            embeds = self.merge_visual_tokens(ids, self.get_input_embeddings()(ids), visual)
-            output = generate_stage2(self.language_model, embeds, mask, ids == self._require_context_id(), groups,
-                                     settings, gen_config, model_kwargs, stats)
-            return (_after_prompt(output, input_ids), stats) if return_stats else _after_prompt(output, input_ids)
-        stats["visual_tokens_after_stage2"] = list(stats["visual_tokens_after_stage1"])
-        stats["prefill_flops"] = dense_prefill_flops(self.config.llm_config, mask)
-        output = self._generate_dense(ids, mask, visual, embeds, slots_only, gen_config, model_kwargs)
-        if not slots_only:  # prompt + new ids, the prompt being the caller's
-            output = _after_prompt(output, input_ids, seen_length=ids.shape[1])
-        return (output, stats) if return_stats else output
-
-    def _generate_dense(self, ids, mask, visual, embeds, slots_only, gen_config, model_kwargs):
-        """``GenerationMixin.generate`` on the prompt the LLM sees, the visual tokens passed on as ``visual_embeds``;
-        with embeddings alone (``slots_only``: ``ids`` only mark the slots) they are merged into the embeddings."""
-        if slots_only:  # GenerationMixin's convention for embeddings alone: the new ids only
-            embeds = self.merge_visual_tokens(ids, embeds, visual) if visual is not None else embeds
-            return super().generate(inputs_embeds=embeds, attention_mask=mask, generation_config=gen_config, **model_kwargs)
-        if visual is not None:
-            model_kwargs["visual_embeds"] = self._row_visual(ids, visual)
-        if embeds is not None:
-            model_kwargs["inputs_embeds"] = embeds
-        return super().generate(input_ids=ids, attention_mask=mask, generation_config=gen_config, **model_kwargs)
-
-    def _generate_text(self, embeds, attention_mask, pixel_values, visual_features, gen_config, model_kwargs):
-        """Text embeddings, or nothing (generation from bos): ``GenerationMixin.generate`` as it is."""
-        if pixel_values is not None or visual_features is not None:
-            raise ValueError("give input_ids (or inputs_embeds) with pixel_values / visual_features: they mark the slots")
-        return super().generate(inputs_embeds=embeds, attention_mask=attention_mask, generation_config=gen_config,
-                                **model_kwargs)
-
-    def _visual_inputs(self, input_ids, attention_mask, pixel_values, visual_features, layout, settings, gen_config,
-                       has_embeds):
-        """Encode the media of a call and apply PruneVid stage 1: the ids and mask the LLM sees (re-laid by stage 1),
-        the visual tokens ``(n, D)`` in slot order (None without media), stage-2 groups per row and the stats.
-        PruneVid acts on video samples only, so a call without one skips it."""
-        if pixel_values is not None and visual_features is not None:
-            raise ValueError("give pixel_values or precomputed visual_features, not both")
-        layouts = self._checked_layouts(input_ids, pixel_values, *layout)
-        prune = settings.enabled and layouts is not None and any(layout.is_video for layout in layouts)
-        if prune and has_embeds:
-            raise ValueError("PruneVid re-lays and prunes the prompt, so it needs input_ids without inputs_embeds")
-        stage1 = prune and settings.enable_stage1
-        if not stage1:
-            self._check_budget(input_ids.shape[1], gen_config)  # the prompt keeps its length: before the encoder
-        samples = [visual_features] if visual_features is not None else None
-        if layouts is not None:
-            samples = self.encode_samples(pixel_values, layouts)
-        stats = new_call_stats(layouts, samples)
-        ids, mask, groups = input_ids, attention_mask, None
-        if prune:
-            ids, mask, samples, groups = apply_stage1(
-                input_ids, attention_mask, layouts, samples, settings, stats,
-                self._require_context_id(), self.config.video_repeat_time, left_pad,
-            )
-            self._check_budget(ids.shape[1], gen_config)
-        visual = torch.cat([s.reshape(-1, s.shape[-1]) for s in samples]) if samples is not None else None
-        return ids, mask, visual, groups, stats
-
-    def _slot_ids(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
-        """``(B, T)`` ids marking the ``<IMG_CONTEXT>`` slots of prompt embeddings (the positions holding that token's
-        embedding) and -1 elsewhere, for callers that pass ``inputs_embeds`` without ``input_ids``."""
-        context_id = self._require_context_id()
-        context = self.get_input_embeddings().weight[context_id].to(inputs_embeds.dtype)
-        return torch.where((inputs_embeds == context).all(-1), context_id, -1)
-
-    def _row_visual(self, input_ids: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
-        """Visual tokens ``(n, D)`` in slot order -> ``(B, V, D)``, row ``b`` holding its slots' tokens first (zero
-        padded), so that ``GenerationMixin`` can repeat them per row for beams and samples."""
-        counts = (input_ids == self._require_context_id()).sum(dim=1).tolist()
-        if sum(counts) != visual.shape[0]:
-            raise ValueError(
-                f"the prompt has {sum(counts)} <IMG_CONTEXT> tokens but the images give {visual.shape[0]} visual tokens"
-            )
-        rows = visual.new_zeros(len(counts), max(counts), visual.shape[-1])
-        for row, piece in enumerate(visual.split(counts)):
-            rows[row, : piece.shape[0]] = piece
-        return rows
-
     def _checked_layouts(self, input_ids, pixel_values, data_flag, split_sizes, num_patches_list):
         """The sample layouts of a call (None without pixel_values), checked against the prompt's slots."""
         if pixel_values is None:
@@ -1166,51 +883,6 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLPreTrainedModel, Gen
         layouts = sample_layouts(pixel_values.shape[0], data_flag, split_sizes, num_patches_list)
         self._check_slots(input_ids, layouts)
         return layouts
-
-    def _generation_config(self, generation_config: Any, kwargs: dict) -> tuple[GenerationConfig, dict]:
-        """The call's ``GenerationConfig`` (model defaults < ``generation_config`` < keyword arguments) and the
-        remaining keyword arguments (``streamer``, ``stopping_criteria``, ...), which are not generation settings."""
-        for values in (generation_config if isinstance(generation_config, dict) else {}, kwargs):
-            _check_lengths(values)  # before GenerationConfig.update, which compares them with ints
-        merged = copy.deepcopy(self.generation_config)
-        model_kwargs: dict = {}
-        if isinstance(generation_config, GenerationConfig):  # its public settings (not generate's private tensors)
-            settings = {k: v for k, v in generation_config.to_diff_dict().items() if not k.startswith("_")}
-            model_kwargs.update(merged.update(**settings))
-        elif isinstance(generation_config, dict):
-            model_kwargs.update(merged.update(**generation_config))
-        elif generation_config is not None:
-            raise ValueError(
-                f"generation_config must be a GenerationConfig or a dict, got {type(generation_config).__name__}"
-            )
-        model_kwargs.update(merged.update(**kwargs))
-        model_kwargs.pop("transformers_version", None)
-        if merged.eos_token_id is not None:  # a caller's stop ids add to the checkpoint's
-            stops = _id_list(self.generation_config.eos_token_id)
-            merged.eos_token_id = stops + [i for i in _id_list(merged.eos_token_id) if i not in stops]
-        merged.validate()
-        return merged, model_kwargs
-
-    def _check_budget(self, prompt_length: int, gen_config: GenerationConfig) -> None:
-        """The prompt plus the requested new tokens must fit the language model's positions."""
-        limit = self.config.max_context_length
-        if not limit:
-            return
-        if prompt_length > limit:
-            raise ValueError(
-                f"the prompt has {prompt_length} tokens but the language model accepts at most {limit} "
-                f"(max_position_embeddings {self.config.llm_config.max_position_embeddings}); use fewer frames or tiles"
-            )
-        if gen_config.max_new_tokens is not None:
-            total, asked = prompt_length + gen_config.max_new_tokens, f"max_new_tokens={gen_config.max_new_tokens}"
-        else:  # with inputs_embeds, max_length counts the new tokens only when it is below the prompt length
-            max_length = gen_config.max_length if gen_config.max_length is not None else GenerationConfig().max_length
-            total, asked = max(max_length or 0, prompt_length), f"max_length={max_length}"
-        if total > limit:
-            raise ValueError(
-                f"{asked} with a prompt of {prompt_length} tokens needs {total} positions, but the language model "
-                f"accepts at most {limit}; at most max_new_tokens={limit - prompt_length} fit"
-            )
 
     def _check_slots(self, input_ids: torch.Tensor, layouts: list[SampleLayout]) -> None:
         """The prompt's ``<IMG_CONTEXT>`` count must equal the visual tokens the layout gives (checked before encoding)."""
@@ -1268,55 +940,6 @@ def _untied_missing_keys(model: nn.Module, missing: Any) -> list[str]:
     params = dict(model.named_parameters(remove_duplicate=False))
     loaded = {id(param) for name, param in params.items() if name not in missing}
     return [name for name in missing if name not in params or id(params[name]) not in loaded]
-
-
-def _checked_prompt(input_ids: Any, attention_mask: Any) -> torch.Tensor:
-    """``input_ids`` must be an integer ``(B, T)`` tensor; returns the attention mask (all ones when None)."""
-    if not torch.is_tensor(input_ids) or input_ids.ndim != 2 or input_ids.is_floating_point():
-        shape = tuple(input_ids.shape) if torch.is_tensor(input_ids) else type(input_ids).__name__
-        raise ValueError(f"input_ids must be an integer tensor (batch, length), got {shape}")
-    if attention_mask is None:
-        return torch.ones_like(input_ids)
-    if not torch.is_tensor(attention_mask) or attention_mask.shape != input_ids.shape:
-        shape = tuple(attention_mask.shape) if torch.is_tensor(attention_mask) else type(attention_mask).__name__
-        raise ValueError(f"attention_mask must be a tensor of the shape of input_ids {tuple(input_ids.shape)}, got {shape}")
-    return attention_mask
-
-
-def _check_lengths(values: dict) -> None:
-    """``max_new_tokens`` / ``max_length`` must be positive integers (None leaves the default)."""
-    for name in ("max_new_tokens", "max_length"):
-        value = values.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _after_prompt(output: Any, prompt_ids: torch.Tensor, seen_length: int = 0) -> Any:
-    """Ids ``(R, seen_length + N)`` whose first ``seen_length`` columns are the prompt the LLM saw (shorter after
-    PruneVid stage 1; 0 when only new ids were returned), or an output whose ``.sequences`` they are -> the
-    caller's prompt + the new ids, as ``GenerationMixin`` returns them for ``input_ids``. The ``R / B`` sequences
-    of a prompt (beams, samples) follow each other."""
-    sequences = output.sequences if hasattr(output, "sequences") else output
-    prompt = prompt_ids.to(sequences.device).repeat_interleave(sequences.shape[0] // prompt_ids.shape[0], dim=0)
-    full = torch.cat([prompt, sequences[:, seen_length:]], dim=1)
-    if hasattr(output, "sequences"):
-        output.sequences = full
-        return output
-    return full
-
-
-def _id_list(ids: Any) -> list[int]:
-    """``eos_token_id`` as a list: None -> [], an int -> [it], a list or tensor -> its ids."""
-    if ids is None:
-        return []
-    if torch.is_tensor(ids):
-        return [int(i) for i in ids.reshape(-1).tolist()]
-    return [int(i) for i in ids] if isinstance(ids, (list, tuple)) else [int(ids)]
-
-
-def _listed(value: Any) -> list:
-    """A list from a list / tuple / tensor (``batch_chat``'s ``num_patches_list``)."""
-    return value.tolist() if torch.is_tensor(value) else list(value)
 
 
 def _one_cache(past_key_values: Any, cache: Any) -> Any:

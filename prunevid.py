@@ -56,59 +56,12 @@ def _cache_argument() -> str:
 CACHE_ARG = _cache_argument()
 
 
-# --------------------------------------------------------------------------------------------------
-# Settings
-# --------------------------------------------------------------------------------------------------
+# Settings: the defaults and checks live in configuration_pvc_internvl.PruneVidConfig.
+STAGE1_OPTIONS = ("tau", "temporal_segment_ratio", "cluster_ratio", "k", "min_tokens_to_cluster")  # merge_video_tokens
+STAGE2_SETTINGS = ("selected_layer", "alpha", "enable_stage2")  # what stage 2 alone reads: may change per prompt
 
 
-def validate_prunevid_settings(
-    enabled: bool,
-    tau: float,
-    temporal_segment_ratio: float,
-    cluster_ratio: float,
-    k: int,
-    min_tokens_to_cluster: int,
-    selected_layer: int,
-    alpha: float,
-    num_llm_layers: int | None = None,
-) -> None:
-    """Raise `ValueError` naming the first invalid PruneVid setting.
-
-    Args:
-        enabled: master switch; must be a bool.
-        tau: static threshold on the mean cosine similarity, in [-1, 1].
-        temporal_segment_ratio: temporal clusters = int(T * ratio), in (0, 1].
-        cluster_ratio: spatial clusters = int(n * ratio), in (0, 1].
-        k: DPC-kNN neighbour count (self included), >= 1.
-        min_tokens_to_cluster: a group is merged only if it holds more tokens than this, >= 0.
-        selected_layer: 0-based LLM layer where Stage 2 fires, in [0, num_llm_layers - 1].
-        alpha: kept fraction per Stage-1 group, in (0, 1].
-        num_llm_layers: number of LLM decoder layers; when given, bounds `selected_layer`.
-    """
-    if not isinstance(enabled, bool):
-        raise ValueError(f"prunevid enabled must be a bool, got {enabled!r}")
-    if not -1.0 <= float(tau) <= 1.0:
-        raise ValueError(f"prunevid tau must lie in [-1, 1], got {tau}")
-    if not 0.0 < float(temporal_segment_ratio) <= 1.0:
-        raise ValueError(f"prunevid temporal_segment_ratio must lie in (0, 1], got {temporal_segment_ratio}")
-    if not 0.0 < float(cluster_ratio) <= 1.0:
-        raise ValueError(f"prunevid cluster_ratio must lie in (0, 1], got {cluster_ratio}")
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"prunevid k must be an integer >= 1, got {k!r}")
-    if not isinstance(min_tokens_to_cluster, int) or min_tokens_to_cluster < 0:
-        raise ValueError(f"prunevid min_tokens_to_cluster must be an integer >= 0, got {min_tokens_to_cluster!r}")
-    if not 0.0 < float(alpha) <= 1.0:
-        raise ValueError(f"prunevid alpha must lie in (0, 1], got {alpha}")
-    if not isinstance(selected_layer, int) or selected_layer < 0:
-        raise ValueError(f"prunevid selected_layer must be an integer >= 0, got {selected_layer!r}")
-    if num_llm_layers is not None and selected_layer > num_llm_layers - 1:
-        raise ValueError(
-            f"prunevid selected_layer must lie in [0, {num_llm_layers - 1}] for an LLM with {num_llm_layers} "
-            f"layers, got {selected_layer}"
-        )
-
-
-def stage1_min_frames(k: int = 7, temporal_segment_ratio: float = 0.25) -> int:
+def stage1_min_frames(k: int, temporal_segment_ratio: float) -> int:
     """Smallest frame count T for which Stage 1 can run.
 
     The temporal DPC-kNN needs k nearest frames (T >= k, upstream crashes otherwise), at least one
@@ -122,7 +75,7 @@ def stage1_min_frames(k: int = 7, temporal_segment_ratio: float = 0.25) -> int:
     return t
 
 
-def can_merge(num_frames: int, k: int = 7, temporal_segment_ratio: float = 0.25) -> bool:
+def can_merge(num_frames: int, k: int, temporal_segment_ratio: float) -> bool:
     """Whether Stage 1 can run on a video of `num_frames` frames (see `stage1_min_frames`)."""
     return num_frames >= stage1_min_frames(k, temporal_segment_ratio)
 
@@ -134,7 +87,7 @@ def can_merge(num_frames: int, k: int = 7, temporal_segment_ratio: float = 0.25)
 
 @torch.no_grad()
 def cluster_dpc_knn(
-    x: torch.Tensor, num_clusters: int, k: int = 7, noise: torch.Tensor | None = None
+    x: torch.Tensor, num_clusters: int, k: int, noise: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """DPC-kNN clustering, per batch row.
 
@@ -346,11 +299,12 @@ def _spatial_merge(
 @torch.no_grad()
 def merge_video_tokens(
     features: torch.Tensor,
-    tau: float = 0.8,
-    temporal_segment_ratio: float = 0.25,
-    cluster_ratio: float = 0.5,
-    k: int = 7,
-    min_tokens_to_cluster: int = 14,
+    *,
+    tau: float,
+    temporal_segment_ratio: float,
+    cluster_ratio: float,
+    k: int,
+    min_tokens_to_cluster: int,
     noise_fn: NoiseFn | None = None,
 ) -> Stage1Result:
     """PruneVid Stage 1 for one video sample.
@@ -416,6 +370,17 @@ def merge_video_tokens(
         refined_labels=refined[0].tolist(),
         dpc_calls=calls,
     )
+
+
+def merge_sample(frames: torch.Tensor, settings) -> Stage1Result | None:
+    """Stage 1 on one video sample ``(T, L, D)`` with the ``PruneVidConfig`` settings, or None when it has too few
+    frames. The DPC tie-break noise comes from a generator seeded per sample, so a sample gives the same tokens
+    alone or in any batch (upstream draws unseeded global noise)."""
+    if not can_merge(frames.shape[0], settings.k, settings.temporal_segment_ratio):
+        return None
+    generator = torch.Generator().manual_seed(0)
+    noise = lambda call_index, shape: torch.rand(shape, generator=generator).to(frames.device)  # noqa: E731
+    return merge_video_tokens(frames, **{name: getattr(settings, name) for name in STAGE1_OPTIONS}, noise_fn=noise)
 
 
 def group_sizes_from_upstream(
@@ -946,163 +911,3 @@ def pruned_generate(
     if return_stats:
         stats = _stage2_stats(language_model.config, stage2.prefill, stage2.expand, visual_mask, selected_layer, alpha)
     return output, stats
-
-
-# ------------------------------------------------------------------------------------------------
-# Model glue: the per-call accounting, stage 1 over a batch of samples, stage 2 through generate()
-# ------------------------------------------------------------------------------------------------
-
-
-def new_call_stats(layouts: list | None, samples: list[torch.Tensor] | None) -> dict:
-    """The token accounting of one call before pruning (one entry per sample)."""
-    layouts = layouts or []
-    tokens = [int(s.shape[0] * s.shape[1]) for s in samples] if samples is not None else []
-    return {
-        "data_flag": [layout.flag for layout in layouts],
-        "frames": [layout.size if layout.is_video else 0 for layout in layouts],
-        "tiles": [layout.size if not layout.is_video else 0 for layout in layouts],
-        "visual_tokens": tokens,
-        "visual_tokens_after_stage1": list(tokens),
-        "stage1_applied": [False] * len(tokens),
-    }
-
-
-def dense_prefill_flops(llm_config, attention_mask: torch.Tensor) -> list[float]:
-    """Prefill FLOPs of every row without stage 2 (all layers see the whole prompt)."""
-    lengths = attention_mask.sum(dim=1).tolist()
-    return [
-        llm_prefill_flops([int(n)] * llm_config.num_hidden_layers, llm_config.hidden_size, llm_config.intermediate_size)
-        for n in lengths
-    ]
-
-
-def seeded_noise(device: torch.device) -> Callable[[int, tuple], torch.Tensor]:
-    """DPC-kNN tie-break noise from a generator seeded per sample, so a sample gives the same tokens
-    alone or in any batch (upstream draws unseeded global noise)."""
-    generator = torch.Generator().manual_seed(0)
-    return lambda call_index, shape: torch.rand(shape, generator=generator).to(device)
-
-
-def relayout_row(ids: torch.Tensor, context_id: int, counts: list[int]) -> torch.Tensor:
-    """Give the ``<IMG_CONTEXT>`` runs of one prompt row new lengths ``counts``.
-
-    One run per frame (``Frame{i}: <image>`` prompts) takes ``counts[i]`` each; a single run takes their sum.
-    """
-    is_ctx = (ids == context_id).tolist()
-    runs, i = [], 0
-    while i < len(is_ctx):
-        if is_ctx[i]:
-            j = i
-            while j < len(is_ctx) and is_ctx[j]:
-                j += 1
-            runs.append((i, j))
-            i = j
-        else:
-            i += 1
-    if len(runs) == len(counts):
-        lengths = counts
-    elif len(runs) == 1:
-        lengths = [sum(counts)]
-    else:
-        raise ValueError(f"the video prompt has {len(runs)} <IMG_CONTEXT> runs for {len(counts)} frames")
-    pieces, last = [], 0
-    for (start, end), length in zip(runs, lengths):
-        pieces.append(ids[last:start])
-        pieces.append(ids.new_full((int(length),), context_id))
-        last = end
-    pieces.append(ids[last:])
-    return torch.cat(pieces)
-
-
-def _merge_sample(row: int, layout, feats: torch.Tensor, settings, video_repeat_time: int, stats: dict):
-    """Stage 1 on one video sample: (merged tokens ``(n, D)``, tokens per frame slot, stage-2 groups)."""
-    frames = feats.reshape(layout.size, video_repeat_time * feats.shape[1], feats.shape[2])  # (T, L, D)
-    if settings.enable_stage1 and can_merge(layout.size, k=settings.k, temporal_segment_ratio=settings.temporal_segment_ratio):
-        result = merge_video_tokens(
-            frames,
-            tau=settings.tau,
-            temporal_segment_ratio=settings.temporal_segment_ratio,
-            cluster_ratio=settings.cluster_ratio,
-            k=settings.k,
-            min_tokens_to_cluster=settings.min_tokens_to_cluster,
-            noise_fn=seeded_noise(frames.device),
-        )
-        stats["stage1_applied"][row] = True
-        return result.features, result.frame_token_counts, result.group_sizes
-    if settings.enable_stage1:
-        logger.warning(
-            f"PruneVid stage 1 skipped for sample {row}: it has {layout.size} frames, fewer than the "
-            f"{settings.k} it needs (k={settings.k}, temporal_segment_ratio={settings.temporal_segment_ratio})"
-        )
-    counts = [frames.shape[1]] * layout.size
-    return frames.reshape(-1, frames.shape[-1]), counts, list(counts)
-
-
-def apply_stage1(
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    layouts: list,
-    samples: list[torch.Tensor],
-    settings,
-    stats: dict,
-    context_id: int,
-    video_repeat_time: int,
-    left_pad: Callable,
-) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[list[int]]]:
-    """PruneVid stage 1 on every video sample of a batch; re-lays the prompt rows to the merged token counts.
-
-    Samples map in order to the rows that hold ``<IMG_CONTEXT>`` tokens (one sample per such row; text-only rows
-    have none). Returns new ids, mask, per-sample visual tokens (``(n, 1, D)`` after merging) and stage-2 token
-    groups per row (empty for rows without a video).
-    """
-    sample_rows = media_rows(input_ids == context_id)
-    if len(layouts) != len(sample_rows):
-        raise ValueError(
-            f"PruneVid needs one sample per prompt row with media: {len(layouts)} samples for {len(sample_rows)} rows"
-        )
-    sample_of_row = dict(zip(sample_rows, range(len(layouts))))
-    rows, new_samples, groups = [], list(samples), []
-    for row in range(input_ids.shape[0]):
-        ids = input_ids[row][attention_mask[row].bool()]
-        index = sample_of_row.get(row)
-        if index is None or not layouts[index].is_video:  # text rows and image samples are not pruned
-            rows.append(ids)
-            groups.append([])
-            continue
-        merged, counts, group = _merge_sample(index, layouts[index], samples[index], settings, video_repeat_time, stats)
-        stats["visual_tokens_after_stage1"][index] = int(merged.shape[0])
-        rows.append(relayout_row(ids, context_id, counts))
-        new_samples[index] = merged.unsqueeze(1)
-        groups.append(group)
-    padding = input_ids[~attention_mask.bool()]  # any row's padding: row 0 may be the longest prompt
-    pad_id = int(padding[0]) if padding.numel() else 0
-    new_ids, new_mask = left_pad(rows, pad_id)
-    return new_ids.to(input_ids.device), new_mask.to(attention_mask.device), new_samples, groups
-
-
-def generate_stage2(language_model, embeds, attention_mask, visual_mask, groups, settings, gen_config, model_kwargs, stats):
-    """PruneVid stage 2 for the rows with groups (image rows are not pruned); fills the stage-2 accounting."""
-    pruned_rows = torch.tensor([bool(g) for g in groups], device=visual_mask.device)
-    output, stage2 = pruned_generate(
-        language_model,
-        embeds,
-        attention_mask,
-        visual_mask=visual_mask & pruned_rows[:, None],
-        group_sizes=groups,
-        selected_layer=settings.selected_layer,
-        alpha=settings.alpha,
-        generation_config=gen_config,
-        **model_kwargs,
-    )
-    kept = [int(stage2["visual_tokens_kept"][row]) if groups[row] else None for row in range(len(groups))]
-    rows = media_rows(visual_mask)
-    stats["visual_tokens_after_stage2"] = [
-        kept[row] if kept[row] is not None else before for row, before in zip(rows, stats["visual_tokens_after_stage1"])
-    ]
-    stats["prefill_flops"] = [float(f) for f in stage2["prefill_flops"]]
-    return output
-
-
-def media_rows(visual_mask: torch.Tensor) -> list[int]:
-    """The batch rows whose ``(B, T)`` mask marks ``<IMG_CONTEXT>`` positions, in order: the rows of the samples."""
-    return [int(row) for row in visual_mask.any(dim=1).nonzero().flatten()]

@@ -365,6 +365,41 @@ def test_several_questions_reuse_the_encoded_video_and_the_prefilled_prefix(mode
         assert not torch.equal(blind, expected)
 
 
+@pytest.mark.parametrize("prunevid", [None, PRUNEVID, {**PRUNEVID, "enable_stage2": False}],
+                         ids=["dense", "prunevid", "stage1-only"])
+def test_encode_media_once_answers_three_questions_like_separate_calls(model, processor, media, prunevid, monkeypatch):
+    """encode_media runs the vision encoder (and PruneVid stage 1) once; generate(visual_features=...) then answers
+    each question exactly as a separate call would, also after a shared prefix prefilled once (stage 2 off)."""
+    import copy
+
+    questions = ["what happens", "why is that", "who is there"]
+    prompts = [processor(text=f"<video>{q}", videos=media["video8"], num_segments=8) for q in questions]
+    separate = [model.generate(**one, prunevid=prunevid, return_stats=True, **GEN) for one in prompts]
+    encoder_calls = []
+    encode = model.encode_samples
+    monkeypatch.setattr(model, "encode_samples", lambda *a, **k: encoder_calls.append(1) or encode(*a, **k))
+    encoded = model.encode_media(**processor(videos=media["video8"], num_segments=8), prunevid=prunevid)
+    rows = [one["input_ids"][0] for one in prompts]
+    prefix = int((rows[0][: len(rows[1])] == rows[1][: len(rows[0])]).long().cumprod(0).sum())  # system + video
+    stage2 = bool(prunevid) and prunevid.get("enable_stage2", True)
+    cache = None if stage2 else model.prefill(rows[0][None, :prefix], visual_features=encoded)
+    for one, (expected, expected_stats) in zip(prompts, separate):
+        reuse = {} if cache is None else {CACHE_ARG: copy.deepcopy(cache)}
+        again, stats = model.generate(input_ids=one["input_ids"], attention_mask=one["attention_mask"],
+                                      visual_features=encoded, return_stats=True, **reuse, **GEN)
+        assert torch.equal(again, expected)
+        assert stats.visual_tokens_after_stage2 == expected_stats["visual_tokens_after_stage2"]
+    assert len(encoder_calls) == 1
+    assert encoded.stats.stage1_applied == [bool(prunevid)]
+    if stage2:
+        with pytest.raises(ValueError, match="prefix cache cannot be shared"):
+            model.prefill(rows[0][None, :prefix], visual_features=encoded)
+    if prunevid:  # stage 2 settings may change per call; stage 1 settings were fixed by encode_media
+        model.generate(input_ids=prompts[0]["input_ids"], visual_features=encoded, prunevid={"alpha": 0.5}, **GEN)
+        with pytest.raises(ValueError, match=r"changes \['tau'\], which stage 1 used"):
+            model.generate(input_ids=prompts[0]["input_ids"], visual_features=encoded, prunevid={"tau": 0.1}, **GEN)
+
+
 def test_prunevid_leaves_calls_without_a_video_alone(model, processor, media):
     """PruneVid acts on video samples only: image batches (also without an explicit layout, one image per row, as
     transformers' generation tests pass them) and embeddings give what they give with PruneVid off."""

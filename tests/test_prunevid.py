@@ -14,7 +14,10 @@ import pytest
 import torch
 
 import prunevid as pv
+from pvc_internvl.configuration_pvc_internvl import PruneVidConfig
 from tests.golden import golden_path
+
+STAGE1 = {name: getattr(PruneVidConfig(), name) for name in pv.STAGE1_OPTIONS}  # the configured defaults
 
 
 GOLDEN = golden_path("prunevid")
@@ -99,7 +102,7 @@ def _stage1_input(t: dict, meta: dict) -> torch.Tensor:
 def _stage1_kwargs(meta: dict) -> dict:
     hp = meta["hyperparameters"]
     keys = ("tau", "temporal_segment_ratio", "cluster_ratio", "k")
-    return {key: hp[key] for key in keys}
+    return {**STAGE1, **{key: hp[key] for key in keys}}  # min_tokens_to_cluster: the official default
 
 
 # Float32 resolution of the official DPC-kNN decisions. torch.cdist takes the matrix-multiply path
@@ -299,7 +302,7 @@ def test_refine_random_against_restatement():
 def test_stage1_identical_frames_single_static_segment():
     torch.manual_seed(0)
     frame = torch.randn(30, 16)
-    res = pv.merge_video_tokens(frame.expand(8, -1, -1).clone())
+    res = pv.merge_video_tokens(frame.expand(8, -1, -1).clone(), **STAGE1)
     assert res.refined_labels == [res.refined_labels[0]] * 8
     assert res.window_sizes == [8] and res.static_sizes == [15] and res.dynamic_sizes == [0]
     assert res.group_sizes == [15] + [0] * 8
@@ -318,7 +321,7 @@ def test_stage1_small_groups_pass_through_in_raster_order():
     base = 5 * torch.randn(12, 8)
     frames = torch.stack([sign * base + 0.01 * torch.randn(12, 8) for sign in (1, 1, 1, 1, -1, -1, -1, -1)])
     frames[:, 6:] = torch.randn(8, 6, 8) * 0.5  # locations 6.. change every frame -> dynamic
-    res = pv.merge_video_tokens(frames)
+    res = pv.merge_video_tokens(frames, **STAGE1)
     assert res.window_sizes == [4, 4]
     assert res.static_sizes == [6, 6] and res.dynamic_sizes == [24, 24]
     assert len(res.dpc_calls) == 1
@@ -331,10 +334,11 @@ def test_stage1_small_groups_pass_through_in_raster_order():
 
 def test_stage1_too_few_frames_raises():
     with pytest.raises(ValueError, match=r"T=6") as err:
-        pv.merge_video_tokens(torch.randn(6, 20, 8))
+        pv.merge_video_tokens(torch.randn(6, 20, 8), **STAGE1)
     assert "7" in str(err.value)
     assert pv.stage1_min_frames(7, 0.25) == 7 and pv.stage1_min_frames(3, 0.25) == 4
-    assert pv.can_merge(7) and not pv.can_merge(6) and pv.can_merge(4, k=3) and not pv.can_merge(3, k=3)
+    assert pv.can_merge(7, 7, 0.25) and not pv.can_merge(6, 7, 0.25)
+    assert pv.can_merge(4, 3, 0.25) and not pv.can_merge(3, 3, 0.25)
 
 
 @pytest.mark.parametrize(
@@ -354,12 +358,12 @@ def test_stage1_too_few_frames_raises():
 def test_bad_settings_raise(name, value):
     settings = dict(
         enabled=True, tau=0.8, temporal_segment_ratio=0.25, cluster_ratio=0.5, k=7, min_tokens_to_cluster=14,
-        selected_layer=10, alpha=0.4, num_llm_layers=24,
+        selected_layer=10, alpha=0.4,
     )
-    pv.validate_prunevid_settings(**settings)
+    PruneVidConfig().merged(settings, num_llm_layers=24)
     settings[name] = value
     with pytest.raises(ValueError, match=name) as err:
-        pv.validate_prunevid_settings(**settings)
+        PruneVidConfig().merged(settings, num_llm_layers=24)
     assert str(value) in str(err.value)
 
 

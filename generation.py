@@ -1,0 +1,460 @@
+"""Generation for PVC-InternVL: media encoded once per call (or once for many prompts), PruneVid around the
+language model, and ``GenerationMixin``'s contract (every row is its prompt followed by its new ids).
+
+A call goes through these steps once each: the sample layouts are checked against the prompt, the media are
+encoded (:class:`EncodedMedia`, with PruneVid stage 1 applied to the video samples), the prompt is re-laid to
+the merged token counts, and ``GenerationMixin.generate`` decodes (PruneVid stage 2: ``prunevid.pruned_generate``
+on the language model). :class:`CallStats` is the per-call accounting, filled along the way.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import GenerationConfig, GenerationMixin
+from transformers.utils import logging
+
+from .configuration_pvc_internvl import PruneVidConfig
+from .layout import SampleLayout, left_pad, sample_layouts
+from .prunevid import CACHE_ARG, STAGE2_SETTINGS, llm_prefill_flops, merge_sample, pruned_generate
+
+logger = logging.get_logger(__name__)
+
+
+@dataclass
+class CallStats:
+    """Token and FLOPs accounting of one call, one entry per sample (``stats["name"]`` reads a field too)."""
+
+    data_flag: list[int] = field(default_factory=list)
+    frames: list[int] = field(default_factory=list)  # video frames (0 for images)
+    tiles: list[int] = field(default_factory=list)  # image tiles (0 for videos)
+    visual_tokens: list[int] = field(default_factory=list)  # from the vision encoder
+    visual_tokens_after_stage1: list[int] = field(default_factory=list)
+    stage1_applied: list[bool] = field(default_factory=list)
+    visual_tokens_after_stage2: list[int] = field(default_factory=list)
+    prefill_flops: list[float] = field(default_factory=list)  # one entry per prompt row
+
+    def __getitem__(self, name: str) -> Any:
+        return getattr(self, name)
+
+    def keys(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self)]
+
+
+@dataclass
+class EncodedMedia:
+    """The visual tokens of a call's samples, from :meth:`PVCInternVLGenerationMixin.encode_media`: pass it as
+    ``visual_features`` to ``generate`` / ``prefill`` with prompts built for the same media, and nothing is
+    decoded, encoded or merged again.
+
+    ``samples[i]``: sample ``i``'s tokens in slot order, ``(blocks, L, D)``, or ``(n, 1, D)`` after PruneVid
+    stage 1; ``frame_counts[i]``: tokens per frame after stage 1 (None where the sample was not merged);
+    ``groups[i]``: stage-2 token groups (empty for samples PruneVid does not prune).
+    """
+
+    layouts: list[SampleLayout] | None  # None: a bare (blocks, L, D) tensor given as visual_features
+    samples: list[torch.Tensor]
+    frame_counts: list[list[int] | None]
+    groups: list[list[int]]
+    prunevid: PruneVidConfig
+    stats: CallStats
+
+    @property
+    def pruned(self) -> bool:
+        """Whether PruneVid acts on these media (it is on and there is a video sample)."""
+        return self.prunevid.enabled and any(layout.is_video for layout in self.layouts or [])
+
+    def tokens(self) -> torch.Tensor:
+        """All visual tokens in slot order, ``(n, D)``."""
+        return torch.cat([s.reshape(-1, s.shape[-1]) for s in self.samples])
+
+
+class PVCInternVLGenerationMixin:
+    """``encode_media``, ``prefill`` and ``generate`` of :class:`PVCInternVLChatModel`."""
+
+    def _prunevid_settings(self, overrides: dict | None, base: PruneVidConfig | None = None) -> PruneVidConfig:
+        return (base or self.config.prunevid).merged(overrides, self.config.llm_config.num_hidden_layers)
+
+    @torch.no_grad()
+    def encode_media(
+        self, pixel_values: torch.Tensor, data_flag: Any = None, split_sizes: Any = None, num_patches_list: Any = None,
+        prunevid: dict | None = None, input_ids: torch.LongTensor | None = None, attention_mask: Any = None,
+    ) -> EncodedMedia:
+        """Encode media once for several prompts: the vision encoder, then PruneVid stage 1 on the video samples
+        when PruneVid is on (``config.prunevid`` with the ``prunevid`` overrides). ``model.encode_media(
+        **processor(videos=path))`` works: a prompt given with the media is checked against their layout."""
+        self._check_pixels(pixel_values)
+        layouts = sample_layouts(pixel_values.shape[0], data_flag, split_sizes, num_patches_list)
+        if input_ids is not None:
+            _checked_prompt(input_ids, attention_mask)
+            self._check_slots(input_ids, layouts)
+        return self._encode(pixel_values, layouts, self._prunevid_settings(prunevid))
+
+    def _encode(self, pixel_values: torch.Tensor, layouts: list[SampleLayout], settings: PruneVidConfig) -> EncodedMedia:
+        samples = self.encode_samples(pixel_values, layouts)
+        tokens = [int(s.shape[0] * s.shape[1]) for s in samples]
+        stats = CallStats(
+            data_flag=[int(layout.flag) for layout in layouts],
+            frames=[layout.size if layout.is_video else 0 for layout in layouts],
+            tiles=[0 if layout.is_video else layout.size for layout in layouts],
+            visual_tokens=tokens, visual_tokens_after_stage1=list(tokens), stage1_applied=[False] * len(layouts),
+        )
+        media = EncodedMedia(layouts, samples, [None] * len(layouts), [[] for _ in layouts], settings, stats)
+        if media.pruned:
+            for index, layout in enumerate(layouts):
+                if layout.is_video:
+                    self._stage1(media, index)
+        return media
+
+    def _stage1(self, media: EncodedMedia, index: int) -> None:
+        """PruneVid stage 1 on video sample ``index`` of ``media`` (in place); without it, one group per frame."""
+        layout, settings = media.layouts[index], media.prunevid
+        frames = media.samples[index]
+        frames = frames.reshape(layout.size, -1, frames.shape[-1])  # (T, video_repeat_time * L, D)
+        merged = merge_sample(frames, settings) if settings.enable_stage1 else None
+        if merged is None:
+            if settings.enable_stage1:
+                logger.warning(
+                    f"PruneVid stage 1 skipped for sample {index}: it has {layout.size} frames, fewer than the "
+                    f"{settings.k} it needs (k={settings.k}, temporal_segment_ratio={settings.temporal_segment_ratio})"
+                )
+            media.groups[index] = [frames.shape[1]] * layout.size
+            return
+        media.samples[index] = merged.features.unsqueeze(1)
+        media.frame_counts[index] = merged.frame_token_counts
+        media.groups[index] = merged.group_sizes
+        media.stats.visual_tokens_after_stage1[index] = int(merged.features.shape[0])
+        media.stats.stage1_applied[index] = True
+
+    def _call_media(self, input_ids, pixel_values, visual_features, layout, prunevid, gen_config) -> EncodedMedia | None:
+        """The encoded media of a call, checked against the prompt: encoded now from ``pixel_values``, or given."""
+        if pixel_values is not None and visual_features is not None:
+            raise ValueError("give pixel_values or precomputed visual_features, not both")
+        if isinstance(visual_features, EncodedMedia):
+            base = visual_features.prunevid
+            settings = self._prunevid_settings(prunevid, base)
+            changed = [k for k, v in settings.settings().items() if v != base.settings()[k] and k not in STAGE2_SETTINGS]
+            if changed:
+                raise ValueError(
+                    f"the media were encoded with PruneVid {base.settings()}; prunevid={prunevid} changes {changed}, "
+                    f"which stage 1 used: pass them to encode_media (per call, only {list(STAGE2_SETTINGS)} may change)"
+                )
+            self._checked_layouts(input_ids, None, *layout)  # no layout beside encoded media
+            media = copy.copy(visual_features)
+            media.prunevid = settings
+            media.stats = copy.deepcopy(visual_features.stats)
+            self._check_slots(input_ids, media.layouts)
+            return media
+        settings = self._prunevid_settings(prunevid)
+        layouts = self._checked_layouts(input_ids, pixel_values, *layout)
+        if visual_features is not None:  # (blocks, L, D) for the prompt's slots, without a layout: no PruneVid
+            if not torch.is_tensor(visual_features) or visual_features.ndim not in (2, 3):
+                raise ValueError(
+                    "visual_features must be the EncodedMedia of encode_media or a (blocks, L, D) tensor, got "
+                    f"{tuple(visual_features.shape) if torch.is_tensor(visual_features) else type(visual_features).__name__}"
+                )
+            tokens = int(visual_features.shape[0] * (visual_features.shape[1] if visual_features.ndim == 3 else 1))
+            stats = CallStats(visual_tokens=[tokens], visual_tokens_after_stage1=[tokens])
+            return EncodedMedia(None, [visual_features], [None], [[]], settings, stats)
+        if layouts is None:
+            return None
+        if not (settings.enabled and settings.enable_stage1 and any(layout.is_video for layout in layouts)):
+            self._check_budget(input_ids.shape[1], gen_config)  # the prompt keeps its length: before the encoder
+        return self._encode(pixel_values, layouts, settings)
+
+    def _llm_prompt(self, input_ids, attention_mask, media: EncodedMedia | None):
+        """The ids and mask the language model sees (the video runs re-laid to the stage-1 token counts) and the
+        stage-2 token groups of every row (empty for rows PruneVid does not prune)."""
+        if media is None or not media.pruned:
+            return input_ids, attention_mask, [[] for _ in range(input_ids.shape[0])]
+        context_id = self._require_context_id()
+        rows_with_media = media_rows(input_ids == context_id)
+        if len(media.layouts) != len(rows_with_media):
+            raise ValueError(
+                f"PruneVid needs one sample per prompt row with media: {len(media.layouts)} samples for "
+                f"{len(rows_with_media)} rows"
+            )
+        sample_of_row = dict(zip(rows_with_media, range(len(media.layouts))))
+        rows, groups = [], []
+        for row in range(input_ids.shape[0]):
+            ids = input_ids[row][attention_mask[row].bool()]
+            index = sample_of_row.get(row)
+            counts = media.frame_counts[index] if index is not None else None
+            rows.append(relayout_row(ids, context_id, counts) if counts is not None else ids)
+            groups.append(media.groups[index] if index is not None else [])
+        padding = input_ids[~attention_mask.bool()]  # any row's padding: row 0 may be the longest prompt
+        new_ids, new_mask = left_pad(rows, int(padding[0]) if padding.numel() else 0)
+        return new_ids.to(input_ids.device), new_mask.to(attention_mask.device), groups
+
+    @torch.no_grad()
+    def prefill(self, input_ids: torch.LongTensor, visual_features: EncodedMedia, attention_mask: torch.Tensor | None = None):
+        """The KV cache of a prompt prefix that holds all of ``visual_features``' slots (e.g. the system prompt and
+        the video before the question), as the language model sees it; pass a copy of it as ``past_key_values``
+        to ``generate`` with each full prompt and the same ``visual_features``. PruneVid stage 2 prunes the cache
+        by the question, so it cannot serve a shared prefix and is refused."""
+        if not isinstance(visual_features, EncodedMedia):
+            raise ValueError(f"prefill needs the EncodedMedia of encode_media, got {type(visual_features).__name__}")
+        if visual_features.pruned and visual_features.prunevid.enable_stage2:
+            raise ValueError(
+                "PruneVid stage 2 keeps the visual tokens each question attends to, so a prefix cache cannot be "
+                "shared; reuse the EncodedMedia alone (stage 1 and the vision encoder), or encode with "
+                "prunevid={'enable_stage2': False}"
+            )
+        attention_mask = _checked_prompt(input_ids, attention_mask)
+        media = self._call_media(input_ids, None, visual_features, (None, None, None), None, None)
+        ids, mask, _ = self._llm_prompt(input_ids, attention_mask, media)
+        self._reset_dynamic_rope()
+        out = self(input_ids=ids, attention_mask=mask, visual_embeds=self._row_visual(ids, media.tokens()), use_cache=True)
+        return getattr(out, CACHE_ARG)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        visual_features: EncodedMedia | torch.Tensor | None = None,
+        generation_config: GenerationConfig | dict | None = None,
+        data_flag: Any = None,
+        split_sizes: Any = None,
+        num_patches_list: Any = None,
+        prunevid: dict | None = None,
+        return_stats: bool = False,
+        **kwargs,
+    ):
+        """Generate answers for prompts whose ``<IMG_CONTEXT>`` runs take the visual tokens.
+
+        ``GenerationMixin.generate`` on this model (the visual tokens reach ``forward`` as ``visual_embeds``), so
+        every decoding strategy and cache option applies and every row is its prompt followed by its new ids
+        (``.sequences`` with ``return_dict_in_generate``): ``output[:, input_ids.shape[1]:]`` is the answer, also
+        after PruneVid stage 1 shortened the prompt; with ``inputs_embeds`` alone, the new ids only. PruneVid stage
+        2 decodes with the language model's ``generate`` on its pruned cache (greedy, sampling, beams).
+
+        Defaults: ``self.generation_config`` (``generation_config.json``); ``generation_config`` (a
+        ``GenerationConfig`` or a dict) and keyword arguments override them, except ``eos_token_id``, which adds to
+        the checkpoint's stop ids (the end of the assistant turn always stops). Other keyword arguments
+        (``streamer``, ``stopping_criteria``, ...) go to ``GenerationMixin.generate``, which refuses unknown ones.
+
+        Args:
+            input_ids, attention_mask: ``(B, T)``, left padded (``PVCInternVLProcessor`` output).
+            pixel_values: ``(num_tiles, 3, S, S)`` float; or ``visual_features``: the :class:`EncodedMedia` of
+                :meth:`encode_media` (its PruneVid stage-1 settings are kept) or a ``(blocks, L, D)`` tensor.
+            data_flag, split_sizes, num_patches_list: the layout of the samples (see ``layout.sample_layouts``).
+            prunevid: per-call overrides of ``config.prunevid`` (e.g. ``{"enabled": True}``).
+            return_stats: also return the :class:`CallStats` of this call.
+        """
+        gen_config, model_kwargs = self._generation_config(generation_config, kwargs)
+        embeds = model_kwargs.pop("inputs_embeds", None)  # the caller's prompt embeddings, if any
+        if input_ids is None and (embeds is None or (pixel_values is None and visual_features is None)):
+            if pixel_values is not None or visual_features is not None:
+                raise ValueError("give input_ids (or inputs_embeds) with pixel_values / visual_features: they mark the slots")
+            output = GenerationMixin.generate(self, inputs_embeds=embeds, attention_mask=attention_mask,
+                                              generation_config=gen_config, **model_kwargs)
+            return (output, CallStats()) if return_stats else output
+        slots_only = input_ids is None  # media with embeddings alone: the slots hold the <IMG_CONTEXT> embedding
+        input_ids = self._slot_ids(embeds) if slots_only else input_ids
+        attention_mask = _checked_prompt(input_ids, attention_mask)
+        media = self._call_media(input_ids, pixel_values, visual_features, (data_flag, split_sizes, num_patches_list),
+                                 prunevid, gen_config)
+        if media is not None and media.pruned and embeds is not None:
+            raise ValueError("PruneVid re-lays and prunes the prompt, so it needs input_ids without inputs_embeds")
+        ids, mask, groups = self._llm_prompt(input_ids, attention_mask, media)
+        if media is not None and media.pruned and media.prunevid.enable_stage1:
+            self._check_budget(ids.shape[1], gen_config)
+        stats = media.stats if media is not None else CallStats()
+        visual = media.tokens() if media is not None else None
+        self._reset_dynamic_rope()
+        if media is not None and media.pruned and media.prunevid.enable_stage2 and any(groups):
+            embeds = self.merge_visual_tokens(ids, self.get_input_embeddings()(ids), visual)
+            output = self._generate_stage2(embeds, mask, ids == self._require_context_id(), groups, media.prunevid,
+                                           gen_config, model_kwargs, stats)
+            output = _after_prompt(output, input_ids)
+        else:
+            stats.visual_tokens_after_stage2 = list(stats.visual_tokens_after_stage1)
+            cfg = self.config.llm_config
+            stats.prefill_flops = [llm_prefill_flops([int(n)] * cfg.num_hidden_layers, cfg.hidden_size,
+                                                     cfg.intermediate_size) for n in mask.sum(dim=1).tolist()]
+            output = self._generate_dense(ids, mask, visual, embeds, slots_only, gen_config, model_kwargs)
+            if not slots_only:  # prompt + new ids, the prompt being the caller's
+                output = _after_prompt(output, input_ids, seen_length=ids.shape[1])
+        return (output, stats) if return_stats else output
+
+    def _generate_dense(self, ids, mask, visual, embeds, slots_only, gen_config, model_kwargs):
+        """``GenerationMixin.generate`` on the prompt the LLM sees, the visual tokens passed on as ``visual_embeds``;
+        with embeddings alone (``slots_only``: ``ids`` only mark the slots) they are merged into the embeddings."""
+        if slots_only:  # GenerationMixin's convention for embeddings alone: the new ids only
+            embeds = self.merge_visual_tokens(ids, embeds, visual) if visual is not None else embeds
+            return GenerationMixin.generate(self, inputs_embeds=embeds, attention_mask=mask, generation_config=gen_config,
+                                            **model_kwargs)
+        if visual is not None:
+            model_kwargs["visual_embeds"] = self._row_visual(ids, visual)
+        if embeds is not None:
+            model_kwargs["inputs_embeds"] = embeds
+        return GenerationMixin.generate(self, input_ids=ids, attention_mask=mask, generation_config=gen_config,
+                                        **model_kwargs)
+
+    def _generate_stage2(self, embeds, mask, visual_mask, groups, settings, gen_config, model_kwargs, stats):
+        """PruneVid stage 2 for the rows with groups (image rows are not pruned); fills the stage-2 accounting."""
+        pruned_rows = torch.tensor([bool(g) for g in groups], device=visual_mask.device)
+        output, stage2 = pruned_generate(
+            self.language_model, embeds, mask, visual_mask=visual_mask & pruned_rows[:, None], group_sizes=groups,
+            selected_layer=settings.selected_layer, alpha=settings.alpha, generation_config=gen_config, **model_kwargs,
+        )
+        rows = media_rows(visual_mask)
+        stats.visual_tokens_after_stage2 = [
+            int(stage2["visual_tokens_kept"][row]) if groups[row] else before
+            for row, before in zip(rows, stats.visual_tokens_after_stage1)
+        ]
+        stats.prefill_flops = [float(f) for f in stage2["prefill_flops"]]
+        return output
+
+    def prepare_inputs_for_generation(self, input_ids, *args, inputs_embeds=None, visual_embeds=None, **kwargs):
+        """``GenerationMixin``'s inputs, plus ``visual_embeds`` on the steps that see the prompt: the first one, and
+        every step when the cache is off."""
+        inputs = super().prepare_inputs_for_generation(input_ids, *args, inputs_embeds=inputs_embeds, **kwargs)
+        first = kwargs.get("is_first_iteration")
+        if first is None:  # transformers 4.x: the first step starts at position 0 or after a prefix cache (> 1 id)
+            position = kwargs.get("cache_position")
+            first = position is None or int(position[0]) == 0 or position.shape[0] > 1
+        if visual_embeds is not None and (first or not kwargs.get("use_cache", True)):
+            inputs["visual_embeds"] = visual_embeds
+        return inputs
+
+    def _slot_ids(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        """``(B, T)`` ids marking the ``<IMG_CONTEXT>`` slots of prompt embeddings (the positions holding that token's
+        embedding) and -1 elsewhere, for callers that pass ``inputs_embeds`` without ``input_ids``."""
+        context_id = self._require_context_id()
+        context = self.get_input_embeddings().weight[context_id].to(inputs_embeds.dtype)
+        return torch.where((inputs_embeds == context).all(-1), context_id, -1)
+
+    def _row_visual(self, input_ids: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+        """Visual tokens ``(n, D)`` in slot order -> ``(B, V, D)``, row ``b`` holding its slots' tokens last (zero
+        padded in front), so that ``GenerationMixin`` can repeat them per row for beams and samples, and a step that
+        sees only the end of a prompt (after a prefix cache) takes the last ones."""
+        counts = (input_ids == self._require_context_id()).sum(dim=1).tolist()
+        if sum(counts) != visual.shape[0]:
+            raise ValueError(
+                f"the prompt has {sum(counts)} <IMG_CONTEXT> tokens but the visual features give {visual.shape[0]} "
+                "visual tokens; build the prompt with the processor for the same media"
+            )
+        rows = visual.new_zeros(len(counts), max(counts), visual.shape[-1])
+        for row, piece in enumerate(visual.split(counts)):
+            rows[row, rows.shape[1] - piece.shape[0] :] = piece
+        return rows
+
+    def _generation_config(self, generation_config: Any, kwargs: dict) -> tuple[GenerationConfig, dict]:
+        """The call's ``GenerationConfig`` (model defaults < ``generation_config`` < keyword arguments) and the
+        remaining keyword arguments (``streamer``, ``stopping_criteria``, ...), which are not generation settings."""
+        settings = {**generation_settings(generation_config), **kwargs}
+        _check_lengths(settings)  # before GenerationConfig.update, which compares them with ints
+        merged = copy.deepcopy(self.generation_config)
+        model_kwargs = merged.update(**settings)
+        model_kwargs.pop("transformers_version", None)
+        if merged.eos_token_id is not None:  # a caller's stop ids add to the checkpoint's
+            stops = _id_list(self.generation_config.eos_token_id)
+            merged.eos_token_id = stops + [i for i in _id_list(merged.eos_token_id) if i not in stops]
+        merged.validate()
+        return merged, model_kwargs
+
+    def _check_budget(self, prompt_length: int, gen_config: GenerationConfig) -> None:
+        """The prompt plus the requested new tokens must fit the language model's positions."""
+        limit = self.config.max_context_length
+        if not limit:
+            return
+        if prompt_length > limit:
+            raise ValueError(
+                f"the prompt has {prompt_length} tokens but the language model accepts at most {limit} "
+                f"(max_position_embeddings {self.config.llm_config.max_position_embeddings}); use fewer frames or tiles"
+            )
+        if gen_config.max_new_tokens is not None:
+            total, asked = prompt_length + gen_config.max_new_tokens, f"max_new_tokens={gen_config.max_new_tokens}"
+        else:  # with inputs_embeds, max_length counts the new tokens only when it is below the prompt length
+            max_length = gen_config.max_length if gen_config.max_length is not None else GenerationConfig().max_length
+            total, asked = max(max_length or 0, prompt_length), f"max_length={max_length}"
+        if total > limit:
+            raise ValueError(
+                f"{asked} with a prompt of {prompt_length} tokens needs {total} positions, but the language model "
+                f"accepts at most {limit}; at most max_new_tokens={limit - prompt_length} fit"
+            )
+
+
+def generation_settings(generation_config: GenerationConfig | dict | None) -> dict:
+    """A caller's ``generation_config`` as a dict of settings (a ``GenerationConfig``'s public, non-default ones)."""
+    if isinstance(generation_config, GenerationConfig):  # not generate's private tensors
+        return {k: v for k, v in generation_config.to_diff_dict().items() if not k.startswith("_")}
+    if generation_config is None or isinstance(generation_config, dict):
+        return dict(generation_config or {})
+    raise ValueError(f"generation_config must be a GenerationConfig or a dict, got {type(generation_config).__name__}")
+
+
+def media_rows(visual_mask: torch.Tensor) -> list[int]:
+    """The batch rows whose ``(B, T)`` mask marks ``<IMG_CONTEXT>`` positions, in order: the rows of the samples."""
+    return [int(row) for row in visual_mask.any(dim=1).nonzero().flatten()]
+
+
+def relayout_row(ids: torch.Tensor, context_id: int, counts: list[int]) -> torch.Tensor:
+    """Give the ``<IMG_CONTEXT>`` runs of one prompt row new lengths ``counts``: one run per frame (``Frame{i}:
+    <image>`` prompts) takes ``counts[i]`` each; a single run takes their sum."""
+    is_ctx = ids == context_id
+    edges = torch.diff(is_ctx.long(), prepend=is_ctx.new_zeros(1).long(), append=is_ctx.new_zeros(1).long())
+    starts, ends = (edges == 1).nonzero().flatten().tolist(), (edges == -1).nonzero().flatten().tolist()
+    if len(starts) == len(counts):
+        lengths = counts
+    elif len(starts) == 1:
+        lengths = [sum(counts)]
+    else:
+        raise ValueError(f"the video prompt has {len(starts)} <IMG_CONTEXT> runs for {len(counts)} frames")
+    pieces, last = [], 0
+    for start, end, length in zip(starts, ends, lengths):
+        pieces += [ids[last:start], ids.new_full((int(length),), context_id)]
+        last = end
+    return torch.cat(pieces + [ids[last:]])
+
+
+def _checked_prompt(input_ids: Any, attention_mask: Any) -> torch.Tensor:
+    """``input_ids`` must be an integer ``(B, T)`` tensor; returns the attention mask (all ones when None)."""
+    if not torch.is_tensor(input_ids) or input_ids.ndim != 2 or input_ids.is_floating_point():
+        shape = tuple(input_ids.shape) if torch.is_tensor(input_ids) else type(input_ids).__name__
+        raise ValueError(f"input_ids must be an integer tensor (batch, length), got {shape}")
+    if attention_mask is None:
+        return torch.ones_like(input_ids)
+    if not torch.is_tensor(attention_mask) or attention_mask.shape != input_ids.shape:
+        shape = tuple(attention_mask.shape) if torch.is_tensor(attention_mask) else type(attention_mask).__name__
+        raise ValueError(f"attention_mask must be a tensor of the shape of input_ids {tuple(input_ids.shape)}, got {shape}")
+    return attention_mask
+
+
+def _check_lengths(values: dict) -> None:
+    """``max_new_tokens`` / ``max_length`` must be positive integers (None leaves the default)."""
+    for name in ("max_new_tokens", "max_length"):
+        value = values.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _after_prompt(output: Any, prompt_ids: torch.Tensor, seen_length: int = 0) -> Any:
+    """Ids ``(R, seen_length + N)`` whose first ``seen_length`` columns are the prompt the LLM saw (shorter after
+    PruneVid stage 1; 0 when only new ids were returned), or an output whose ``.sequences`` they are -> the
+    caller's prompt + the new ids, as ``GenerationMixin`` returns them for ``input_ids``. The ``R / B`` sequences
+    of a prompt (beams, samples) follow each other."""
+    sequences = output.sequences if hasattr(output, "sequences") else output
+    prompt = prompt_ids.to(sequences.device).repeat_interleave(sequences.shape[0] // prompt_ids.shape[0], dim=0)
+    full = torch.cat([prompt, sequences[:, seen_length:]], dim=1)
+    if hasattr(output, "sequences"):
+        output.sequences = full
+        return output
+    return full
+
+
+def _id_list(ids: Any) -> list[int]:
+    """``eos_token_id`` as a list: None -> [], an int -> [it], a list or tensor -> its ids."""
+    if ids is None:
+        return []
+    if torch.is_tensor(ids):
+        return [int(i) for i in ids.reshape(-1).tolist()]
+    return [int(i) for i in ids] if isinstance(ids, (list, tuple)) else [int(ids)]
+
