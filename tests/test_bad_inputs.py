@@ -44,6 +44,15 @@ def nan_pixels():
     return pv
 
 
+def plain_tokenizer():
+    """A tokenizer without the InternVL2 image tokens."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<unk>": 0, "q": 1}, unk_token="<unk>")),
+                                   unk_token="<unk>")
+
+
 def context_prompt(count):
     return torch.cat([torch.tensor([[1]]), torch.full((1, count), IMG_CONTEXT_ID)], dim=1)
 
@@ -96,6 +105,7 @@ CASES = [
     ("placeholder in the system message", lambda c: c.proc.chat_inputs(["q"], None, system_message="Be <image> brief"), ValueError, "the system message contains <image>"),
     ("unknown key in a generation_config dict", lambda c: chat(c, generation_config={"max_new_tokens": 1, "unknown_key": 1}), ValueError, "unknown_key"),
     ("placeholder without pixels", lambda c: chat(c, "<image> q", pv=None), ValueError, "no pixel_values were given"),
+    ("tokenizer without image tokens", lambda c: c.model.chat(plain_tokenizer(), c.pv, "q", dict(GEN)), ValueError, "the tokenizer has no <img>, </img>, <IMG_CONTEXT> token"),
     ("other image tokens", lambda c: chat(c, IMG_CONTEXT_TOKEN="<ctx>"), ValueError, "IMG_START_TOKEN / IMG_END_TOKEN / IMG_CONTEXT_TOKEN"),
     ("generation_config str", lambda c: chat(c, generation_config="greedy"), ValueError, "GenerationConfig or a dict"),
     ("max_new_tokens 1e9", lambda c: chat(c, generation_config=dict(max_new_tokens=10**9)), ValueError, "at most max_new_tokens="),
@@ -117,6 +127,11 @@ CASES = [
     # generate
     ("generate without ids", lambda c: c.model.generate(pixel_values=c.pv), ValueError, "give input_ids (or inputs_embeds) with pixel_values"),
     ("pixels and features", lambda c: c.model.generate(pixel_values=c.pv, visual_features=torch.zeros(1, 4, 64), input_ids=context_prompt(4)), ValueError, "not both"),
+    ("more features than slots", lambda c: c.model.generate(input_ids=context_prompt(4), visual_features=torch.zeros(2, 4, 64)), ValueError, "the prompt has 4 <IMG_CONTEXT> tokens but the visual features give 8"),
+    ("fewer features than slots", lambda c: c.model.generate(input_ids=context_prompt(9), visual_features=torch.zeros(2, 4, 64)), ValueError, "the prompt has 9 <IMG_CONTEXT> tokens but the visual features give 8"),
+    ("features not a tensor", lambda c: c.model.generate(input_ids=context_prompt(4), visual_features=[[0.0] * 64] * 4), ValueError, "EncodedMedia of encode_media or a (blocks, L, D) tensor"),
+    ("prefill without encoded media", lambda c: c.model.prefill(context_prompt(4), visual_features=torch.zeros(1, 4, 64)), ValueError, "prefill needs the EncodedMedia"),
+    ("encode_media prompt mismatch", lambda c: c.model.encode_media(c.pv[:1], data_flag=[1], input_ids=context_prompt(3)), ValueError, "3 <IMG_CONTEXT> tokens but pixel_values give 16"),
     ("layout without pixels", lambda c: c.model.generate(input_ids=context_prompt(2), data_flag=[1]), ValueError, "without pixel_values"),
     ("context count", lambda c: c.model.generate(pixel_values=c.pv[:1], input_ids=context_prompt(5)), ValueError, "5 <IMG_CONTEXT> tokens but pixel_values give 16"),
     ("unknown generate option", lambda c: c.model.generate(input_ids=context_prompt(0), max_new_tokens=1, foo_bar=1), ValueError, "foo_bar"),
