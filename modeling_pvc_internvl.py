@@ -696,33 +696,22 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
         """Visual tokens of every sample in LLM order: a list of ``(blocks, L, D)`` tensors.
 
         Blocks are encoded frames: an image tile gives ``image_repeat_time`` blocks (ordered by
-        ``tile_repeat_way``), a video frame gives ``video_repeat_time`` blocks.
+        ``tile_repeat_way``), a video frame gives ``video_repeat_time`` blocks. Equal-length clips of all samples
+        run as one batch.
         """
         chunk_frames = chunk_frames if chunk_frames is not None else self.config.vision_chunk_frames
-        # Gather all clips, grouped by clip length, so equal-length clips run as one batch.
-        clips = []  # (sample, clip index, global frame indices, clip length)
-        for s, layout in enumerate(layouts):
-            for c, (indices, repeat) in enumerate(self._clip_plan(layout)):
+        plans = [self._clip_plan(layout) for layout in layouts]
+        by_len: dict[int, list[tuple[int, int, list[int]]]] = {}  # clip length -> (sample, clip, frame indices)
+        for s, (layout, plan) in enumerate(zip(layouts, plans)):
+            for c, (indices, repeat) in enumerate(plan):
                 frames = [layout.start + i for i in indices for _ in range(repeat)]
-                clips.append((s, c, frames))
+                by_len.setdefault(len(frames), []).append((s, c, frames))
         encoded: dict[tuple[int, int], torch.Tensor] = {}
-        by_len: dict[int, list] = {}
-        for clip in clips:
-            by_len.setdefault(len(clip[2]), []).append(clip)
         for clip_len, group in by_len.items():
-            order = [f for clip in group for f in clip[2]]
-            if order == list(range(order[0], order[0] + len(order))):
-                frames = pixel_values[order[0] : order[0] + len(order)]  # contiguous: a view, no copy
-            else:
-                frames = pixel_values.index_select(0, torch.tensor(order, device=pixel_values.device))
-            out = self.encode_clips(frames, clip_len, chunk_frames)
-            for i, (s, c, _) in enumerate(group):
-                encoded[(s, c)] = out[i]  # (clip_len, L, D)
-        samples = []
-        for s, layout in enumerate(layouts):
-            blocks = [encoded[(s, c)] for c in range(len(self._clip_plan(layout)))]
-            samples.append(self._order_blocks(layout, blocks))
-        return samples
+            out = self.encode_clips(_frames(pixel_values, [f for *_, frames in group for f in frames]), clip_len, chunk_frames)
+            encoded.update({(s, c): out[i] for i, (s, c, _) in enumerate(group)})  # each (clip_len, L, D)
+        return [self._order_blocks(layout, [encoded[(s, c)] for c in range(len(plan))])
+                for s, (layout, plan) in enumerate(zip(layouts, plans))]
 
     def _order_blocks(self, layout: SampleLayout, blocks: list[torch.Tensor]) -> torch.Tensor:
         """Concatenate a sample's clip outputs in LLM order ``(blocks, L, D)``."""
@@ -940,6 +929,13 @@ def _untied_missing_keys(model: nn.Module, missing: Any) -> list[str]:
     params = dict(model.named_parameters(remove_duplicate=False))
     loaded = {id(param) for name, param in params.items() if name not in missing}
     return [name for name in missing if name not in params or id(params[name]) not in loaded]
+
+
+def _frames(pixel_values: torch.Tensor, order: list[int]) -> torch.Tensor:
+    """``pixel_values[order]``: a view (no copy) when the frames are consecutive, as for a video."""
+    if order == list(range(order[0], order[0] + len(order))):
+        return pixel_values[order[0] : order[0] + len(order)]
+    return pixel_values.index_select(0, torch.tensor(order, device=pixel_values.device))
 
 
 def _one_cache(past_key_values: Any, cache: Any) -> Any:
