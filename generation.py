@@ -163,7 +163,7 @@ class PVCInternVLGenerationMixin:
         if layouts is None:
             return None
         if not (settings.enabled and settings.enable_stage1 and any(layout.is_video for layout in layouts)):
-            self._check_budget(input_ids.shape[1], gen_config)  # the prompt keeps its length: before the encoder
+            check_budget(self.config, input_ids.shape[1], gen_config)  # the prompt keeps its length: before the encoder
         return self._encode(pixel_values, layouts, settings)
 
     def _llm_prompt(self, input_ids, attention_mask, media: EncodedMedia | None):
@@ -226,24 +226,17 @@ class PVCInternVLGenerationMixin:
         return_stats: bool = False,
         **kwargs,
     ):
-        """Generate answers for prompts whose ``<IMG_CONTEXT>`` runs take the visual tokens.
+        """``GenerationMixin.generate`` with the visual tokens in the prompt's ``<IMG_CONTEXT>`` slots: every decoding
+        strategy and cache option applies, and each row is its prompt followed by its new ids (also after PruneVid
+        stage 1 shortened the prompt the LLM sees; with ``inputs_embeds`` alone, the new ids only). PruneVid stage 2
+        decodes with ``prunevid.pruned_generate`` (greedy, sampling, beams).
 
-        ``GenerationMixin.generate`` on this model (the visual tokens reach ``forward`` as ``visual_embeds``), so
-        every decoding strategy and cache option applies and every row is its prompt followed by its new ids
-        (``.sequences`` with ``return_dict_in_generate``): ``output[:, input_ids.shape[1]:]`` is the answer, also
-        after PruneVid stage 1 shortened the prompt; with ``inputs_embeds`` alone, the new ids only. PruneVid stage
-        2 decodes with the language model's ``generate`` on its pruned cache (greedy, sampling, beams).
-
-        Defaults: ``self.generation_config`` (``generation_config.json``); ``generation_config`` (a
-        ``GenerationConfig`` or a dict) and keyword arguments override them, except ``eos_token_id``, which adds to
-        the checkpoint's stop ids (the end of the assistant turn always stops). Other keyword arguments
-        (``streamer``, ``stopping_criteria``, ...) go to ``GenerationMixin.generate``, which refuses unknown ones.
-
-        Args:
+        Settings: ``self.generation_config`` < ``generation_config`` (a ``GenerationConfig`` or a dict) < keyword
+        arguments, except ``eos_token_id``, which adds to the checkpoint's stop ids. Args:
             input_ids, attention_mask: ``(B, T)``, left padded (``PVCInternVLProcessor`` output).
-            pixel_values: ``(num_tiles, 3, S, S)`` float; or ``visual_features``: the :class:`EncodedMedia` of
-                :meth:`encode_media` (its PruneVid stage-1 settings are kept) or a ``(blocks, L, D)`` tensor.
-            data_flag, split_sizes, num_patches_list: the layout of the samples (see ``layout.sample_layouts``).
+            pixel_values: ``(num_tiles, 3, S, S)``; or ``visual_features``: the :class:`EncodedMedia` of
+                :meth:`encode_media` (its stage-1 settings are kept) or a ``(blocks, L, D)`` tensor.
+            data_flag, split_sizes, num_patches_list: the layout of the samples (``layout.sample_layouts``).
             prunevid: per-call overrides of ``config.prunevid`` (e.g. ``{"enabled": True}``).
             return_stats: also return the :class:`CallStats` of this call.
         """
@@ -260,33 +253,34 @@ class PVCInternVLGenerationMixin:
         attention_mask = _checked_prompt(input_ids, attention_mask)
         media = self._call_media(input_ids, pixel_values, visual_features, (data_flag, split_sizes, num_patches_list),
                                  prunevid, gen_config)
-        if media is not None and media.pruned and embeds is not None:
+        pruned = media is not None and media.pruned
+        if pruned and embeds is not None:
             raise ValueError("PruneVid re-lays and prunes the prompt, so it needs input_ids without inputs_embeds")
         ids, mask, groups = self._llm_prompt(input_ids, attention_mask, media)
-        if media is not None and media.pruned and media.prunevid.enable_stage1:
-            self._check_budget(ids.shape[1], gen_config)
+        if pruned and media.prunevid.enable_stage1:
+            check_budget(self.config, ids.shape[1], gen_config)
         stats = media.stats if media is not None else CallStats()
         visual = media.tokens() if media is not None else None
         self._reset_dynamic_rope()
-        if media is not None and media.pruned and media.prunevid.enable_stage2 and any(groups):
+        if pruned and media.prunevid.enable_stage2 and any(groups):
             embeds = self.merge_visual_tokens(ids, self.get_input_embeddings()(ids), visual)
             output = self._generate_stage2(embeds, mask, ids == self._require_context_id(), groups, media.prunevid,
                                            gen_config, model_kwargs, stats)
             output = _after_prompt(output, input_ids)
         else:
-            stats.visual_tokens_after_stage2 = list(stats.visual_tokens_after_stage1)
-            cfg = self.config.llm_config
-            stats.prefill_flops = [llm_prefill_flops([int(n)] * cfg.num_hidden_layers, cfg.hidden_size,
-                                                     cfg.intermediate_size) for n in mask.sum(dim=1).tolist()]
-            output = self._generate_dense(ids, mask, visual, embeds, slots_only, gen_config, model_kwargs)
-            if not slots_only:  # prompt + new ids, the prompt being the caller's
-                output = _after_prompt(output, input_ids, seen_length=ids.shape[1])
+            output = self._generate_dense(ids, mask, visual, embeds, slots_only, gen_config, model_kwargs, stats)
+            output = output if slots_only else _after_prompt(output, input_ids, seen_length=ids.shape[1])
         return (output, stats) if return_stats else output
 
-    def _generate_dense(self, ids, mask, visual, embeds, slots_only, gen_config, model_kwargs):
+    def _generate_dense(self, ids, mask, visual, embeds, slots_only, gen_config, model_kwargs, stats):
         """``GenerationMixin.generate`` on the prompt the LLM sees, the visual tokens passed on as ``visual_embeds``;
-        with embeddings alone (``slots_only``: ``ids`` only mark the slots) they are merged into the embeddings."""
-        if slots_only:  # GenerationMixin's convention for embeddings alone: the new ids only
+        with embeddings alone (``slots_only``: ``ids`` only mark the slots) they are merged into the embeddings
+        (GenerationMixin's convention then: the new ids only)."""
+        stats.visual_tokens_after_stage2 = list(stats.visual_tokens_after_stage1)
+        llm = self.config.llm_config
+        stats.prefill_flops = [llm_prefill_flops([int(n)] * llm.num_hidden_layers, llm.hidden_size,
+                                                 llm.intermediate_size) for n in mask.sum(dim=1).tolist()]
+        if slots_only:
             embeds = self.merge_visual_tokens(ids, embeds, visual) if visual is not None else embeds
             return GenerationMixin.generate(self, inputs_embeds=embeds, attention_mask=mask, generation_config=gen_config,
                                             **model_kwargs)
@@ -360,26 +354,27 @@ class PVCInternVLGenerationMixin:
         merged.validate()
         return merged, model_kwargs
 
-    def _check_budget(self, prompt_length: int, gen_config: GenerationConfig) -> None:
-        """The prompt plus the requested new tokens must fit the language model's positions."""
-        limit = self.config.max_context_length
-        if not limit:
-            return
-        if prompt_length > limit:
-            raise ValueError(
-                f"the prompt has {prompt_length} tokens but the language model accepts at most {limit} "
-                f"(max_position_embeddings {self.config.llm_config.max_position_embeddings}); use fewer frames or tiles"
-            )
-        if gen_config.max_new_tokens is not None:
-            total, asked = prompt_length + gen_config.max_new_tokens, f"max_new_tokens={gen_config.max_new_tokens}"
-        else:  # with inputs_embeds, max_length counts the new tokens only when it is below the prompt length
-            max_length = gen_config.max_length if gen_config.max_length is not None else GenerationConfig().max_length
-            total, asked = max(max_length or 0, prompt_length), f"max_length={max_length}"
-        if total > limit:
-            raise ValueError(
-                f"{asked} with a prompt of {prompt_length} tokens needs {total} positions, but the language model "
-                f"accepts at most {limit}; at most max_new_tokens={limit - prompt_length} fit"
-            )
+
+def check_budget(config, prompt_length: int, gen_config: GenerationConfig) -> None:
+    """The prompt plus the requested new tokens must fit the language model's positions."""
+    limit = config.max_context_length
+    if not limit:
+        return
+    if prompt_length > limit:
+        raise ValueError(
+            f"the prompt has {prompt_length} tokens but the language model accepts at most {limit} "
+            f"(max_position_embeddings {config.llm_config.max_position_embeddings}); use fewer frames or tiles"
+        )
+    if gen_config.max_new_tokens is not None:
+        total, asked = prompt_length + gen_config.max_new_tokens, f"max_new_tokens={gen_config.max_new_tokens}"
+    else:  # with inputs_embeds, max_length counts the new tokens only when it is below the prompt length
+        max_length = gen_config.max_length if gen_config.max_length is not None else GenerationConfig().max_length
+        total, asked = max(max_length or 0, prompt_length), f"max_length={max_length}"
+    if total > limit:
+        raise ValueError(
+            f"{asked} with a prompt of {prompt_length} tokens needs {total} positions, but the language model "
+            f"accepts at most {limit}; at most max_new_tokens={limit - prompt_length} fit"
+        )
 
 
 def generation_settings(generation_config: GenerationConfig | dict | None) -> dict:
