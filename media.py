@@ -1,16 +1,6 @@
-"""Pixel loading for PVC-InternVL: the official InternVL2 / PVC image tiling and video frame sampling.
-
-Reproduces `utils/preprocess.py` of OpenGVLab/PVC without torchvision: dynamic tiling, bicubic resize,
-`ToTensor` (/255) and ImageNet normalisation in float32, and the segment-middle frame sampling of
-`load_video`. Video decoding uses decord when it is installed and PyAV otherwise; both are optional and
-imported only inside functions. The PyAV reader seeks to the keyframe before a sampled frame when that is
-cheaper than decoding on (`_plan_seeks` states the rule) and gives the same frames as sequential decoding.
-Prompts and tokenization live in `processing.py`.
-
-Inputs are checked before any work: a bad argument, an unreadable file or a video range that cannot give
-the requested frames is a `ValueError` naming the input and the numbers (`to_rgb`, `load_image` and
-`load_video` state the rules).
-"""
+"""Pixel loading: the official InternVL2 / PVC image tiling and video frame sampling (`utils/preprocess.py` of
+OpenGVLab/PVC) without torchvision. Videos are decoded with PyAV, decord only when asked for; both are optional.
+Every input is checked before any work: a bad one is a `ValueError` naming the input and the numbers."""
 
 from __future__ import annotations
 
@@ -18,8 +8,7 @@ import bisect
 import itertools
 import math
 import os
-from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -30,89 +19,82 @@ logger = logging.get_logger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-VIDEO_BACKENDS = ("decord", "pyav")
-
 ImageInput = Image.Image | str | os.PathLike | np.ndarray
-
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 SIXTEEN_BIT_MAX = 65535
-
-# Upper bounds of the tiling arguments. InternVL2 uses max_num=12 tiles (6 for some video settings) and up to
-# 40 for high-resolution benchmarks (e.g. document VQA); more tiles than that is almost surely a typo, and each
-# tile costs 256 LLM tokens (64 with PVC x image_repeat_time), so 40 tiles are already ~10k tokens.
+# InternVL2 uses max_num=12 tiles (6 for some video settings) and up to 40 for high-resolution benchmarks; more
+# is almost surely a typo, and each tile costs 256 LLM tokens (64 with PVC x image_repeat_time).
 MAX_TILES = 40
-# InternViT is trained at 448 px (and 224 px for some smaller variants); 1792 = 4 x 448 leaves room for
-# position-embedding interpolation experiments while refusing sizes that would allocate gigabytes per tile.
+# InternViT is trained at 448 px (224 px for some small variants); 4 x 448 leaves room for position-embedding
+# interpolation experiments while refusing sizes that would allocate gigabytes per tile.
 MAX_INPUT_SIZE = 1792
 
-# ----------------------------------------------------------------------------------------------------
-# Argument checks
-# ----------------------------------------------------------------------------------------------------
+VIDEO_BACKENDS = ("decord", "pyav")
+PYAV_STRATEGIES = ("auto", "sequential", "seek")
+# Containers on which decord 0.6 returns PyAV's frames bit for bit (PyAV's names); on AVI it misplaces frames.
+DECORD_CONTAINERS = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm")
+# What one seek costs, in decoded frames: on 480p H.264 with gop 250 (2 cores), seek + N frames took about
+# 13 ms + N x 0.8 ms (demuxer seek, decoder flush, keyframe, frame-thread refill), against 0.8-1 ms a frame.
+SEEK_COST_FRAMES = 16
 
 
-def _check_int(name: str, value: Any, minimum: int = 1) -> None:
-    """ValueError unless `value` is an int (not a bool) >= `minimum`; the message names the argument."""
+def _check_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an int >= {minimum}, got {name}={value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {name}={value}")
+        raise ValueError(f"{name} must be an int >= 1, got {name}={value!r} ({type(value).__name__})")
+    if value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {name}={value}")
 
 
-def _check_tile_range(min_num: Any, max_num: Any) -> None:
-    """ValueError unless 1 <= min_num <= max_num <= MAX_TILES, both ints."""
+def _check_tiling(min_num: Any = 1, max_num: Any = 1, size: Any = 448, use_thumbnail: Any = False,
+                  size_name: str = "image_size") -> None:
+    """ValueError unless 1 <= size <= MAX_INPUT_SIZE, 1 <= min_num <= max_num <= MAX_TILES, use_thumbnail a bool."""
+    _check_int(size_name, size)
+    if size > MAX_INPUT_SIZE:
+        raise ValueError(f"{size_name} must be at most MAX_INPUT_SIZE={MAX_INPUT_SIZE} pixels, got {size_name}={size}; "
+                         f"InternViT tiles are 448 px, use that (or the model's force_image_size)")
     _check_int("min_num", min_num)
     _check_int("max_num", max_num)
     if max_num < min_num:
         raise ValueError(f"need 1 <= min_num <= max_num, got min_num={min_num}, max_num={max_num}")
     if max_num > MAX_TILES:
-        raise ValueError(
-            f"max_num must be at most MAX_TILES={MAX_TILES} tiles, got max_num={max_num}; InternVL2 uses 12 "
-            f"(up to 40 for high-resolution benchmarks), lower max_num"
-        )
+        raise ValueError(f"max_num must be at most MAX_TILES={MAX_TILES} tiles, got max_num={max_num}; InternVL2 "
+                         f"uses 12 (up to 40 for high-resolution benchmarks), lower max_num")
+    if not isinstance(use_thumbnail, (bool, np.bool_)):
+        raise ValueError(f"use_thumbnail must be True or False, got use_thumbnail={use_thumbnail!r}")
 
 
-def _check_size(name: str, value: Any) -> None:
-    """ValueError unless `value` is an int with 1 <= value <= MAX_INPUT_SIZE (pixels of a square tile)."""
-    _check_int(name, value)
-    if value > MAX_INPUT_SIZE:
-        raise ValueError(
-            f"{name} must be at most MAX_INPUT_SIZE={MAX_INPUT_SIZE} pixels, got {name}={value}; "
-            f"InternViT tiles are 448 px, use that (or the model's force_image_size)"
-        )
+def _check_pil(image: Any) -> None:
+    if not isinstance(image, Image.Image):
+        raise ValueError(f"image must be a PIL.Image.Image, got {_type_name(image)}")
 
 
-def _check_bool(name: str, value: Any) -> None:
-    """ValueError unless `value` is True or False (no truthy strings or numbers)."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be True or False, got {name}={value!r} ({type(value).__name__})")
-
-
-# ----------------------------------------------------------------------------------------------------
-# Images
-# ----------------------------------------------------------------------------------------------------
+def _type_name(value: Any) -> str:
+    """'numpy.ndarray', 'torch.Tensor', 'int', ...: the type as a user would write it."""
+    kind = type(value)
+    module = kind.__module__.split(".")[0]
+    return kind.__name__ if module == "builtins" else f"{module}.{kind.__name__}"
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """`image` as an 8-bit RGB PIL image, with one stated rule per Pillow mode.
 
-    - "1", "L", "P", "PA", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "HSV", "LAB": Pillow's own
-      `convert("RGB")`, exactly as the official `Image.open(f).convert("RGB")`, so ordinary images give the
-      official pixels. **Alpha is dropped, not composited**: a transparent pixel keeps its stored colour
-      (palette transparency included). CMYK uses Pillow's formula R = (255-C)(255-K)/255 (no ICC profile).
-    - "La", "RGBa" (premultiplied alpha): un-premultiplied by Pillow, then alpha is dropped.
-    - "I;16", "I;16B", "I;16L", "I;16N" (16-bit unsigned): the full range 0..65535 maps onto 0..255 as
-      `round(v / 257)` (Pillow alone clips every value above 255 to white).
-    - "I" (32-bit signed): read on the same 16-bit scale, because that is where Pillow stores 16-bit files
-      (older Pillow releases open 16-bit PNGs as "I"); values outside 0..65535 are a ValueError.
-    - "F" (32-bit float): read on the 0.0..1.0 scale, `round(v * 255)`; values outside it, NaN and Inf are
-      a ValueError (scale the data yourself, the range of float images is not self-describing).
-    Single-channel results are repeated on R, G and B. A mode Pillow cannot convert is a ValueError.
+    - 8-bit modes: Pillow's `convert("RGB")`, as the official `Image.open(f).convert("RGB")`: **alpha is dropped,
+      not composited** (palette transparency too; "La" and "RGBa" are un-premultiplied first); CMYK without ICC.
+    - "I;16*" (16-bit) and "I" (32-bit, where Pillow stores 16-bit files): `round(v / 257)` of 0..65535.
+    - "F" (float): `round(v * 255)` of 0.0..1.0. Values outside the scale, NaN and Inf are a ValueError.
     """
-    if image.mode in SIXTEEN_BIT_MODES or image.mode == "I":
-        return _levels_to_rgb(_sixteen_bit_levels(image))
-    if image.mode == "F":
-        return _levels_to_rgb(_float_levels(image))
+    if image.mode in SIXTEEN_BIT_MODES or image.mode in ("I", "F"):
+        is_float = image.mode == "F"
+        values = np.asarray(image, dtype=np.float64) if is_float else np.asarray(image).astype(np.int64)
+        bad = int(np.count_nonzero(~np.isfinite(values)))
+        if bad:
+            raise ValueError(f"mode {image.mode!r} image has {bad} NaN or Inf pixels; replace them before loading")
+        top, scale = (1.0, "scale 0.0..1.0") if is_float else (SIXTEEN_BIT_MAX, f"16-bit scale 0..{SIXTEEN_BIT_MAX}")
+        if values.size and (values.min() < 0 or values.max() > top):
+            raise ValueError(f"mode {image.mode!r} pixels are read on the {scale}, but this image has values "
+                             f"{values.min()}..{values.max()}; rescale them or convert the image to 'L' yourself")
+        levels = np.rint(values * 255.0) if is_float else (values + 128) // 257  # exact round(v / 257)
+        return Image.fromarray(np.repeat(levels.astype(np.uint8)[:, :, None], 3, axis=2))
     if image.mode == "La":
         image = image.convert("LA")
     elif image.mode == "P" and "transparency" in image.info:
@@ -123,117 +105,45 @@ def to_rgb(image: Image.Image) -> Image.Image:
         raise ValueError(f"cannot convert a mode {image.mode!r} image to RGB: {err}") from err
 
 
-def _sixteen_bit_levels(image: Image.Image) -> np.ndarray:
-    """8-bit levels round(v / 257) of a 16-bit ("I;16*") or 16-bit-scale ("I") image, [H, W] uint8."""
-    values = np.asarray(image).astype(np.int64)
-    if values.size and (values.min() < 0 or values.max() > SIXTEEN_BIT_MAX):
-        raise ValueError(
-            f"mode {image.mode!r} pixels are read on the 16-bit scale 0..{SIXTEEN_BIT_MAX}, but this image has "
-            f"values {values.min()}..{values.max()}; rescale them or convert the image to 'L' yourself"
-        )
-    return ((values + 128) // 257).astype(np.uint8)  # exact round(v / 257): v / 257 is never a half
-
-
-def _float_levels(image: Image.Image) -> np.ndarray:
-    """8-bit levels round(v * 255) of a mode "F" image on the 0.0..1.0 scale, [H, W] uint8."""
-    values = np.asarray(image, dtype=np.float64)
-    bad = int(np.count_nonzero(~np.isfinite(values)))
-    if bad:
-        raise ValueError(f"mode 'F' image has {bad} NaN or Inf pixels; replace them before loading")
-    if values.size and (values.min() < 0.0 or values.max() > 1.0):
-        raise ValueError(
-            f"mode 'F' pixels are read on the scale 0.0..1.0, but this image has values "
-            f"{values.min():g}..{values.max():g}; rescale them or convert the image to 'L' yourself"
-        )
-    return np.rint(values * 255.0).astype(np.uint8)
-
-
-def _levels_to_rgb(levels: np.ndarray) -> Image.Image:
-    """[H, W] uint8 grey levels -> RGB PIL image with the level on every channel."""
-    return Image.fromarray(np.repeat(levels[:, :, None], 3, axis=2))
-
-
 def build_target_ratios(min_num: int = 1, max_num: int = 12) -> list[tuple[int, int]]:
-    """Candidate grids (cols, rows) with `min_num <= cols*rows <= max_num`, in the official scan order.
-
-    The official code builds a Python set and sorts it by `cols*rows`; the sort is stable, so grids with
-    the same tile count keep the set's iteration order (deterministic for small int tuples in CPython).
-    That order decides exact ratio ties, so the set is rebuilt with the same insertions in the same order
-    (rows past `max_num // cols` are skipped: they never pass the filter, and skipping them changes nothing).
-    """
-    _check_tile_range(min_num, max_num)
-    candidates = set(
-        (i, j)
-        for n in range(min_num, max_num + 1)
-        for i in range(1, n + 1)
-        for j in range(1, min(n, max_num // i) + 1)
-        if min_num <= i * j <= max_num
-    )
+    """Candidate grids (cols, rows) with `min_num <= cols*rows <= max_num`, in the official scan order: the
+    official set, rebuilt by the same insertions, sorted (stably) by tile count; its order decides ratio ties."""
+    _check_tiling(min_num, max_num)
+    candidates = set((i, j) for n in range(min_num, max_num + 1) for i in range(1, n + 1)
+                     for j in range(1, min(n, max_num // i) + 1) if min_num <= i * j <= max_num)
     return sorted(candidates, key=lambda ratio: ratio[0] * ratio[1])
 
 
-def find_closest_aspect_ratio(
-    aspect_ratio: float,
-    target_ratios: Sequence[tuple[int, int]],
-    width: int,
-    height: int,
-    image_size: int,
-) -> tuple[int, int]:
-    """Pick the grid (cols, rows) whose cols/rows is closest to `aspect_ratio` (= width/height).
-
-    On an exact tie with the current best, a later candidate wins only if the image area exceeds half
-    the area of that candidate's tiles: `width*height > 0.5 * image_size**2 * cols * rows`.
-    """
-    best_diff = float("inf")
-    best_ratio = (1, 1)
-    area = width * height
-    for cols, rows in target_ratios:
-        diff = abs(aspect_ratio - cols / rows)
+def tile_grid(width: int, height: int, min_num: int = 1, max_num: int = 12, image_size: int = 448) -> tuple[int, int]:
+    """The (cols, rows) grid of `dynamic_preprocess` for a `width` x `height` image: cols/rows closest to
+    width/height; on an exact tie a later grid wins only if `width*height > 0.5 * image_size**2 * cols * rows`."""
+    if width <= 0 or height <= 0:
+        raise ValueError(f"image must have a positive size, got {width}x{height}")
+    _check_tiling(min_num, max_num, image_size)
+    best_diff, best_ratio = float("inf"), (1, 1)
+    for cols, rows in build_target_ratios(min_num, max_num):
+        diff = abs(width / height - cols / rows)
         if diff < best_diff:
-            best_diff = diff
-            best_ratio = (cols, rows)
-        elif diff == best_diff and area > 0.5 * image_size * image_size * cols * rows:
+            best_diff, best_ratio = diff, (cols, rows)
+        elif diff == best_diff and width * height > 0.5 * image_size * image_size * cols * rows:
             best_ratio = (cols, rows)
     return best_ratio
 
 
-def tile_grid(width: int, height: int, min_num: int = 1, max_num: int = 12, image_size: int = 448) -> tuple[int, int]:
-    """The (cols, rows) grid `dynamic_preprocess` uses for an image of `width` x `height` pixels."""
-    if width <= 0 or height <= 0:
-        raise ValueError(f"image must have a positive size, got {width}x{height}")
-    _check_size("image_size", image_size)
-    target_ratios = build_target_ratios(min_num, max_num)
-    return find_closest_aspect_ratio(width / height, target_ratios, width, height, image_size)
-
-
 def tile_boxes(cols: int, rows: int, image_size: int) -> list[tuple[int, int, int, int]]:
     """Crop boxes (left, upper, right, lower) of the cols x rows tiles, row-major."""
-    return [
-        (c * image_size, r * image_size, (c + 1) * image_size, (r + 1) * image_size)
-        for r in range(rows)
-        for c in range(cols)
-    ]
+    size = image_size
+    return [(c * size, r * size, (c + 1) * size, (r + 1) * size) for r in range(rows) for c in range(cols)]
 
 
-def dynamic_preprocess(
-    image: Image.Image,
-    min_num: int = 1,
-    max_num: int = 12,
-    image_size: int = 448,
-    use_thumbnail: bool = False,
-) -> list[Image.Image]:
-    """Split `image` into `image_size`-square tiles on the closest grid (official InternVL2 rule).
-
-    A non-RGB image is first made RGB by `to_rgb`. The image is resized to (image_size*cols,
-    image_size*rows) with PIL's default filter (bicubic for RGB images, exactly as the official code) and
-    cropped row-major. With `use_thumbnail` and more than one tile, the whole image resized to
-    image_size x image_size is appended as the last tile. Returns cols*rows (+1) RGB PIL images.
-    """
-    _check_pil("image", image)
-    _check_bool("use_thumbnail", use_thumbnail)
-    width, height = image.size
-    cols, rows = tile_grid(width, height, min_num, max_num, image_size)
-    image = _as_rgb(image)
+def dynamic_preprocess(image: Image.Image, min_num: int = 1, max_num: int = 12, image_size: int = 448,
+                       use_thumbnail: bool = False) -> list[Image.Image]:
+    """The image (made RGB by `to_rgb`) resized bicubic to the `tile_grid` grid and cut into cols*rows tiles of
+    image_size^2, row-major, plus the whole image as a last tile with `use_thumbnail` and more than one tile."""
+    _check_pil(image)
+    _check_tiling(min_num, max_num, image_size, use_thumbnail)
+    cols, rows = tile_grid(image.width, image.height, min_num, max_num, image_size)
+    image = image if image.mode == "RGB" else to_rgb(image)
     resized = image.resize((image_size * cols, image_size * rows))
     tiles = [resized.crop(box) for box in tile_boxes(cols, rows, image_size)]
     if use_thumbnail and len(tiles) != 1:
@@ -242,13 +152,11 @@ def dynamic_preprocess(
 
 
 def image_to_tensor(image: Image.Image, image_size: int = 448) -> torch.Tensor:
-    """RGB (`to_rgb`), bicubic resize to image_size^2, /255 and ImageNet normalisation in float32 -> [3, S, S].
-
-    Bit-exact with torchvision's `Resize((S, S), BICUBIC) + ToTensor() + Normalize(mean, std)`.
-    """
-    _check_pil("image", image)
-    _check_size("image_size", image_size)
-    image = _as_rgb(image).resize((image_size, image_size), Image.Resampling.BICUBIC)
+    """RGB (`to_rgb`), bicubic resize to image_size^2, /255 and ImageNet normalisation in float32 -> [3, S, S],
+    bit-exact with torchvision's `Resize((S, S), BICUBIC) + ToTensor() + Normalize(mean, std)`."""
+    _check_pil(image)
+    _check_tiling(size=image_size)
+    image = (image if image.mode == "RGB" else to_rgb(image)).resize((image_size, image_size), Image.Resampling.BICUBIC)
     pixels = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True))  # [S, S, 3]
     pixels = pixels.permute(2, 0, 1).contiguous().to(torch.float32).div(255)
     mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)
@@ -256,36 +164,7 @@ def image_to_tensor(image: Image.Image, image_size: int = 448) -> torch.Tensor:
     return pixels.sub(mean).div(std)
 
 
-def _check_pil(name: str, image: Any) -> None:
-    """ValueError unless `image` is a PIL image."""
-    if not isinstance(image, Image.Image):
-        raise ValueError(f"{name} must be a PIL.Image.Image, got {_type_name(image)}")
-
-
-def _type_name(value: Any) -> str:
-    """'numpy.ndarray', 'torch.Tensor', 'int', ...: the type as a user would write it."""
-    kind = type(value)
-    module = kind.__module__.split(".")[0]
-    return kind.__name__ if module == "builtins" else f"{module}.{kind.__name__}"
-
-
-def _as_rgb(image: Image.Image) -> Image.Image:
-    """`image` itself when it is RGB already, else `to_rgb(image)`."""
-    return image if image.mode == "RGB" else to_rgb(image)
-
-
-def _array_to_image(array: np.ndarray) -> Image.Image:
-    """A uint8 [H, W, 3] array read as RGB; any other array is refused (its meaning is not self-describing)."""
-    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
-        raise ValueError(
-            f"a numpy image must be a uint8 [H, W, 3] RGB array, got dtype {array.dtype} and shape "
-            f"{tuple(array.shape)}; make a PIL image yourself (PIL.Image.fromarray) so that its mode is explicit"
-        )
-    return Image.fromarray(np.ascontiguousarray(array))
-
-
 def _checked_rgb(image: Image.Image, label: str) -> Image.Image:
-    """`to_rgb(image)`, refusing zero-size images; every failure is a ValueError that starts with `label`."""
     if image.width == 0 or image.height == 0:
         raise ValueError(f"{label} has zero size; an image needs at least 1x1 pixels")
     try:
@@ -295,15 +174,17 @@ def _checked_rgb(image: Image.Image, label: str) -> Image.Image:
 
 
 def _open_image(image: ImageInput) -> Image.Image:
-    """RGB PIL image from a PIL image, a uint8 [H, W, 3] numpy array or a file path (ValueError naming it)."""
     if isinstance(image, np.ndarray):
-        image = _array_to_image(image)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"a numpy image must be a uint8 [H, W, 3] RGB array, got dtype {image.dtype} and shape "
+                             f"{tuple(image.shape)}; make a PIL image yourself (PIL.Image.fromarray) so that its mode "
+                             "is explicit")
+        image = Image.fromarray(np.ascontiguousarray(image))
     if isinstance(image, Image.Image):
         return _checked_rgb(image, f"the PIL image (mode {image.mode!r}, size {image.width}x{image.height})")
     if not isinstance(image, (str, os.PathLike)):
-        raise ValueError(
-            f"an image must be a PIL.Image, a file path or a uint8 [H, W, 3] numpy array, got {_type_name(image)}"
-        )
+        raise ValueError(f"an image must be a PIL.Image, a file path or a uint8 [H, W, 3] numpy array, got "
+                         f"{_type_name(image)}")
     path = os.fspath(image)
     if not os.path.isfile(path):
         raise ValueError(f"image file {path!r} does not exist or is not a file")
@@ -314,77 +195,42 @@ def _open_image(image: ImageInput) -> Image.Image:
         raise ValueError(f"cannot open image file {path!r}: {err}") from err
 
 
-def _check_tiling(min_num: Any, max_num: Any, size: Any, use_thumbnail: Any, size_name: str) -> None:
-    """The tiling arguments of `load_image` / `load_video`, checked before any file is read."""
-    _check_size(size_name, size)
-    _check_tile_range(min_num, max_num)
-    _check_bool("use_thumbnail", use_thumbnail)
-
-
-def load_image(
-    image: ImageInput,
-    input_size: int = 448,
-    max_num: int = 12,
-    min_num: int = 1,
-    use_thumbnail: bool = True,
-) -> torch.Tensor:
+def load_image(image: ImageInput, input_size: int = 448, max_num: int = 12, min_num: int = 1,
+               use_thumbnail: bool = True) -> torch.Tensor:
     """Official InternVL2 `load_image`: dynamic tiles (+ thumbnail) -> float32 [N, 3, S, S].
 
-    `image` is a PIL image, a path to an image file, or a numpy uint8 [H, W, 3] array read as RGB; any
-    other array is refused (its channel order and value range are not self-describing). Pixels become RGB
-    by the rules of `to_rgb`: 8-bit modes exactly as the official `convert("RGB")` (alpha dropped), 16-bit
-    and float images scaled to 0..255. EXIF orientation is not applied, as in the official code.
-    Bad arguments (named), other input types, missing or unreadable files and zero-size images are a
-    ValueError naming the input; `input_size` is at most MAX_INPUT_SIZE (1792) and `max_num` at most
-    MAX_TILES (40).
+    `image`: a PIL image, an image file path or a uint8 [H, W, 3] RGB array (other arrays are refused: their
+    channel order and range are not self-describing); RGB by `to_rgb`, EXIF orientation not applied (as
+    official). Checked before the image is read: `input_size` in 1..MAX_INPUT_SIZE (1792), 1 <= min_num <=
+    max_num <= MAX_TILES (40), a bool `use_thumbnail`.
     """
     _check_tiling(min_num, max_num, input_size, use_thumbnail, size_name="input_size")
     tiles = dynamic_preprocess(_open_image(image), min_num, max_num, input_size, use_thumbnail)
     return torch.stack([image_to_tensor(tile, input_size) for tile in tiles])
 
 
-# ----------------------------------------------------------------------------------------------------
-# Videos
-# ----------------------------------------------------------------------------------------------------
-
-
 def _frame_range(bound: Sequence[float] | None, fps: float, max_frame: int, first_idx: int = 0) -> tuple[int, int]:
-    """(start_idx, end_idx) of the official sampling: `bound` in seconds rounded to frames (half-to-even) and
-    clipped to [first_idx, max_frame]; None or an empty bound means the whole video."""
+    """(start_idx, end_idx): `bound` seconds rounded to frames (half-to-even), clipped to [first_idx, max_frame]."""
+    start, end = -100000, 100000
     if bound is not None and len(bound) > 0:
         if len(bound) != 2:
             raise ValueError(f"bound must be (start_seconds, end_seconds), got {len(bound)} values")
         start, end = bound[0], bound[1]
-    else:
-        start, end = -100000, 100000
     return max(first_idx, round(start * fps)), min(round(end * fps), max_frame)
 
 
-def get_index(
-    bound: Sequence[float] | None,
-    fps: float,
-    max_frame: int,
-    first_idx: int = 0,
-    num_segments: int = 32,
-) -> np.ndarray:
-    """Official segment-middle frame sampling: `num_segments` frame indices (int64) in [first_idx, max_frame].
-
-    `bound = (start_s, end_s)` limits the range (seconds); None or empty means the whole video.
-    Rounding is Python's / numpy's round-half-to-even, as in the official code. Like the official function
-    it repeats frames when the range has fewer frames than segments; `load_video` keeps the repeats and logs
-    a warning.
-    """
+def get_index(bound: Sequence[float] | None, fps: float, max_frame: int, first_idx: int = 0,
+              num_segments: int = 32) -> np.ndarray:
+    """Official segment-middle frame sampling: [num_segments] int64 frame indices in [first_idx, max_frame],
+    within `bound = (start_s, end_s)` if given; repeats frames when the range has fewer frames than segments."""
     if num_segments < 1:
         raise ValueError(f"num_segments must be >= 1, got {num_segments}")
     start_idx, end_idx = _frame_range(bound, fps, max_frame, first_idx)
     seg_size = float(end_idx - start_idx) / num_segments
-    return np.array(
-        [int(start_idx + seg_size / 2 + np.round(seg_size * idx)) for idx in range(num_segments)], dtype=np.int64
-    )
+    return np.array([int(start_idx + seg_size / 2 + np.round(seg_size * k)) for k in range(num_segments)], np.int64)
 
 
 def _check_bound(bound: Any) -> None:
-    """ValueError unless `bound` is None, empty, or (start_s, end_s) with finite 0 <= start < end."""
     if bound is None:
         return
     if isinstance(bound, (str, bytes)) or not hasattr(bound, "__len__"):
@@ -394,101 +240,73 @@ def _check_bound(bound: Any) -> None:
     if len(bound) != 2:
         raise ValueError(f"bound must be (start_seconds, end_seconds), got {len(bound)} values: {bound!r}")
     start, end = bound[0], bound[1]
-    for value in (start, end):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-            raise ValueError(f"bound must hold two numbers of seconds, got bound={bound!r}")
+    if any(isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)) for v in bound):
+        raise ValueError(f"bound must hold two numbers of seconds, got bound={bound!r}")
     if not (math.isfinite(start) and math.isfinite(end)):
         raise ValueError(f"bound must hold finite seconds, got bound=({start}, {end})")
     if start < 0:
         raise ValueError(f"bound must start at 0 seconds or later, got bound=({start}, {end})")
     if end <= start:
-        raise ValueError(
-            f"bound must be (start_seconds, end_seconds) with start < end, got bound=({start}, {end}); "
-            "a reversed bound is not reordered"
-        )
+        raise ValueError(f"bound must be (start_seconds, end_seconds) with start < end, got bound=({start}, {end}); "
+                         "a reversed bound is not reordered")
 
 
-def _check_video_request(video_path: Any, bound: Any, num_segments: Any) -> str:
-    """The video path as a str, after checking the path type, `bound` and `num_segments`."""
-    if not isinstance(video_path, (str, os.PathLike)):
-        raise ValueError(f"video_path must be a file path (str or os.PathLike), got {_type_name(video_path)}")
-    _check_int("num_segments", num_segments)
-    _check_bound(bound)
-    return os.fspath(video_path)
+def _where(bound: Any) -> str:
+    return f"bound=({bound[0]}, {bound[1]})" if bound is not None and len(bound) > 0 else "the whole video"
 
 
 def _sample_indices(path: str, bound: Any, fps: float, num_frames: int, num_segments: int) -> np.ndarray:
-    """`get_index` over a video of `num_frames` frames at `fps`: [num_segments] int64 frame indices.
-
-    ValueError when the video has no frames or no usable frame rate, or when `bound` starts after the last
-    frame. A bound that ends after the video is clipped to the last frame (as the official code does) with a
-    logged warning. Repeated indices (a range shorter than `num_segments`) are kept, as the official
-    sampling gives them; `_warn_if_repeated` reports them once the final indices are known.
-    """
+    """`get_index` over the video's frames, refusing an empty video and a bound that starts after the last frame;
+    one that ends after it is clipped to the last frame (as the official code does) with a logged warning."""
     if num_frames < 1:
         raise ValueError(f"video file {path!r} has 0 frames")
     if not (math.isfinite(fps) and fps > 0):
         raise ValueError(f"video file {path!r} reports a frame rate of {fps}; cannot place frames in time")
-    max_frame = num_frames - 1
+    max_frame, where, length = num_frames - 1, _where(bound), f"{num_frames / fps:.2f} s at {fps:g} fps"
     start_idx, _ = _frame_range(bound, fps, max_frame)
-    where = _where(bound)
     if start_idx > max_frame:
-        raise ValueError(
-            f"video file {path!r}: {where} starts at frame {start_idx}, after the last frame: the video has frames "
-            f"0..{max_frame} ({num_frames / fps:.2f} s at {fps:g} fps)"
-        )
+        raise ValueError(f"video file {path!r}: {where} starts at frame {start_idx}, after the last frame: the video "
+                         f"has frames 0..{max_frame} ({length})")
     if where != "the whole video" and bound[1] * fps > num_frames:
-        logger.warning(
-            f"video file {path!r}: {where} ends after the video ({num_frames / fps:.2f} s at {fps:g} fps); "
-            f"sampling up to its last frame {max_frame}"
-        )
+        logger.warning(f"video file {path!r}: {where} ends after the video ({length}); sampling up to its last "
+                       f"frame {max_frame}")
     return get_index(bound, fps, max_frame, first_idx=0, num_segments=num_segments)
 
 
-def _where(bound: Any) -> str:
-    """'bound=(start, end)' for a non-empty bound, else 'the whole video' (for messages)."""
-    return f"bound=({bound[0]}, {bound[1]})" if bound is not None and len(bound) > 0 else "the whole video"
-
-
 def _warn_if_repeated(path: str, bound: Any, fps: float, num_frames: int, indices: np.ndarray) -> None:
-    """One logged warning when the official sampling `indices` repeat frames (range shorter than the request)."""
     distinct = len(np.unique(indices))
-    if distinct == len(indices):
-        return
-    start_idx, end_idx = _frame_range(bound, fps, num_frames - 1)
-    logger.warning(
-        f"video file {path!r}: {_where(bound)} has {end_idx - start_idx + 1} frames ({start_idx}..{end_idx}) and "
-        f"num_segments={len(indices)} repeats frames: the official sampling gives {distinct} distinct frames, "
-        f"some of them several times; lower num_segments to avoid repeats"
-    )
+    if distinct < len(indices):
+        start_idx, end_idx = _frame_range(bound, fps, num_frames - 1)
+        logger.warning(f"video file {path!r}: {_where(bound)} has {end_idx - start_idx + 1} frames ({start_idx}.."
+                       f"{end_idx}) and num_segments={len(indices)} repeats frames: the official sampling gives "
+                       f"{distinct} distinct frames, some of them several times; lower num_segments to avoid repeats")
 
 
-def _resolve_backend(backend: str | None) -> str:
-    """'decord' if importable (or requested), else 'pyav'; ImportError naming both when neither is."""
-    if backend is not None and backend not in VIDEO_BACKENDS:
-        raise ValueError(f"backend must be None or one of {VIDEO_BACKENDS}, got {backend!r}")
-    if backend in (None, "decord"):
-        try:
-            import decord  # noqa: F401
-        except ImportError as err:
-            if backend == "decord":
-                raise ImportError("backend='decord' needs the decord package: pip install decord") from err
-            logger.info("decord is not installed; decoding videos with PyAV")
-        else:
-            return "decord"
+def _check_decord_input(av: Any, path: str) -> None:
+    """Refuse what decord 0.6 misreads, found with PyAV: a display rotation (garbled [W, H, 4] frames) and a
+    container other than DECORD_CONTAINERS (on AVI it returns wrong frames)."""
     try:
-        import av  # noqa: F401
-    except ImportError as err:
-        if backend == "pyav":
-            raise ImportError("backend='pyav' needs the av (PyAV) package: pip install av") from err
-        raise ImportError(
-            "load_video needs a video decoder: install decord (pip install decord) or av (pip install av)"
-        ) from err
-    return "pyav"
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise ValueError(f"video file {path!r} has no video stream")
+            container_format = container.format.name
+            frame = next(container.decode(container.streams.video[0]), None)
+    except (av.FFmpegError, OSError) as err:
+        raise ValueError(f"cannot open video file {path!r} with PyAV: {err}") from err
+    advice = "decode it with the default backend (PyAV: backend=None or 'pyav')"
+    if container_format not in DECORD_CONTAINERS:
+        raise ValueError(f"backend='decord' refuses video file {path!r}: decord 0.6 is only checked on MP4/MOV and "
+                         f"Matroska/WebM (it returns wrong frames on AVI), this is {container_format!r}; {advice}")
+    if frame is not None and not hasattr(frame, "rotation"):
+        logger.warning(f"PyAV {av.__version__} does not report display rotations: video file {path!r} is not "
+                       "checked for one (decord 0.6 garbles rotated videos); pip install -U av")
+    if getattr(frame, "rotation", 0):
+        raise ValueError(f"backend='decord' refuses video file {path!r}: it has a {frame.rotation}-degree display "
+                         f"rotation, which decord 0.6 decodes into garbled frames; {advice}")
 
 
 def _read_frames_decord(path: str, bound: Any, num_segments: int) -> list[np.ndarray]:
-    """Sampled RGB frames [H, W, 3] uint8 read with decord (official reader settings)."""
+    """Sampled RGB frames [H, W, 3] uint8 read with decord (official reader settings), without input checks."""
     try:
         import decord
     except ImportError as err:
@@ -507,41 +325,24 @@ def _read_frames_decord(path: str, bound: Any, num_segments: int) -> list[np.nda
         raise ValueError(f"cannot decode frames of video file {path!r} with decord: {err}") from err
 
 
-PYAV_STRATEGIES = ("auto", "sequential", "seek")
-
-# What one seek costs, in decoded frames: the demuxer seek, the decoder flush, the keyframe and the refill of the
-# frame-thread pipeline. Measured on 480p H.264 with gop 250 (2 cores): seek + N frames took about 13 ms + N x
-# 0.8 ms, against 0.8-1 ms a frame decoding on, so a seek is worth 13-16 frames.
-SEEK_COST_FRAMES = 16
-
-
 class _SeekMiss(RuntimeError):
     """The seeking reader met something its packet index did not predict; the sequential reader takes over."""
 
 
-@dataclass(frozen=True)
-class _PtsIndex:
-    """Timing of a video stream read by demuxing its packets (no frame decoded).
-
-    `pts`: [F] presentation timestamps ascending, so frame i of the video (presentation order) has pts[i];
-    `keyframes`: [K] ascending presentation positions of the keyframes (the seek points), keyframes[0] == 0.
-    """
+class _PtsIndex(NamedTuple):
+    """`pts` [F] ascending (frame i has pts[i]); `keyframes` [K]: ascending frame positions, keyframes[0] == 0."""
 
     pts: tuple[int, ...]
     keyframes: tuple[int, ...]
 
 
 def _pyav_stream_info(av: Any, path: str) -> tuple[int, float]:
-    """(frame count, average fps) of the first video stream; counts demuxed packets if the header has no count.
-
-    Counting packets (one per frame) gives the frame count decoding would give, without decoding.
-    """
+    """(frame count, average fps) of the first video stream; without a header count, packets are counted."""
     with av.open(path) as container:
         if not container.streams.video:
             raise ValueError(f"video file {path!r} has no video stream")
         stream = container.streams.video[0]
-        rate = stream.average_rate or stream.guessed_rate
-        num_frames = stream.frames
+        rate, num_frames = stream.average_rate or stream.guessed_rate, stream.frames
         if num_frames <= 0:
             num_frames = sum(1 for packet in container.demux(stream) if packet.size > 0)
             logger.info(f"video {path!r} reports no frame count; counted {num_frames} frames by demuxing")
@@ -551,13 +352,9 @@ def _pyav_stream_info(av: Any, path: str) -> tuple[int, float]:
 
 
 def _pyav_index(av: Any, path: str) -> _PtsIndex | None:
-    """The `_PtsIndex` of the first video stream from one demux pass, or None when it cannot be trusted.
-
-    It is trusted when every packet carries a presentation timestamp (pts), the pts are all different, none
-    is marked discard or corrupt, the first packet is a keyframe holding the earliest pts and the keyframes'
-    pts grow in decode order. Streams failing this (raw streams without pts, some AVI files) decode
-    sequentially.
-    """
+    """The `_PtsIndex` of the first video stream from one demux pass, or None when it cannot be trusted: trusted
+    when every packet has a pts, all differ, none is discard or corrupt, the first packet is a keyframe holding
+    the earliest pts and the keyframes' pts grow in decode order (not so: raw streams, some AVI files)."""
     pts: list[int] = []
     key_pts: list[int] = []
     with av.open(path) as container:
@@ -570,25 +367,18 @@ def _pyav_index(av: Any, path: str) -> _PtsIndex | None:
             if packet.is_keyframe:
                 key_pts.append(packet.pts)
     ordered = sorted(pts)
-    if not pts or len(set(pts)) < len(pts) or not key_pts or key_pts[0] != pts[0] or pts[0] != ordered[0]:
-        return None
-    if any(later <= earlier for earlier, later in zip(key_pts, key_pts[1:])):
+    if (not pts or len(set(pts)) < len(pts) or not key_pts or key_pts[0] != pts[0] or pts[0] != ordered[0]
+            or any(later <= earlier for earlier, later in zip(key_pts, key_pts[1:]))):
         return None
     position = {value: i for i, value in enumerate(ordered)}
     return _PtsIndex(tuple(ordered), tuple(position[value] for value in key_pts))
 
 
 def _plan_seeks(targets: Sequence[int], keyframes: Sequence[int], seek_cost: int) -> list[int | None]:
-    """For each target frame, the keyframe position to seek to before decoding it, or None to decode forward.
-
-    `targets` [T] are distinct presentation positions, ascending; `keyframes` [K] ascending with
-    keyframes[0] == 0. Cost rule, in decoded frames: the decoder stands before frame `nxt` (0 at the start,
-    target + 1 after each target). Decoding forward to target t costs t - nxt + 1 frames; seeking to the last
-    keyframe k <= t costs seek_cost + t - k + 1. So the reader seeks exactly when k > nxt + seek_cost: a
-    target inside the GOP being decoded (k <= nxt) never seeks, dense requests (gaps shorter than about a
-    GOP + seek_cost) decode sequentially, and sparse requests on long videos seek. Both choices leave the
-    decoder before t + 1, so choosing per target gives the cheapest plan overall (never dearer than
-    sequential decoding, which is the plan with no seek).
+    """For each target frame [T] (ascending), the keyframe to seek to before decoding it, or None to decode on.
+    With the decoder before frame `nxt`, decoding on to target t costs t - nxt + 1 frames and seeking to the last
+    keyframe k <= t costs seek_cost + t - k + 1, so the reader seeks when k > nxt + seek_cost. Both leave the
+    decoder before t + 1: choosing per target gives the cheapest plan, never dearer than sequential decoding.
     """
     plan: list[int | None] = []
     nxt = 0
@@ -599,126 +389,64 @@ def _plan_seeks(targets: Sequence[int], keyframes: Sequence[int], seek_cost: int
     return plan
 
 
-def _choose_pyav_strategy(
-    targets: Sequence[int], keyframes: Sequence[int], seek_cost: int = SEEK_COST_FRAMES
-) -> str:
-    """'seek' when the `_plan_seeks` cost rule seeks at least once for these targets, else 'sequential'."""
-    plan = _plan_seeks(targets, keyframes, seek_cost)
-    return "seek" if any(key is not None for key in plan) else "sequential"
-
-
-def _open_video_stream(container: Any) -> Any:
-    """The first video stream of an open container, with frame threading on (output is bit-identical)."""
-    stream = container.streams.video[0]
-    stream.codec_context.thread_type = "AUTO"  # frame + slice threads; the codec context has it in every PyAV
-    return stream
-
-
-def _pyav_decode(av: Any, path: str, wanted: set[int]) -> tuple[dict[int, np.ndarray], int]:
-    """Decode sequentially, keeping the frames whose index is in `wanted` (RGB [H, W, 3] uint8).
-
-    Frame i is the i-th frame the decoder outputs. Stops after the last wanted frame; returns the kept
-    frames and the number of frames decoded.
-    """
-    frames: dict[int, np.ndarray] = {}
-    last, decoded = max(wanted), 0
-    with av.open(path) as container:
-        for index, frame in enumerate(container.decode(_open_video_stream(container))):
-            decoded = index + 1
-            if index in wanted:
-                frames[index] = frame.to_ndarray(format="rgb24")
-            if index >= last:
-                break
-    return frames, decoded
-
-
-def _decode_forward(output: Iterator[Any], pts: Sequence[int], nxt: int, target: int) -> Any:
-    """Decode from frame `nxt` up to frame `target` (presentation positions) and return that frame.
-
-    Every decoded frame must carry the pts the index predicts for its position, pts[nxt], pts[nxt + 1], ...;
-    anything else is a `_SeekMiss`.
-    """
-    for frame in output:
-        if frame.pts != pts[nxt]:
-            raise _SeekMiss(f"frame {nxt} should have pts {pts[nxt]}, the decoder gave pts {frame.pts}")
-        if nxt == target:
-            return frame
-        nxt += 1
-    raise _SeekMiss(f"the stream ended before frame {target}")
-
-
-def _skip_before(output: Iterator[Any], key_pts: int) -> Iterator[Any]:
-    """`output` without its leading frames whose pts is below `key_pts` (frames before the seek target)."""
-    return itertools.dropwhile(lambda frame: frame.pts is not None and frame.pts < key_pts, output)
-
-
-def _pyav_seek_decode(
-    av: Any, path: str, index: _PtsIndex, targets: Sequence[int], plan: Sequence[int | None]
-) -> dict[int, np.ndarray]:
-    """Frames {target: RGB [H, W, 3] uint8} decoded along `plan` (`_plan_seeks`); `_SeekMiss` if off index.
-
-    A seek goes to the keyframe's pts (`backward=True`: at or before it); frames before that pts (an earlier
-    landing, open-GOP leading frames) are skipped, then frames must follow the index one by one.
-    """
+def _pyav_decode(av: Any, path: str, targets: Sequence[int], index: _PtsIndex | None = None,
+                 plan: Sequence[int | None] | None = None) -> tuple[dict[int, np.ndarray], int]:
+    """({target: RGB [H, W, 3] uint8}, frames decoded) for ascending `targets`; without `index` frame i is the
+    i-th frame out. With it, seeks follow `plan` to the keyframe's pts (at or before it, skipping earlier frames)
+    and every frame must carry the pts the index predicts (`_SeekMiss`)."""
     frames: dict[int, np.ndarray] = {}
     with av.open(path) as container:
-        stream = _open_video_stream(container)
+        stream = container.streams.video[0]
+        stream.codec_context.thread_type = "AUTO"  # frame + slice threads, bit-identical output
         output, nxt = container.decode(stream), 0
-        for target, key in zip(targets, plan):
+        for target, key in zip(targets, plan or [None] * len(targets)):
             if key is not None:
-                container.seek(index.pts[key], stream=stream, backward=True, any_frame=False)
-                output, nxt = _skip_before(container.decode(stream), index.pts[key]), key
-            frames[target] = _decode_forward(output, index.pts, nxt, target).to_ndarray(format="rgb24")
-            nxt = target + 1
-    return frames
+                key_pts, nxt = index.pts[key], key
+                container.seek(key_pts, stream=stream, backward=True, any_frame=False)
+                early = lambda frame, first=key_pts: frame.pts is not None and frame.pts < first  # noqa: E731
+                output = itertools.dropwhile(early, container.decode(stream))
+            for frame in output:
+                if index is not None and frame.pts != index.pts[nxt]:
+                    raise _SeekMiss(f"frame {nxt} should have pts {index.pts[nxt]}, the decoder gave pts {frame.pts}")
+                nxt += 1
+                if nxt > target:
+                    frames[target] = frame.to_ndarray(format="rgb24")
+                    break
+            else:  # the stream ended before the target
+                if index is not None:
+                    raise _SeekMiss(f"the stream ended before frame {target}")
+                break
+    return frames, nxt
 
 
-def _pyav_seek_frames(
-    av: Any, path: str, wanted: list[int], strategy: str
-) -> tuple[dict[int, np.ndarray] | None, int]:
-    """The seeking reader: ({frame: RGB array} or None to read sequentially, frames the video holds or -1).
-
-    `wanted` [T] ascending distinct frame indices. 'auto' seeks only when `_choose_pyav_strategy` says so and
-    falls back on a `_SeekMiss`; 'seek' plans with seek cost 0 and raises it (for tests).
-    """
-    index = _pyav_index(av, path)
-    if index is None:
-        if strategy == "seek":
-            raise _SeekMiss(f"video {path!r} has no trustworthy packet index")
-        return None, -1
-    if wanted[-1] >= len(index.pts):
-        return {}, len(index.pts)
-    if strategy == "auto" and _choose_pyav_strategy(wanted, index.keyframes) == "sequential":
-        return None, len(index.pts)
-    plan = _plan_seeks(wanted, index.keyframes, 0 if strategy == "seek" else SEEK_COST_FRAMES)
-    try:
-        return _pyav_seek_decode(av, path, index, wanted, plan), len(index.pts)
-    except _SeekMiss as miss:
-        if strategy == "seek":
-            raise
-        logger.info(f"video {path!r}: seeking gave unexpected frames ({miss}); decoding sequentially")
-        return None, len(index.pts)
-
-
-def _pyav_sample(av: Any, path: str, indices: np.ndarray, strategy: str) -> tuple[list[np.ndarray] | None, int]:
-    """(frames at `indices`, or None when the video has fewer frames than they need; frames available)."""
+def _pyav_sample(av: Any, path: str, index: _PtsIndex | None, indices: np.ndarray,
+                 strategy: str) -> tuple[list[np.ndarray] | None, int]:
+    """(frames at `indices`, or None and the frames the video holds if fewer than they need). With an `index`,
+    'auto' seeks if `_plan_seeks` does (decoding sequentially after a `_SeekMiss`), 'seek' always."""
     wanted = sorted({int(idx) for idx in indices})
-    frames, available = (None, -1) if strategy == "sequential" else _pyav_seek_frames(av, path, wanted, strategy)
+    if index is not None and wanted[-1] >= len(index.pts):
+        return None, len(index.pts)
+    frames = None
+    if index is not None:
+        plan = _plan_seeks(wanted, index.keyframes, 0 if strategy == "seek" else SEEK_COST_FRAMES)
+        if strategy == "seek" or any(key is not None for key in plan):
+            try:
+                frames, _ = _pyav_decode(av, path, wanted, index, plan)
+            except _SeekMiss as miss:
+                if strategy == "seek":
+                    raise
+                logger.info(f"video {path!r}: seeking gave unexpected frames ({miss}); decoding sequentially")
     if frames is None:
-        frames, available = _pyav_decode(av, path, set(wanted))
-    if len(frames) < len(wanted):
-        return None, available
-    return [frames[int(idx)] for idx in indices], available
+        frames, available = _pyav_decode(av, path, wanted)
+        if len(frames) < len(wanted):
+            return None, available
+    return [frames[int(idx)] for idx in indices], len(frames)
 
 
 def _read_frames_pyav(path: str, bound: Any, num_segments: int, strategy: str = "auto") -> list[np.ndarray]:
-    """Sampled RGB frames [H, W, 3] uint8 read with PyAV.
-
-    `strategy` 'auto' picks seeking or sequential decoding by the `_plan_seeks` cost rule; 'sequential' and
-    'seek' force one (tests compare them: both give bit-identical frames; a forced 'seek' raises `_SeekMiss`
-    where 'auto' would fall back). If the stream reports more frames than it holds, sampling is redone over
-    the frames it holds.
-    """
+    """Sampled RGB frames [H, W, 3] uint8 read with PyAV, pixels as stored (no display rotation applied). `strategy`
+    'auto' seeks where `_plan_seeks` says so; 'sequential' and 'seek' (seek cost 0, `_SeekMiss` raised, for tests)
+    force one. A stream reporting more frames than it holds is sampled over those it holds."""
     if strategy not in PYAV_STRATEGIES:
         raise ValueError(f"strategy must be one of {PYAV_STRATEGIES}, got strategy={strategy!r}")
     try:
@@ -727,15 +455,16 @@ def _read_frames_pyav(path: str, bound: Any, num_segments: int, strategy: str = 
         raise ImportError("backend='pyav' needs the av (PyAV) package: pip install av") from err
     try:
         num_frames, fps = _pyav_stream_info(av, path)
+        index = None if strategy == "sequential" else _pyav_index(av, path)
+        if index is None and strategy == "seek":
+            raise _SeekMiss(f"video {path!r} has no trustworthy packet index")
         indices = _sample_indices(path, bound, fps, num_frames, num_segments)
-        frames, available = _pyav_sample(av, path, indices, strategy)
+        frames, available = _pyav_sample(av, path, index, indices, strategy)
         if frames is None:
-            logger.warning(
-                f"video {path!r} reports {num_frames} frames but decodes {available}; sampling from {available}"
-            )
+            logger.warning(f"video {path!r} reports {num_frames} frames but decodes {available}; sampling those")
             num_frames = available
             indices = _sample_indices(path, bound, fps, num_frames, num_segments)
-            frames, _ = _pyav_sample(av, path, indices, strategy)
+            frames, _ = _pyav_sample(av, path, index, indices, strategy)
     except (av.FFmpegError, OSError) as err:
         raise ValueError(f"cannot open video file {path!r} with PyAV: {err}") from err
     if frames is None:
@@ -744,59 +473,48 @@ def _read_frames_pyav(path: str, bound: Any, num_segments: int, strategy: str = 
     return frames
 
 
-def load_video_frames(
-    video_path: str | os.PathLike,
-    bound: Sequence[float] | None = None,
-    num_segments: int = 32,
-    backend: str | None = None,
-) -> list[np.ndarray]:
-    """The `num_segments` frames at `get_index` positions, each RGB [H, W, 3] uint8.
-
-    Arguments are checked before the file is opened, the sampled range once its frame count and rate are
-    known (`_sample_indices`). Frames come in time order; a range with fewer frames than `num_segments`
-    gives the official indices with repeats (the same frame several times) and one logged warning.
-    """
-    path = _check_video_request(video_path, bound, num_segments)
-    resolved = _resolve_backend(backend)
+def load_video_frames(video_path: str | os.PathLike, bound: Sequence[float] | None = None, num_segments: int = 32,
+                      backend: str | None = None) -> list[np.ndarray]:
+    """The `num_segments` frames at `get_index` positions, each RGB [H, W, 3] uint8; arguments as `load_video`."""
+    if not isinstance(video_path, (str, os.PathLike)):
+        raise ValueError(f"video_path must be a file path (str or os.PathLike), got {_type_name(video_path)}")
+    _check_int("num_segments", num_segments)
+    _check_bound(bound)
+    if backend is not None and backend not in VIDEO_BACKENDS:
+        raise ValueError(f"backend must be None or one of {VIDEO_BACKENDS}, got {backend!r}")
+    try:
+        import av
+    except ImportError as err:
+        raise ImportError("load_video needs a video decoder: install PyAV (pip install av); backend='decord' needs "
+                          "it too, to check the video for what decord misreads") from err
+    path = os.fspath(video_path)
     if not os.path.isfile(path):
         raise ValueError(f"video file {path!r} does not exist or is not a file")
-    if resolved == "pyav":
-        return _read_frames_pyav(path, bound, num_segments)
-    return _read_frames_decord(path, bound, num_segments)
+    if backend == "decord":
+        _check_decord_input(av, path)
+        return _read_frames_decord(path, bound, num_segments)
+    return _read_frames_pyav(path, bound, num_segments)
 
 
-def load_video(
-    video_path: str | os.PathLike,
-    bound: Sequence[float] | None = None,
-    input_size: int = 448,
-    max_num: int = 1,
-    num_segments: int = 32,
-    use_thumbnail: bool = False,
-    backend: str | None = None,
-) -> tuple[torch.Tensor, list[int]]:
+def load_video(video_path: str | os.PathLike, bound: Sequence[float] | None = None, input_size: int = 448,
+               max_num: int = 1, num_segments: int = 32, use_thumbnail: bool = False,
+               backend: str | None = None) -> tuple[torch.Tensor, list[int]]:
     """Official `load_video`: sampled frames -> dynamic tiles -> (pixel_values [T', 3, S, S], tiles per frame).
 
-    With the default `max_num=1` every frame is one tile, so T' = T = num_segments and the list is [1]*T.
-    `backend` forces "decord" or "pyav"; None picks decord when installed, else PyAV. PyAV seeks to the
-    keyframe before a sampled frame when that costs less than decoding on (`_plan_seeks`), with the frames
-    sequential decoding gives, as stored: PyAV does not apply a display rotation (decord 0.6.0 returns
-    garbled [W, H, 4] frames for rotated videos).
-
-    Rules (ValueError naming the numbers, before any frame is decoded where possible):
-    - `num_segments` is an int >= 1. Every call gives exactly the official frame indices; when the sampled
-      range has fewer frames than that (e.g. 64 segments of a 24-frame clip) the official sampling repeats
-      frames, and so does this function, with one logged warning per call.
-    - `bound` is None / empty (whole video) or (start_s, end_s) with finite 0 <= start < end; a reversed,
-      negative or NaN bound is refused, one that starts after the last frame too. One that ends after the
-      video is clipped to the last frame with a logged warning, as the official code clips it.
-    - `input_size` is an int in 1..MAX_INPUT_SIZE, `max_num` in 1..MAX_TILES, `use_thumbnail` a bool.
+    With the default `max_num=1`, T' = T = num_segments. `backend` None or "pyav": PyAV, seeking where
+    `_plan_seeks` finds it cheaper, with the frames of sequential decoding (display rotation not applied).
+    "decord" (optional) only when asked for: it then refuses (ValueError) the videos decord 0.6 misreads, found
+    with PyAV: rotated ones (garbled frames), containers other than MP4/MOV and Matroska/WebM (wrong on AVI).
+    Checked before decoding: `num_segments` an int >= 1 (a range with fewer frames repeats some, as official, with
+    one logged warning); `bound` None / empty or (start_s, end_s) with finite 0 <= start < end starting before the
+    last frame (one ending after the video is clipped with a warning, as official); `input_size` in
+    1..MAX_INPUT_SIZE, `max_num` in 1..MAX_TILES, a bool `use_thumbnail`.
     """
     _check_tiling(1, max_num, input_size, use_thumbnail, size_name="input_size")
     pixel_values, num_patches_list = [], []
     for frame in load_video_frames(video_path, bound, num_segments, backend):
-        tiles = dynamic_preprocess(
-            Image.fromarray(frame), max_num=max_num, image_size=input_size, use_thumbnail=use_thumbnail
-        )
+        tiles = dynamic_preprocess(Image.fromarray(frame), max_num=max_num, image_size=input_size,
+                                   use_thumbnail=use_thumbnail)
         pixel_values.extend(image_to_tensor(tile, input_size) for tile in tiles)
         num_patches_list.append(len(tiles))
     return torch.stack(pixel_values), num_patches_list

@@ -163,7 +163,23 @@ def test_limits_are_inclusive():
     assert len(M.build_target_ratios(1, M.MAX_TILES)) > 0
     pixels = M.load_image(Image.new("RGB", (400, 10), (5, 6, 7)), input_size=8, max_num=M.MAX_TILES)
     assert pixels.shape == (41, 3, 8, 8)  # a 40x1 grid and the thumbnail
-    M._check_size("input_size", M.MAX_INPUT_SIZE)  # no error at the limit itself
+    assert M.tile_grid(10, 10, image_size=M.MAX_INPUT_SIZE) == (1, 1)  # no error at the limit itself
+
+
+LIMIT_CASES = [(dict(max_num=1200), "at most MAX_TILES=40 tiles, got max_num=1200"),
+               (dict(input_size=100000), "MAX_INPUT_SIZE=1792 pixels, got input_size=100000")]
+
+
+@pytest.mark.parametrize("kwargs,phrase", LIMIT_CASES)
+def test_limits_are_checked_before_the_image_is_read(files, monkeypatch, kwargs, phrase):
+    def no_work(*args, **kwargs):
+        raise AssertionError("the image was read or tiled before the limits were checked")
+
+    for name in ("_open_image", "dynamic_preprocess", "tile_grid", "image_to_tensor"):
+        monkeypatch.setattr(M, name, no_work)
+    with pytest.raises(ValueError) as info:
+        M.load_image(files["good"], **kwargs)
+    assert phrase in str(info.value)
 
 
 def test_load_image_numpy_integer_arguments():
@@ -324,6 +340,8 @@ def test_arguments_are_checked_before_decoding(clips, monkeypatch):
         M.load_video(clips["long"], input_size=0)
     with pytest.raises(ValueError, match="use_thumbnail='yes'"):
         M.load_video(clips["long"], use_thumbnail="yes")
+    with pytest.raises(ValueError, match="at most MAX_TILES=40 tiles, got max_num=1200"):
+        M.load_video(clips["long"], max_num=1200)
     monkeypatch.undo()
     with pytest.raises(ValueError, match="num_segments=0"):  # checked before the (missing) file
         M.load_video(clips["folder"] / "missing.mp4", num_segments=0)

@@ -1,8 +1,10 @@
 """The seeking PyAV reader of media.py: the same frames as sequential decoding (and as decord) on every kind of
-test video, and the cost rule that chooses between seeking and decoding on."""
+test video, the cost rule that chooses between seeking and decoding on, PyAV as the default backend and decord's
+refusal of the videos it misreads."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +96,46 @@ def test_decode_order_timestamps_fall_back_to_sequential(videos):
     assert same_frames(read(videos["avi_bframes"], None, 16, "auto"), sequential)
 
 
+def test_default_backend_is_pyav_even_with_decord_installed(videos, monkeypatch):
+    def no_decord(*args, **kwargs):
+        raise AssertionError("decord was used without backend='decord'")
+
+    monkeypatch.setattr(M, "_read_frames_decord", no_decord)
+    for name in ("cfr", "rotated", "count_high"):
+        frames = M.load_video_frames(videos[name], None, 8)
+        assert same_frames(frames, read(videos[name], None, 8, "sequential"))
+    assert frames[0].shape == (48, 64, 3)
+
+
+def rotation_written() -> bool:
+    return hasattr(av.video.stream.VideoStream, "set_display_rotation")
+
+
+@pytest.mark.parametrize("name,phrase", [("rotated", "90-degree display rotation"), ("count_high", "this is 'avi'"),
+                                         ("avi_bframes", "wrong frames on AVI")])
+def test_decord_refuses_what_it_misreads(videos, name, phrase):
+    if name == "rotated" and not rotation_written():
+        pytest.skip("this PyAV cannot write a display rotation")
+    with pytest.raises(ValueError) as info:  # refused before decord is imported: runs without decord too
+        M.load_video_frames(videos[name], None, 8, backend="decord")
+    assert phrase in str(info.value) and str(videos[name]) in str(info.value)
+    assert "backend=None or 'pyav'" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["cfr", "mkv"])
+def test_decord_reads_mp4_and_matroska_when_asked(videos, name):
+    pytest.importorskip("decord", reason="decord is not installed")
+    frames = M.load_video_frames(videos[name], None, 8, backend="decord")
+    assert same_frames(frames, read(videos[name], None, 8, "sequential"))
+
+
+def test_without_pyav_videos_are_refused_with_the_install_line(videos, monkeypatch):
+    monkeypatch.setitem(sys.modules, "av", None)
+    for backend in (None, "pyav", "decord"):  # decord too: PyAV checks its input
+        with pytest.raises(ImportError, match="pip install av"):
+            M.load_video_frames(videos["cfr"], None, 8, backend=backend)
+
+
 def test_unknown_strategy_is_refused(videos):
     with pytest.raises(ValueError, match="strategy='fast'"):
         read(videos["cfr"], None, 4, "fast")
@@ -108,15 +150,20 @@ def distinct(indices: np.ndarray) -> list[int]:
     return sorted(set(indices.tolist()))
 
 
+def seeks(targets: list[int], keyframes: list[int]) -> bool:
+    """Whether 'auto' seeks at all for these targets (else it decodes sequentially)."""
+    return any(key is not None for key in M._plan_seeks(targets, keyframes, M.SEEK_COST_FRAMES))
+
+
 def test_long_sparse_request_seeks_short_dense_request_decodes_on():
     ten_minutes = distinct(M.get_index(None, 30.0, 17999, num_segments=64))  # gaps of ~281 frames
-    assert M._choose_pyav_strategy(ten_minutes, list(range(0, 18000, 250))) == "seek"
+    assert seeks(ten_minutes, list(range(0, 18000, 250)))
     four_seconds = distinct(M.get_index(None, 30.0, 119, num_segments=64))  # gaps of ~2 frames
-    assert M._choose_pyav_strategy(four_seconds, list(range(0, 120, 12))) == "sequential"
+    assert not seeks(four_seconds, list(range(0, 120, 12)))
     sparse_short_gops = distinct(M.get_index(None, 30.0, 599, num_segments=16))  # gaps of 37 > GOP 12 + 16
-    assert M._choose_pyav_strategy(sparse_short_gops, list(range(0, 600, 12))) == "seek"
+    assert seeks(sparse_short_gops, list(range(0, 600, 12)))
     all_intra = distinct(M.get_index(None, 30.0, 599, num_segments=16))  # every frame a keyframe
-    assert M._choose_pyav_strategy(all_intra, list(range(600)), seek_cost=M.SEEK_COST_FRAMES) == "seek"
+    assert seeks(all_intra, list(range(600)))
 
 
 def test_plan_seeks_only_when_the_keyframe_is_ahead():
