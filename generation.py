@@ -91,7 +91,7 @@ class PVCInternVLGenerationMixin:
         layouts = sample_layouts(pixel_values.shape[0], data_flag, split_sizes, num_patches_list)
         if input_ids is not None:
             _checked_prompt(input_ids, attention_mask)
-            self._check_slots(input_ids, layouts)
+            check_slots(self.config, input_ids, layouts, self._require_context_id())
         return self._encode(pixel_values, layouts, self._prunevid_settings(prunevid))
 
     def _encode(self, pixel_values: torch.Tensor, layouts: list[SampleLayout], settings: PruneVidConfig) -> EncodedMedia:
@@ -147,7 +147,7 @@ class PVCInternVLGenerationMixin:
             media = copy.copy(visual_features)
             media.prunevid = settings
             media.stats = copy.deepcopy(visual_features.stats)
-            self._check_slots(input_ids, media.layouts)
+            check_slots(self.config, input_ids, media.layouts, self._require_context_id())
             return media
         settings = self._prunevid_settings(prunevid)
         layouts = self._checked_layouts(input_ids, pixel_values, *layout)
@@ -165,6 +165,17 @@ class PVCInternVLGenerationMixin:
         if not (settings.enabled and settings.enable_stage1 and any(layout.is_video for layout in layouts)):
             check_budget(self.config, input_ids.shape[1], gen_config)  # the prompt keeps its length: before the encoder
         return self._encode(pixel_values, layouts, settings)
+
+    def _checked_layouts(self, input_ids, pixel_values, data_flag, split_sizes, num_patches_list):
+        """The sample layouts of a call (None without pixel_values), checked against the prompt's slots."""
+        if pixel_values is None:
+            if data_flag is not None or split_sizes is not None or num_patches_list is not None:
+                raise ValueError("data_flag / split_sizes / num_patches_list were given without pixel_values")
+            return None
+        self._check_pixels(pixel_values)
+        layouts = sample_layouts(pixel_values.shape[0], data_flag, split_sizes, num_patches_list)
+        check_slots(self.config, input_ids, layouts, self._require_context_id())
+        return layouts
 
     def _llm_prompt(self, input_ids, attention_mask, media: EncodedMedia | None):
         """The ids and mask the language model sees (the video runs re-laid to the stage-1 token counts) and the
@@ -353,6 +364,18 @@ class PVCInternVLGenerationMixin:
             merged.eos_token_id = stops + [i for i in _id_list(merged.eos_token_id) if i not in stops]
         merged.validate()
         return merged, model_kwargs
+
+
+def check_slots(config, input_ids: torch.Tensor, layouts: list[SampleLayout], context_id: int) -> None:
+    """The prompt's ``<IMG_CONTEXT>`` count must equal the visual tokens the layouts give (checked before encoding)."""
+    expected = sum(config.tokens_per_tile(layout.flag) * layout.size for layout in layouts)
+    found = int((input_ids == context_id).sum())
+    if found != expected:
+        raise ValueError(
+            f"the prompt has {found} <IMG_CONTEXT> tokens but pixel_values give {expected} visual tokens "
+            f"({sum(layout.size for layout in layouts)} tiles/frames, {config.num_image_token} tokens per encoded "
+            "frame); build the prompt with PVCInternVLProcessor"
+        )
 
 
 def check_budget(config, prompt_length: int, gen_config: GenerationConfig) -> None:

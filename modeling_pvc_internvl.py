@@ -862,28 +862,6 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
             **{CACHE_ARG: getattr(outputs, CACHE_ARG)},
         )
 
-    def _checked_layouts(self, input_ids, pixel_values, data_flag, split_sizes, num_patches_list):
-        """The sample layouts of a call (None without pixel_values), checked against the prompt's slots."""
-        if pixel_values is None:
-            if data_flag is not None or split_sizes is not None or num_patches_list is not None:
-                raise ValueError("data_flag / split_sizes / num_patches_list were given without pixel_values")
-            return None
-        self._check_pixels(pixel_values)
-        layouts = sample_layouts(pixel_values.shape[0], data_flag, split_sizes, num_patches_list)
-        self._check_slots(input_ids, layouts)
-        return layouts
-
-    def _check_slots(self, input_ids: torch.Tensor, layouts: list[SampleLayout]) -> None:
-        """The prompt's ``<IMG_CONTEXT>`` count must equal the visual tokens the layout gives (checked before encoding)."""
-        per_frame = self.config.num_image_token
-        expected = sum(self.config.tokens_per_tile(layout.flag) * layout.size for layout in layouts)
-        found = int((input_ids == self._require_context_id()).sum())
-        if found != expected:
-            raise ValueError(
-                f"the prompt has {found} <IMG_CONTEXT> tokens but pixel_values give {expected} visual tokens "
-                f"({sum(layout.size for layout in layouts)} tiles/frames, {per_frame} tokens per encoded frame); "
-                "build the prompt with PVCInternVLProcessor"
-            )
 
 def _legacy_quantization_flags(kwargs: dict) -> dict:
     """Map the official scripts' ``load_in_8bit`` / ``load_in_4bit`` (removed in transformers 5) onto
