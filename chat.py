@@ -10,9 +10,9 @@ from transformers import GenerationConfig
 from transformers.utils import logging
 
 from .configuration_pvc_internvl import DataFlag
-from .conversation import IMG_CONTEXT_TOKEN, IMG_END_TOKEN, IMG_START_TOKEN
+from .conversation import IMG_CONTEXT_TOKEN, IMG_END_TOKEN, IMG_START_TOKEN, is_video_prompt
 from .generation import _id_list, generation_settings
-from .processing import PVCInternVLProcessor, is_video_prompt
+from .processing import PVCInternVLProcessor, pad_token_id
 
 logger = logging.get_logger(__name__)
 
@@ -58,7 +58,7 @@ class PVCInternVLChatMixin:
 
         The official InternVL2 / PVC signature: processor -> ``generate`` -> decode. ``data_flag``: ``[1]`` one
         image, ``[2]`` several images (``num_patches_list`` = tiles per ``<image>``), ``[3]`` a video
-        (``Frame{i}: <image>`` prompts). Returns the answer, plus the updated history with ``return_history``
+        (``conversation.build_video_prompt``). Returns the answer, plus the updated history with ``return_history``
         and the token / FLOPs accounting with ``return_stats``.
         """
         processor = self._chat_processor(tokenizer, (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN))
@@ -66,7 +66,7 @@ class PVCInternVLChatMixin:
             raise ValueError(f"question must be a string, got {type(question).__name__} (use batch_chat for several)")
         if pixel_values is not None and data_flag is None and is_video_prompt(question):
             logger.warning(
-                "chat() got a video prompt (Frame1: <image> ...) without data_flag, so it answers it as an image "
+                "chat() got a video prompt (build_video_prompt) without data_flag, so it answers it as an image "
                 "sample; pass data_flag=[3] for a video, as the official evaluation scripts do"
             )
         if pixel_values is not None and num_patches_list is not None and data_flag is None and split_sizes is None:
@@ -140,8 +140,7 @@ class PVCInternVLChatMixin:
         stop = processor.stop_token_ids()
         settings["eos_token_id"] = _id_list(settings.get("eos_token_id")) + stop
         if settings.get("pad_token_id") is None and self.generation_config.pad_token_id is None:
-            tokenizer = processor.tokenizer
-            settings["pad_token_id"] = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
+            settings["pad_token_id"] = pad_token_id(processor.tokenizer, stop[0])
         device = self.get_input_embeddings().weight.device
         ids, stats = self.generate(**inputs.to(device), generation_config=settings, prunevid=prunevid, return_stats=True)
         sequences = ids.sequences if hasattr(ids, "sequences") else ids

@@ -1,19 +1,10 @@
 """Configuration of PVC-InternVL: InternViT (+ PVC temporal modules) -> pixel shuffle -> mlp1 -> native LLM.
 
-Three config objects:
-
-* :class:`PVCInternVisionConfig` -- the InternViT encoder (300M style: LayerNorm + qkv bias; 6B style:
-  RMSNorm + qk-normalisation) plus the PVC temporal fields. The temporal fields describe choices the
-  published PVC code does not settle (see the design notes); each one is explicit and documented.
-* :class:`PruneVidConfig` -- the optional, training-free PruneVid token pruning (off by default).
-* :class:`PVCInternVLConfig` -- the composite: vision config, the language model config (any native
-  transformers causal LM config: llama, qwen2, phi3, ...) and the official InternVL2 / PVC top-level keys.
-
-Every setting is checked by one validator (:class:`Setting` tables ``CONFIG_SETTINGS``, ``VISION_SETTINGS``,
-``PRUNEVID_SETTINGS`` and :func:`check_settings`), whether it comes from a config.json, keyword arguments,
-the converter's ``--set`` or per-call PruneVid overrides: types are never coerced (``"false"`` is not a bool,
-2.9 is not an int), ranges are checked and unknown keys are refused (besides the standard attributes
-transformers writes, :func:`transformers_config_keys`), each with a ``ValueError`` naming setting, value and rule.
+Three config classes: :class:`PVCInternVisionConfig` (the encoder), :class:`PruneVidConfig` (training-free token
+pruning, off by default) and :class:`PVCInternVLConfig` (the composite, with any native causal-LM config). Each
+setting is declared once, a :class:`Setting` in its class's table; the ``__init__`` signature, the ``Args`` of
+the docstring and the checks follow from it, for a config.json, keyword arguments, the converter's ``--set`` and
+per-call PruneVid overrides alike. Values are never coerced (``"false"`` is not a bool, 2.9 is not an int).
 """
 
 from __future__ import annotations
@@ -21,11 +12,12 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
+import inspect
 import json
 import math
 import numbers
 import os
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -34,6 +26,9 @@ from transformers import AutoConfig, PretrainedConfig
 from transformers.activations import ACT2FN
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.utils import logging
+
+from .conversation import DEFAULT_TEMPLATE, TEMPLATES
+from .media import MAX_TILES
 
 
 logger = logging.get_logger(__name__)
@@ -44,25 +39,28 @@ class DataFlag(IntEnum):
 
     IMAGE = 1  # one image: its tiles (+ thumbnail) behind one <image>
     MULTI_IMAGE = 2  # several images: one <image> each
-    VIDEO = 3  # a video: one tile per frame, one "Frame{i}: <image>" per frame
+    VIDEO = 3  # a video: one tile per frame, one numbered <image> line per frame (conversation.build_video_prompt)
 
 
-VISION_NORM_TYPES = ("layer_norm", "rms_norm")
-PIXEL_SHUFFLE_VERSIONS = ("v1", "v2")
-TILE_REPEAT_WAYS = ("tile_major", "frame_major")
-TIME_INPUTS = ("index", "normalized")
-TIME_EMBED_ORDERS = ("cos_sin", "sin_cos")
-TEMPLATES = ("internlm2-chat", "Hermes-2", "phi3-chat")
+# Native causal LMs of official InternVL2 checkpoints, by architecture; the converter reads these (InternLM2 is
+# converted to llama), and an llm_config without model_type is resolved through this table.
+LLM_ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2", "Phi3ForCausalLM": "phi3",
+                     "MistralForCausalLM": "mistral"}
+# Language-model types whose decoder layers PruneVid stage 2 runs layer by layer (prunevid.py).
+PRUNEVID_STAGE2_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "phi3")
 
 
-# ------------------------------------------------------------------------------------- setting checks
-# One validator for every setting of the three config classes, whichever way it arrives: a config.json,
-# keyword arguments, per-call PruneVid overrides or the converter's --set. Values are never coerced:
-# "false" is not a bool and 2.9 is not an int.
+def tokens_per_tile(flag: int, num_image_token: int, image_repeat_time: int, video_repeat_time: int) -> int:
+    """LLM tokens one image tile (flags 1 and 2) or one video frame (flag 3) costs: tokens per encoded frame
+    times the frames each tile (``image_repeat_time``) or video frame (``video_repeat_time``) becomes."""
+    repeat = video_repeat_time if int(flag) == DataFlag.VIDEO else image_repeat_time
+    return num_image_token * int(repeat)
 
-_KIND_NAMES = {
-    bool: "a bool (True/False)", int: "an int", float: "a finite number", str: "a str", list: "a list of ints",
-}
+
+# ------------------------------------------------------------------------------------------- settings
+_KIND_NAMES = {bool: "a bool (True/False)", int: "an int", float: "a finite number", str: "a str",
+               list: "a list of ints", dict: "a dict or config object"}
+_ANNOTATIONS = {bool: "bool", int: "int", float: "float", str: "str", list: "list[int]", dict: "dict"}
 _INVALID = object()
 
 # Keys transformers itself writes into a config.json or passes to ``__init__`` while loading, on top of
@@ -100,34 +98,46 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _did_you_mean(key: Any, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(key), list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 @dataclass(frozen=True)
 class Setting:
-    """Type and allowed values of one setting.
-
-    Args:
-        kind: ``bool``, ``int``, ``float`` (an int or float, stored as float), ``str`` or ``list`` (of ints).
-        low, high: inclusive bounds (``low`` exclusive when ``low_open``); None = unbounded.
-        choices: the only allowed values, if not empty.
-        optional: None is allowed.
-    """
+    """The one declaration of a config setting: ``kind`` (``bool``, ``int``, ``float``, ``str``, ``list`` of ints,
+    or ``dict`` for a sub-config its own class checks), ``default`` (None also allows None), one line of ``doc``,
+    inclusive bounds ``low`` / ``high`` (``low`` exclusive when ``low_open``) and ``choices``."""
 
     kind: type
+    default: Any = None
+    doc: str = ""
     low: float | None = None
     high: float | None = None
     low_open: bool = False
     choices: tuple = ()
-    optional: bool = False
 
-    def describe(self) -> str:
+    def describe(self, max_choices: int | None = None) -> str:
         """What the setting must be, e.g. ``"an int >= 1"`` or ``"a finite number in (0, 1]"``."""
         text = _KIND_NAMES[self.kind]
         if self.choices:
-            text += f", one of {', '.join(map(repr, self.choices))}"
+            shown = self.choices[:max_choices]
+            more = ", ..." if len(shown) < len(self.choices) else ""
+            text += f", one of {', '.join(map(repr, shown))}{more}"
         if self.low is not None and self.high is not None:
             text += f" in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
         elif self.low is not None:
             text += f" {'>' if self.low_open else '>='} {self.low:g}"
-        return f"None or {text}" if self.optional else text
+        return f"None or {text}" if self.default is None else text
+
+    @property
+    def annotation(self) -> str:
+        return _ANNOTATIONS[self.kind] + (" | None" if self.default is None else "")
+
+    def doc_line(self, name: str) -> str:
+        """The setting's line in the ``Args`` section of its class docstring."""
+        rule = f"; {self.describe(6)}" if self.choices or self.low is not None else ""
+        return f"    {name} (`{self.annotation}`, default {self.default!r}): {self.doc}{rule}."
 
     def allows(self, value: Any) -> bool:
         """Whether a value already of the right kind is among the choices and inside the bounds."""
@@ -139,7 +149,7 @@ class Setting:
 
     def check(self, section: str, name: str, value: Any) -> Any:
         """The value (ints as ``int``, numbers as ``float``); ``ValueError`` naming setting, value, type and rule."""
-        if value is None and self.optional:
+        if value is None and self.default is None:
             return None
         checked = _as_kind(self.kind, value)
         if checked is _INVALID or not self.allows(checked):
@@ -149,49 +159,59 @@ class Setting:
         return checked
 
 
-def reject_unknown(section: str, keys: Iterable[Any], known: Collection[str], generic: Collection[str] = ()) -> None:
-    """``ValueError`` listing every key that is neither in ``known`` nor in ``generic`` (with a close match)."""
-    unknown = [key for key in keys if key not in known and key not in generic]
-    if not unknown:
-        return
-    names = []
-    for key in unknown:
-        close = difflib.get_close_matches(str(key), known, n=1)
-        names.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
-    extra = " and the standard transformers config attributes" if generic else ""
-    raise ValueError(f"unknown {section} setting {', '.join(names)}; the settings are: {', '.join(known)}{extra}")
-
-
-def warn_unknown(section: str, keys: Iterable[Any], known: Collection[str], generic: Collection[str] = ()) -> None:
-    """Log a warning for each key of a config file or ``__init__`` that looks like a typo of a known setting.
-    Like every transformers config, the config keeps unknown keys as attributes and writes them back."""
-    for key in keys:
-        if key in known or key in generic:
-            continue
-        close = difflib.get_close_matches(str(key), known, n=1)
-        if close:
-            logger.warning(
-                f"{section} has an unknown setting {key!r} (did you mean {close[0]!r}?); it is kept as an extra "
-                f"attribute and changes nothing"
-            )
-
-
 def check_settings(section: str, values: Mapping[str, Any], specs: Mapping[str, Setting]) -> dict[str, Any]:
     """Checked copy of ``values`` (every key must be in ``specs``; ints as int, numbers as float)."""
     if not isinstance(values, Mapping):
         raise ValueError(f"{section} settings must be a dict, got {_shown(values)} ({type(values).__name__})")
-    reject_unknown(section, values, tuple(specs))
+    unknown = [f"{key!r}{_did_you_mean(key, specs)}" for key in values if key not in specs]
+    if unknown:
+        raise ValueError(f"unknown {section} setting {', '.join(unknown)}; the settings are: {', '.join(specs)}")
     return {name: specs[name].check(section, name, value) for name, value in values.items()}
 
 
-def _pop_model_type(section: str, kwargs: dict[str, Any], expected: str) -> None:
-    """Drop a ``model_type`` key from ``kwargs``; refuse one that names another model."""
-    model_type = kwargs.pop("model_type", expected)
-    if model_type != expected:
+def declared(settings: dict[str, Setting]):
+    """Class decorator: the config class reads ``settings``, its ``__init__`` signature and the ``Args`` of its
+    docstring are generated from them."""
+
+    def apply(cls: type) -> type:
+        cls.SETTINGS = settings
+        keyword = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        params = [inspect.Parameter("self", keyword)]
+        for name, spec in settings.items():
+            params.append(inspect.Parameter(name, keyword, default=spec.default, annotation=spec.annotation))
+        params.append(inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD))
+        cls.__init__.__signature__ = inspect.Signature(params)
+        lines = [spec.doc_line(name) for name, spec in settings.items()]
+        cls.__doc__ = inspect.cleandoc(cls.__doc__) + "\n\nArgs:\n" + "\n".join(lines) + "\n"
+        return cls
+
+    return apply
+
+
+def _apply_settings(config: PretrainedConfig, section: str, args: tuple, kwargs: dict) -> tuple[dict, dict]:
+    """Bind an ``__init__`` call of a ``@declared`` config: check every declared setting and set it on ``config``.
+    Returns the sub-config arguments (settings of kind ``dict``, unchecked) and the other keyword arguments."""
+    cls = type(config)
+    bound = cls.__init__.__signature__.bind(config, *args, **kwargs)
+    bound.apply_defaults()
+    subs = {name: bound.arguments[name] for name, spec in cls.SETTINGS.items() if spec.kind is dict}
+    values = {name: bound.arguments[name] for name, spec in cls.SETTINGS.items() if spec.kind is not dict}
+    for name, value in check_settings(section, values, cls.SETTINGS).items():
+        setattr(config, name, value)
+    extra = dict(bound.arguments["kwargs"])
+    model_type = extra.pop("model_type", cls.model_type)
+    if model_type != cls.model_type:
         raise ValueError(
-            f"{section} model_type must be {expected!r}, got {_shown(model_type)}; official InternVL2 / PVC "
+            f"{section} model_type must be {cls.model_type!r}, got {_shown(model_type)}; official InternVL2 / PVC "
             "checkpoints are converted with conversion/convert_checkpoint.py first"
         )
+    generic = transformers_config_keys()
+    for key in extra:  # kept as attributes and written back, as by every transformers config
+        close = "" if key in cls.SETTINGS or key in generic else _did_you_mean(key, cls.SETTINGS)
+        if close:
+            logger.warning(f"{section} has an unknown setting {key!r}{close}; it is kept as an extra attribute and "
+                           "changes nothing")
+    return subs, extra
 
 
 def _check_dtype(kwargs: Mapping[str, Any]) -> None:
@@ -209,221 +229,107 @@ def _check_dtype(kwargs: Mapping[str, Any]) -> None:
             )
 
 
-def _normalise_layers(layers: list[int] | None, num_layers: int, name: str) -> list[int]:
-    """Turn a list of (possibly negative) layer indices into a sorted list of non-negative ones.
-
-    ``None`` means every layer.
-    """
-    if layers is None:
-        return list(range(num_layers))
-    out = set()
-    for index in layers:
-        if not -num_layers <= index < num_layers:
-            raise ValueError(f"{name} contains layer {index}, but the vision model has {num_layers} layers")
-        out.add(index % num_layers)
-    return sorted(out)
-
-
+# ---------------------------------------------------------------------------------------- vision encoder
+_LAYER_LIST = "None = every layer; negative indices count from the end"
 VISION_SETTINGS = {
-    "num_channels": Setting(int, low=1),
-    "patch_size": Setting(int, low=1),
-    "image_size": Setting(int, low=1),
-    "qkv_bias": Setting(bool),
-    "hidden_size": Setting(int, low=1),
-    "num_attention_heads": Setting(int, low=1),
-    "intermediate_size": Setting(int, low=1),
-    "qk_normalization": Setting(bool),
-    "num_hidden_layers": Setting(int, low=1),
-    "use_flash_attn": Setting(bool),
-    "hidden_act": Setting(str, choices=tuple(sorted(ACT2FN))),
-    "norm_type": Setting(str, choices=VISION_NORM_TYPES),
-    "layer_norm_eps": Setting(float, low=0, low_open=True),
-    "dropout": Setting(float, low=0, high=1),
-    "drop_path_rate": Setting(float, low=0, high=1),
-    "attention_dropout": Setting(float, low=0, high=1),
-    "initializer_range": Setting(float, low=0),
-    "initializer_factor": Setting(float, low=0),
-    "use_temporal_modules": Setting(bool),
-    "temporal_attn_layers": Setting(list, optional=True),
-    "adaln_layers": Setting(list, optional=True),
-    "temporal_causal": Setting(bool),
-    "temporal_include_cls": Setting(bool),
-    "temporal_attn_norm": Setting(bool),
-    "time_embed_dim": Setting(int, low=2),
-    "time_embed_max_period": Setting(float, low=0, low_open=True),
-    "time_embed_order": Setting(str, choices=TIME_EMBED_ORDERS),
-    "time_input": Setting(str, choices=TIME_INPUTS),
-    "adaln_num_modulations": Setting(int, choices=(4, 6)),
+    "num_channels": Setting(int, 3, "input channels", low=1),
+    "patch_size": Setting(int, 14, "patch size of the convolutional stem", low=1),
+    "image_size": Setting(int, 448, "tile size the position embedding was trained for", low=1),
+    "qkv_bias": Setting(bool, True, "bias in the fused qkv projection (InternViT-300M style)"),
+    "hidden_size": Setting(int, 1024, "transformer width", low=1),
+    "num_attention_heads": Setting(int, 16, "attention heads", low=1),
+    "intermediate_size": Setting(int, 4096, "MLP width", low=1),
+    "qk_normalization": Setting(bool, False, "RMSNorm over all heads' q and k (InternViT-6B style)"),
+    "num_hidden_layers": Setting(int, 24, "transformer blocks", low=1),
+    "use_flash_attn": Setting(bool, False, "ignored (attention follows attn_implementation)"),
+    "hidden_act": Setting(str, "gelu", "MLP activation", choices=tuple(sorted(ACT2FN))),
+    "norm_type": Setting(str, "layer_norm", "norm of the blocks", choices=("layer_norm", "rms_norm")),
+    "layer_norm_eps": Setting(float, 1e-6, "norm epsilon", low=0, low_open=True),
+    "dropout": Setting(float, 0.0, "dropout after attention and MLP (training only)", low=0, high=1),
+    "drop_path_rate": Setting(float, 0.0, "stochastic depth (training only)", low=0, high=1),
+    "attention_dropout": Setting(float, 0.0, "attention dropout (training only)", low=0, high=1),
+    "initializer_range": Setting(float, 0.02, "std of the truncated-normal init of linear layers", low=0),
+    "initializer_factor": Setting(float, 0.1, "initial value of the layer-scale vectors ls1 / ls2", low=0),
+    "use_temporal_modules": Setting(bool, False, "build the PVC temporal modules (set by the top-level use_temporal)"),
+    "temporal_attn_layers": Setting(list, None, f"layers with causal temporal attention, T-MHA ({_LAYER_LIST})"),
+    "adaln_layers": Setting(list, None, f"layers whose two norms are time-conditioned, AdaLN ({_LAYER_LIST})"),
+    "temporal_causal": Setting(bool, True, "frame t attends only to frames <= t"),
+    "temporal_include_cls": Setting(bool, True, "the CLS position takes part in temporal attention"),
+    "temporal_attn_norm": Setting(bool, False, "temporal attention has its own pre-norm (temporal_norm)"),
+    "time_embed_dim": Setting(int, 256, "width of the sinusoidal timestamp encoding (even)", low=2),
+    "time_embed_max_period": Setting(float, 10000.0, "longest sinusoid period", low=0, low_open=True),
+    "time_embed_order": Setting(str, "cos_sin", "cos_sin (DiT convention) or sin_cos", choices=("cos_sin", "sin_cos")),
+    "time_input": Setting(str, "index", "timestamp t = 0..T-1 (index) or t / T", choices=("index", "normalized")),
+    "adaln_num_modulations": Setting(int, 4, "scale/shift of both norms, plus gates 1 + g (6)", choices=(4, 6)),
 }
 
 
+@declared(VISION_SETTINGS)
 class PVCInternVisionConfig(PretrainedConfig):
-    r"""InternViT configuration with the PVC temporal extension.
-
-    Args:
-        num_channels (`int`): input channels (3).
-        patch_size (`int`): patch size of the convolutional stem (14).
-        image_size (`int`): tile size the position embedding was trained for (448).
-        qkv_bias (`bool`): bias in the fused qkv projection (True for InternViT-300M).
-        hidden_size (`int`): transformer width.
-        num_attention_heads (`int`): attention heads.
-        intermediate_size (`int`): MLP width.
-        qk_normalization (`bool`): RMSNorm over all heads' q and k (InternViT-6B style).
-        num_hidden_layers (`int`): transformer blocks.
-        use_flash_attn (`bool`): kept for compatibility with official configs; ignored (attention goes
-            through ``attn_implementation``).
-        hidden_act (`str`): MLP activation.
-        norm_type (`str`): ``"layer_norm"`` or ``"rms_norm"``.
-        layer_norm_eps (`float`): norm epsilon.
-        dropout, drop_path_rate, attention_dropout (`float`): training-only regularisation.
-        initializer_range (`float`): std of the truncated-normal init of linear layers.
-        initializer_factor (`float`): initial value of the layer-scale vectors ``ls1`` / ``ls2``.
-        use_temporal_modules (`bool`): build the PVC temporal modules (set from the top-level
-            ``use_temporal``; the encoder is plain InternViT when False).
-        temporal_attn_layers (`list[int]`, *optional*): layers with causal temporal attention (T-MHA).
-            ``None`` = every layer. Negative indices count from the end (``[-4, -3, -2, -1]`` = last 4).
-        adaln_layers (`list[int]`, *optional*): layers whose two norms are time-conditioned (AdaLN).
-            ``None`` = every layer.
-        temporal_causal (`bool`): frame t attends only to frames <= t.
-        temporal_include_cls (`bool`): the CLS position takes part in temporal attention.
-        temporal_attn_norm (`bool`): temporal attention has its own pre-norm (``temporal_norm``).
-        time_embed_dim (`int`): width of the sinusoidal timestamp encoding (256 in the paper).
-        time_embed_max_period (`float`): longest sinusoid period.
-        time_embed_order (`str`): ``"cos_sin"`` (DiT convention) or ``"sin_cos"``.
-        time_input (`str`): ``"index"`` (t = 0..T-1) or ``"normalized"`` (t / T).
-        adaln_num_modulations (`int`): 4 (scale/shift of both norms) or 6 (plus gates on both branches;
-            a gate multiplies as ``1 + gate``).
-    """
+    """InternViT configuration (300M style: LayerNorm + qkv bias; 6B style: RMSNorm + qk-normalisation) with the
+    PVC temporal extension (temporal attention and AdaLN in chosen layers)."""
 
     model_type = "pvc_intern_vit"
     base_config_key = "vision_config"  # its section in the composite config.json
 
-    def __init__(
-        self,
-        num_channels: int = 3,
-        patch_size: int = 14,
-        image_size: int = 448,
-        qkv_bias: bool = True,
-        hidden_size: int = 1024,
-        num_attention_heads: int = 16,
-        intermediate_size: int = 4096,
-        qk_normalization: bool = False,
-        num_hidden_layers: int = 24,
-        use_flash_attn: bool = False,
-        hidden_act: str = "gelu",
-        norm_type: str = "layer_norm",
-        layer_norm_eps: float = 1e-6,
-        dropout: float = 0.0,
-        drop_path_rate: float = 0.0,
-        attention_dropout: float = 0.0,
-        initializer_range: float = 0.02,
-        initializer_factor: float = 0.1,
-        use_temporal_modules: bool = False,
-        temporal_attn_layers: list[int] | None = None,
-        adaln_layers: list[int] | None = None,
-        temporal_causal: bool = True,
-        temporal_include_cls: bool = True,
-        temporal_attn_norm: bool = False,
-        time_embed_dim: int = 256,
-        time_embed_max_period: float = 10000.0,
-        time_embed_order: str = "cos_sin",
-        time_input: str = "index",
-        adaln_num_modulations: int = 4,
-        **kwargs,
-    ):
-        arguments = locals()  # the named arguments, one per entry of VISION_SETTINGS
-        given = {name: arguments[name] for name in VISION_SETTINGS}
-        for name, value in check_settings("vision_config", given, VISION_SETTINGS).items():
-            setattr(self, name, value)
-        _pop_model_type("vision_config", kwargs, self.model_type)
-        warn_unknown("vision_config", kwargs, tuple(VISION_SETTINGS), transformers_config_keys())
+    def __init__(self, *args, **kwargs):
+        _, kwargs = _apply_settings(self, "vision_config", args, kwargs)
         super().__init__(**kwargs)
-        self._validate_vision()
-
-    def _validate_vision(self) -> None:
-        """Checks that involve several fields (each field alone is checked by ``VISION_SETTINGS``)."""
         if self.hidden_size % self.num_attention_heads != 0:
-            raise ValueError(
-                f"vision hidden_size {self.hidden_size} is not divisible by num_attention_heads "
-                f"{self.num_attention_heads}"
-            )
+            raise ValueError(f"vision hidden_size {self.hidden_size} is not divisible by num_attention_heads "
+                             f"{self.num_attention_heads}")
         if self.image_size % self.patch_size != 0:
             raise ValueError(f"vision image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
         if self.time_embed_dim % 2 != 0:
             raise ValueError(f"vision time_embed_dim must be even (cos and sin halves), got {self.time_embed_dim}")
-        # Raises on out-of-range indices.
-        self.temporal_layer_ids()
+        self.temporal_layer_ids()  # raise on layer indices outside the model
         self.adaln_layer_ids()
 
-    def temporal_layer_ids(self) -> list[int]:
-        """Non-negative indices of the layers with temporal attention (empty without temporal modules)."""
+    def _layer_ids(self, name: str) -> list[int]:
+        """Sorted non-negative indices of the layers that setting ``name`` lists (None = every layer; negative
+        indices count from the end); empty without temporal modules."""
+        layers, count = getattr(self, name), self.num_hidden_layers
         if not self.use_temporal_modules:
             return []
-        return _normalise_layers(self.temporal_attn_layers, self.num_hidden_layers, "temporal_attn_layers")
+        for index in layers or ():
+            if not -count <= index < count:
+                raise ValueError(f"{name} contains layer {index}, but the vision model has {count} layers")
+        return list(range(count)) if layers is None else sorted({index % count for index in layers})
+
+    def temporal_layer_ids(self) -> list[int]:
+        """Indices of the layers with temporal attention (T-MHA)."""
+        return self._layer_ids("temporal_attn_layers")
 
     def adaln_layer_ids(self) -> list[int]:
-        """Non-negative indices of the layers with AdaLN (empty without temporal modules)."""
-        if not self.use_temporal_modules:
-            return []
-        return _normalise_layers(self.adaln_layers, self.num_hidden_layers, "adaln_layers")
+        """Indices of the layers whose norms are time-conditioned (AdaLN)."""
+        return self._layer_ids("adaln_layers")
 
 
+# ---------------------------------------------------------------------------------------------- PruneVid
 PRUNEVID_SETTINGS = {
-    "enabled": Setting(bool),
-    "tau": Setting(float, low=-1, high=1),
-    "temporal_segment_ratio": Setting(float, low=0, high=1, low_open=True),
-    "cluster_ratio": Setting(float, low=0, high=1, low_open=True),
-    "k": Setting(int, low=1),
-    "min_tokens_to_cluster": Setting(int, low=0),
-    "selected_layer": Setting(int, low=0),
-    "alpha": Setting(float, low=0, high=1, low_open=True),
-    "enable_stage1": Setting(bool),
-    "enable_stage2": Setting(bool),
+    "enabled": Setting(bool, False, "the switch; off, the model is bit-identical to one without PruneVid"),
+    "tau": Setting(float, 0.8, "a location is static iff its mean cosine similarity > tau", low=-1, high=1),
+    "temporal_segment_ratio": Setting(float, 0.25, "temporal clusters = int(frames * ratio)", low=0, high=1,
+                                      low_open=True),
+    "cluster_ratio": Setting(float, 0.5, "spatial DPC-kNN clusters = int(n * ratio)", low=0, high=1, low_open=True),
+    "k": Setting(int, 7, "DPC-kNN neighbours (self included); stage 1 needs at least k frames", low=1),
+    "min_tokens_to_cluster": Setting(int, 14, "a token group is merged only if larger than this", low=0),
+    "selected_layer": Setting(int, 10, "0-based LLM decoder layer after which stage 2 prunes", low=0),
+    "alpha": Setting(float, 0.4, "fraction of every token group kept by stage 2", low=0, high=1, low_open=True),
+    "enable_stage1": Setting(bool, True, "run stage 1 (spatio-temporal merging before the LLM)"),
+    "enable_stage2": Setting(bool, True, "run stage 2 (attention-guided selection inside the LLM)"),
 }
 
 
+@declared(PRUNEVID_SETTINGS)
 class PruneVidConfig(PretrainedConfig):
-    r"""PruneVid settings (training-free token pruning for video samples). Off by default.
-
-    Every setting is checked by ``PRUNEVID_SETTINGS`` (no coercion: ``"false"`` is not a bool).
-
-    Args:
-        enabled (`bool`): the on/off switch. Off means the model is bit-identical to one without PruneVid.
-        tau (`float`): a spatial location is static in a segment iff its mean cosine similarity > tau.
-        temporal_segment_ratio (`float`): temporal DPC-kNN clusters = int(num_frames * ratio).
-        cluster_ratio (`float`): spatial DPC-kNN clusters = int(n * ratio).
-        k (`int`): DPC-kNN neighbours (self included); stage 1 needs at least ``k`` frames.
-        min_tokens_to_cluster (`int`): a token group is merged only if it holds more tokens than this.
-        selected_layer (`int`): 0-based LLM decoder layer after which stage 2 prunes.
-        alpha (`float`): fraction of every token group kept by stage 2.
-        enable_stage1 (`bool`): run stage 1 (spatio-temporal merging before the LLM).
-        enable_stage2 (`bool`): run stage 2 (attention-guided selection inside the LLM).
-    """
+    """PruneVid settings (training-free token pruning of video samples). Off by default."""
 
     model_type = "pvc_prunevid"
     base_config_key = "prunevid"  # its section in the composite config.json
-    SETTING_NAMES = tuple(PRUNEVID_SETTINGS)
 
-    def __init__(
-        self,
-        enabled: bool = False,
-        tau: float = 0.8,
-        temporal_segment_ratio: float = 0.25,
-        cluster_ratio: float = 0.5,
-        k: int = 7,
-        min_tokens_to_cluster: int = 14,
-        selected_layer: int = 10,
-        alpha: float = 0.4,
-        enable_stage1: bool = True,
-        enable_stage2: bool = True,
-        **kwargs,
-    ):
-        arguments = locals()  # the named arguments, one per entry of PRUNEVID_SETTINGS
-        given = {name: arguments[name] for name in PRUNEVID_SETTINGS}
-        for name, value in check_settings("prunevid", given, PRUNEVID_SETTINGS).items():
-            setattr(self, name, value)
-        _pop_model_type("prunevid", kwargs, self.model_type)
-        warn_unknown("prunevid", kwargs, self.SETTING_NAMES, transformers_config_keys())
+    def __init__(self, *args, **kwargs):
+        _, kwargs = _apply_settings(self, "prunevid", args, kwargs)
         super().__init__(**kwargs)
 
     def validate_settings(self, num_llm_layers: int | None = None) -> None:
@@ -438,7 +344,7 @@ class PruneVidConfig(PretrainedConfig):
 
     def settings(self) -> dict[str, Any]:
         """The PruneVid settings as a plain dict."""
-        return {name: getattr(self, name) for name in self.SETTING_NAMES}
+        return {name: getattr(self, name) for name in PRUNEVID_SETTINGS}
 
     def to_dict(self) -> dict[str, Any]:
         """The ``prunevid`` section of config.json: the settings plus any extra keys it was given (none of the
@@ -461,22 +367,20 @@ class PruneVidConfig(PretrainedConfig):
         return out
 
 
-_LLM_ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2", "Phi3ForCausalLM": "phi3"}
-
-
+# -------------------------------------------------------------------------------------- language model
 def _llm_model_type(llm_config: Mapping[str, Any]) -> str:
     """The transformers ``model_type`` of an LLM config dict (its ``model_type``, else its architecture)."""
     model_type = llm_config.get("model_type")
     if model_type is None:
         architectures = llm_config.get("architectures")
-        if not isinstance(architectures, (list, tuple)) or not architectures:
+        known = isinstance(architectures, (list, tuple)) and architectures and architectures[0] in LLM_ARCHITECTURES
+        if not known:
             raise ValueError(
-                f"llm_config has no model_type and no architectures list (got architectures={_shown(architectures)}); "
-                f"set model_type to a transformers model type such as 'llama', 'qwen2' or 'phi3'"
+                f"llm_config has no model_type and no architectures list naming a known language model (got "
+                f"architectures={_shown(architectures)}); set model_type (e.g. "
+                f"{', '.join(map(repr, LLM_ARCHITECTURES.values()))}) or architectures ({', '.join(LLM_ARCHITECTURES)})"
             )
-        model_type = _LLM_ARCHITECTURES.get(architectures[0])
-        if model_type is None:
-            raise ValueError(f"llm_config has no model_type and an unknown architecture {architectures[0]!r}")
+        model_type = LLM_ARCHITECTURES[architectures[0]]
     if model_type == "internlm2":
         raise ValueError(
             "llm_config is an InternLM2 config; this package runs InternLM2 weights as a native "
@@ -501,7 +405,7 @@ def _build_llm_config(llm_config: Mapping[str, Any] | PretrainedConfig | None) -
     model_type = _llm_model_type(llm_config)
     llm_config = {key: value for key, value in llm_config.items() if key != "model_type"}
     config_class = CONFIG_MAPPING[model_type]
-    if "rope_parameters" in llm_config and not _supports_rope_parameters(config_class):
+    if "rope_parameters" in llm_config and not hasattr(config_class(), "rope_parameters"):  # transformers 4
         rope_parameters = llm_config.pop("rope_parameters")
         if rope_parameters is not None:
             llm_config.update(_legacy_rope(rope_parameters))
@@ -518,18 +422,14 @@ def _check_rope_type(llm_config: Mapping[str, Any]) -> None:
         if rope is None:
             continue
         if not isinstance(rope, Mapping):
-            raise ValueError(f"llm_config {key} must be a JSON object or null, got {_shown(rope)} ({type(rope).__name__})")
+            raise ValueError(f"llm_config {key} must be a JSON object or null, got {_shown(rope)} "
+                             f"({type(rope).__name__})")
         rope_type = rope.get("rope_type", rope.get("type", "default"))
         if rope_type != "default" and rope_type not in ROPE_INIT_FUNCTIONS:
             raise ValueError(
                 f"llm_config {key} names the rotary embedding type {_shown(rope_type)}, which transformers does not "
                 f"implement; known: default, {', '.join(sorted(ROPE_INIT_FUNCTIONS))}"
             )
-
-
-def _supports_rope_parameters(config_class: type) -> bool:
-    """transformers >= 5 folds ``rope_theta`` / ``rope_scaling`` into ``rope_parameters``."""
-    return hasattr(config_class(), "rope_parameters")
 
 
 def _legacy_rope(rope_parameters: dict | None) -> dict[str, Any]:
@@ -543,54 +443,37 @@ def _legacy_rope(rope_parameters: dict | None) -> dict[str, Any]:
     return out
 
 
+# ------------------------------------------------------------------------------------------- composite
 CONFIG_SETTINGS = {
-    "use_backbone_lora": Setting(int, low=0),
-    "use_llm_lora": Setting(int, low=0),
-    "use_temporal": Setting(bool),
-    "pad2square": Setting(bool),
-    "select_layer": Setting(int),
-    "force_image_size": Setting(int, low=1, optional=True),
-    "downsample_ratio": Setting(float, low=0, high=1, low_open=True),
-    "template": Setting(str, choices=TEMPLATES),
-    "dynamic_image_size": Setting(bool),
-    "use_thumbnail": Setting(bool),
-    "ps_version": Setting(str, choices=PIXEL_SHUFFLE_VERSIONS),
-    "min_dynamic_patch": Setting(int, low=1),
-    "max_dynamic_patch": Setting(int, low=1),
-    "image_repeat_time": Setting(int, low=1),
-    "video_repeat_time": Setting(int, low=1),
-    "tile_repeat_way": Setting(str, choices=TILE_REPEAT_WAYS, optional=True),
-    "mlp_add_ops": Setting(str, optional=True),
-    "max_clip_frames": Setting(int, low=1, optional=True),
-    "vision_chunk_frames": Setting(int, low=1, optional=True),
-    "img_context_token_id": Setting(int, low=0, optional=True),
-    "system_message": Setting(str, optional=True),
+    "vision_config": Setting(dict, None, "the InternViT encoder (a dict or PVCInternVisionConfig)"),
+    "llm_config": Setting(dict, None, f"a native causal-LM config ({', '.join(LLM_ARCHITECTURES.values())}, ...)"),
+    "use_backbone_lora": Setting(int, 0, "LoRA rank of the official training code; must be 0", low=0),
+    "use_llm_lora": Setting(int, 0, "LoRA rank of the official training code; must be 0", low=0),
+    "use_temporal": Setting(bool, False, "PVC progressive encoding on; sets vision_config.use_temporal_modules"),
+    "pad2square": Setting(bool, False, "legacy preprocessing flag, kept for compatibility"),
+    "select_layer": Setting(int, -1, "vision hidden state feeding the projector (-1 = last; 0 = embeddings)"),
+    "force_image_size": Setting(int, None, "tile size (None = vision_config.image_size)", low=1),
+    "downsample_ratio": Setting(float, 0.5, "pixel shuffle r: (size / patch * r)^2 tokens per frame", low=0, high=1,
+                                low_open=True),
+    "template": Setting(str, DEFAULT_TEMPLATE, "conversation template", choices=tuple(TEMPLATES)),
+    "dynamic_image_size": Setting(bool, False, "tile an image into a grid that fits its aspect ratio"),
+    "use_thumbnail": Setting(bool, False, "add a whole-image thumbnail to an image of several tiles"),
+    "ps_version": Setting(str, "v1", "pixel-shuffle variant", choices=("v1", "v2")),
+    "min_dynamic_patch": Setting(int, 1, "fewest tiles per image", low=1, high=MAX_TILES),
+    "max_dynamic_patch": Setting(int, 6, "most tiles per image, thumbnail excluded", low=1, high=MAX_TILES),
+    "image_repeat_time": Setting(int, 1, "frames of the static clip each image tile becomes (PVC: 4)", low=1),
+    "video_repeat_time": Setting(int, 1, "how many times each video frame is repeated (PVC: 1)", low=1),
+    "tile_repeat_way": Setting(str, None, "order of repeated tiles' frames in the prompt: tile_major ([tile1 "
+                                          "f1..fR][tile2 f1..fR]..., also None) or frame_major ([all tiles f1]...)",
+                               choices=("tile_major", "frame_major")),
+    "mlp_add_ops": Setting(str, None, "extra projector operations; only None is supported"),
+    "max_clip_frames": Setting(int, None, "cut a video into clips of at most this many frames (None = one)", low=1),
+    "vision_chunk_frames": Setting(int, None, "encode a clip this many frames at a time, temporal layers reading the "
+                                              "earlier frames' keys/values (exact, less memory; None = all)", low=1),
+    "img_context_token_id": Setting(int, None, "token id of <IMG_CONTEXT>", low=0),
+    "system_message": Setting(str, None, "replaces the template's system message"),
+    "prunevid": Setting(dict, None, "PruneVid settings (a dict or PruneVidConfig; off by default)"),
 }
-SUB_CONFIG_NAMES = ("vision_config", "llm_config", "prunevid")
-
-
-def _build_vision_config(vision_config: Mapping[str, Any] | PVCInternVisionConfig | None,
-                         use_temporal: bool) -> PVCInternVisionConfig:
-    """The vision config, its temporal modules switched by the top-level ``use_temporal``."""
-    if isinstance(vision_config, PVCInternVisionConfig):
-        vision_config = vision_config.to_dict()
-    if vision_config is None:
-        vision_config = {}
-    if not isinstance(vision_config, Mapping):
-        raise ValueError(
-            f"config setting 'vision_config' must be a dict or a PVCInternVisionConfig, got "
-            f"{_shown(vision_config)} ({type(vision_config).__name__})"
-        )
-    return PVCInternVisionConfig(**{**vision_config, "use_temporal_modules": use_temporal})
-
-
-def _build_prunevid(prunevid: Mapping[str, Any] | PruneVidConfig | None) -> PruneVidConfig:
-    """The ``prunevid`` section (a dict of settings, plus any extra keys it carries)."""
-    if isinstance(prunevid, PruneVidConfig):
-        prunevid = prunevid.to_dict()
-    if prunevid is not None and not isinstance(prunevid, Mapping):
-        raise ValueError(f"prunevid settings must be a dict, got {_shown(prunevid)} ({type(prunevid).__name__})")
-    return PruneVidConfig(**(prunevid or {}))
 
 
 def _require_sections(config_dict: Any) -> None:
@@ -610,88 +493,36 @@ def _require_sections(config_dict: Any) -> None:
             )
 
 
+def _sub_config(name: str, value: Any, config_class: type) -> dict[str, Any]:
+    """The settings of a sub-config given as a dict, a ``config_class`` instance or None (the defaults)."""
+    if isinstance(value, config_class):
+        value = value.to_dict()
+    if value is not None and not isinstance(value, Mapping):
+        rule = "prunevid settings must be a dict" if name == "prunevid" else (
+            f"config setting {name!r} must be a dict or a {config_class.__name__}")
+        raise ValueError(f"{rule}, got {_shown(value)} ({type(value).__name__})")
+    return dict(value or {})
+
+
+@declared(CONFIG_SETTINGS)
 class PVCInternVLConfig(PretrainedConfig):
-    r"""Composite configuration of a PVC-InternVL (or plain InternVL2) chat model.
+    """Composite configuration of a PVC-InternVL (or plain InternVL2) chat model.
 
-    With ``use_temporal=False``, ``image_repeat_time=1``, ``video_repeat_time=1`` and
-    ``downsample_ratio=0.5`` the model is exactly InternVL2.
-
-    ``PVCInternVLConfig()`` builds the defaults (transformers calls it internally), but a config.json read
-    with ``from_dict`` / ``from_pretrained`` must hold both ``vision_config`` and ``llm_config``.
-
-    Args:
-        vision_config (`dict` or `PVCInternVisionConfig`): the InternViT encoder.
-        llm_config (`dict` or `PretrainedConfig`): any native causal-LM config (``model_type`` llama,
-            qwen2, phi3, ...). InternLM2 checkpoints are converted to llama first.
-        use_backbone_lora, use_llm_lora (`int`): LoRA ranks of the official training code; must be 0.
-        use_temporal (`bool`): PVC progressive encoding (temporal attention + AdaLN) on; it sets
-            ``vision_config.use_temporal_modules`` (the vision dict's own value is replaced).
-        pad2square (`bool`): legacy preprocessing flag, kept for compatibility.
-        select_layer (`int`): vision layer feeding the projector (-1 = last; other values index the
-            hidden-states tuple ``(embeddings, block 1, ..., block N)``).
-        force_image_size (`int`, *optional*): tile size; defaults to ``vision_config.image_size``.
-        downsample_ratio (`float`): pixel-shuffle ratio r; tokens per frame = (S/patch)^2 * r^2.
-        template (`str`): conversation template (``internlm2-chat``, ``Hermes-2``, ``phi3-chat``; not None).
-        dynamic_image_size, use_thumbnail, min_dynamic_patch, max_dynamic_patch: tiling settings.
-        ps_version (`str`): pixel-shuffle variant, ``"v1"`` or ``"v2"``.
-        image_repeat_time (`int`): frames of the static clip each image tile becomes (PVC: 4).
-        video_repeat_time (`int`): how many times each video frame is repeated (PVC: 1).
-        tile_repeat_way (`str`, *optional*): order of a repeated tile's frame tokens in the LLM sequence:
-            ``"tile_major"`` (``[tile1 f1..fR][tile2 f1..fR]...``, the default when None) or
-            ``"frame_major"`` (``[all tiles f1][all tiles f2]...``).
-        mlp_add_ops (`str`, *optional*): extra projector operations; only None is supported.
-        max_clip_frames (`int`, *optional*): cut a video into independent temporal clips of at most
-            this many frames (None = the whole video is one clip).
-        vision_chunk_frames (`int`, *optional*): run the vision blocks one after the other, each on this
-            many frames of a clip at a time, the temporal layers reading the earlier frames' keys/values
-            from a store (exact; about 3 hidden states per frame instead of about 11). None = all frames
-            at once.
-        img_context_token_id (`int`, *optional*): token id of ``<IMG_CONTEXT>``.
-        system_message (`str`, *optional*): overrides the template's system message.
-        prunevid (`dict` or `PruneVidConfig`): PruneVid settings (off by default).
-    """
+    With ``use_temporal=False``, ``image_repeat_time=1``, ``video_repeat_time=1`` and ``downsample_ratio=0.5``
+    the model is exactly InternVL2. ``PVCInternVLConfig()`` builds the defaults (transformers calls it
+    internally), but a config.json read with ``from_dict`` / ``from_pretrained`` must hold both
+    ``vision_config`` and ``llm_config``."""
 
     model_type = "pvc_internvl"
     sub_configs = {"vision_config": PVCInternVisionConfig, "llm_config": AutoConfig, "prunevid": PruneVidConfig}
 
-    def __init__(
-        self,
-        vision_config: dict | PVCInternVisionConfig | None = None,
-        llm_config: dict | PretrainedConfig | None = None,
-        use_backbone_lora: int = 0,
-        use_llm_lora: int = 0,
-        use_temporal: bool = False,
-        pad2square: bool = False,
-        select_layer: int = -1,
-        force_image_size: int | None = None,
-        downsample_ratio: float = 0.5,
-        template: str = "internlm2-chat",
-        dynamic_image_size: bool = False,
-        use_thumbnail: bool = False,
-        ps_version: str = "v1",
-        min_dynamic_patch: int = 1,
-        max_dynamic_patch: int = 6,
-        image_repeat_time: int = 1,
-        video_repeat_time: int = 1,
-        tile_repeat_way: str | None = None,
-        mlp_add_ops: str | None = None,
-        max_clip_frames: int | None = None,
-        vision_chunk_frames: int | None = None,
-        img_context_token_id: int | None = None,
-        system_message: str | None = None,
-        prunevid: dict | PruneVidConfig | None = None,
-        **kwargs,
-    ):
-        arguments = locals()  # the named arguments, one per entry of CONFIG_SETTINGS
-        given = {name: arguments[name] for name in CONFIG_SETTINGS}
-        for name, value in check_settings("config", given, CONFIG_SETTINGS).items():
-            setattr(self, name, value)
-        _pop_model_type("config", kwargs, self.model_type)
+    def __init__(self, *args, **kwargs):
+        subs, kwargs = _apply_settings(self, "config", args, kwargs)
         _check_dtype(kwargs)
-        warn_unknown("config", kwargs, (*CONFIG_SETTINGS, *SUB_CONFIG_NAMES), transformers_config_keys())
-        self.vision_config = _build_vision_config(vision_config, self.use_temporal)
-        self.llm_config = _build_llm_config(copy.deepcopy(llm_config))
-        self.prunevid = _build_prunevid(prunevid)
+        vision = _sub_config("vision_config", subs["vision_config"], PVCInternVisionConfig)
+        self.vision_config = PVCInternVisionConfig(**{**vision, "use_temporal_modules": self.use_temporal})
+        self.llm_config = _build_llm_config(copy.deepcopy(subs["llm_config"]))
+        self.prunevid = PruneVidConfig(**_sub_config("prunevid", subs["prunevid"], PruneVidConfig))
         kwargs.setdefault("tie_word_embeddings", getattr(self.llm_config, "tie_word_embeddings", False))
         super().__init__(**kwargs)
         self._validate()
@@ -710,48 +541,33 @@ class PVCInternVLConfig(PretrainedConfig):
         _require_sections(config_dict)
         return cls(**config_dict)
 
-    # ----------------------------------------------------------------------------------------- checks
     def _validate(self) -> None:
-        """Checks that involve several fields (each field alone is checked by ``CONFIG_SETTINGS``)."""
-        if self.use_backbone_lora or self.use_llm_lora:
-            raise ValueError(
-                f"LoRA ranks use_backbone_lora={self.use_backbone_lora}, use_llm_lora={self.use_llm_lora} are "
-                "training-time settings of the official code; merge the LoRA weights before converting"
-            )
-        if self.mlp_add_ops is not None:
-            raise ValueError(f"mlp_add_ops={self.mlp_add_ops!r} is not supported (only None)")
-        if self.min_dynamic_patch > self.max_dynamic_patch:
-            raise ValueError(
-                f"min_dynamic_patch {self.min_dynamic_patch} is larger than max_dynamic_patch {self.max_dynamic_patch}"
-            )
-        self._validate_image_geometry()
-        vocab_size = getattr(self.llm_config, "vocab_size", None)
-        if self.img_context_token_id is not None and vocab_size is not None and self.img_context_token_id >= vocab_size:
-            raise ValueError(
-                f"img_context_token_id {self.img_context_token_id} is outside the language model's vocabulary "
-                f"(vocab_size {vocab_size})"
-            )
+        """The rules that involve several fields (each field alone is checked by ``CONFIG_SETTINGS``)."""
+        patch, layers = self.vision_config.patch_size, self.vision_config.num_hidden_layers
+        grid, scale = self.image_size // patch, 1.0 / self.downsample_ratio
+        context_id, vocab_size = self.img_context_token_id, getattr(self.llm_config, "vocab_size", None)
+        rules = (
+            (self.use_backbone_lora or self.use_llm_lora,
+             f"LoRA ranks use_backbone_lora={self.use_backbone_lora}, use_llm_lora={self.use_llm_lora} are "
+             "training-time settings of the official code; merge the LoRA weights before converting"),
+            (self.mlp_add_ops is not None, f"mlp_add_ops={self.mlp_add_ops!r} is not supported (only None)"),
+            (self.min_dynamic_patch > self.max_dynamic_patch,
+             f"min_dynamic_patch {self.min_dynamic_patch} is larger than max_dynamic_patch {self.max_dynamic_patch}"),
+            (self.image_size % patch != 0, f"image size {self.image_size} is not a multiple of the patch size {patch}"),
+            (abs(scale - round(scale)) > 1e-6 or grid % round(scale) != 0,
+             f"downsample_ratio {self.downsample_ratio} must be 1/k for an integer k dividing the patch grid side "
+             f"{grid} (image size {self.image_size} / patch size {patch})"),
+            (not -(layers + 1) <= self.select_layer < layers + 1,
+             f"select_layer {self.select_layer} is out of range for a vision model with {layers} layers (hidden "
+             f"states 0..{layers})"),
+            (None not in (context_id, vocab_size) and context_id >= vocab_size,
+             f"img_context_token_id {context_id} is outside the language model's vocabulary (vocab_size {vocab_size})"),
+        )
+        for failed, message in rules:
+            if failed:
+                raise ValueError(message)
         llm_layers = getattr(self.llm_config, "num_hidden_layers", None)
         self.prunevid.validate_settings(llm_layers if self.prunevid.enabled else None)
-
-    def _validate_image_geometry(self) -> None:
-        """Tile size, pixel-shuffle ratio and ``select_layer`` against the vision config."""
-        patch = self.vision_config.patch_size
-        if self.image_size % patch != 0:
-            raise ValueError(f"image size {self.image_size} is not a multiple of the patch size {patch}")
-        grid = self.image_size // patch
-        scale = 1.0 / self.downsample_ratio
-        if abs(scale - round(scale)) > 1e-6 or grid % round(scale) != 0:
-            raise ValueError(
-                f"downsample_ratio {self.downsample_ratio} must be 1/k for an integer k dividing the patch grid "
-                f"side {grid} (image size {self.image_size} / patch size {patch})"
-            )
-        layers = self.vision_config.num_hidden_layers
-        if not -(layers + 1) <= self.select_layer < layers + 1:
-            raise ValueError(
-                f"select_layer {self.select_layer} is out of range for a vision model with "
-                f"{layers} layers (hidden states 0..{layers})"
-            )
 
     @property
     def text_config(self) -> PretrainedConfig:
@@ -763,7 +579,6 @@ class PVCInternVLConfig(PretrainedConfig):
     def text_config(self, value: PretrainedConfig) -> None:
         self.llm_config = value
 
-    # ------------------------------------------------------------------------------------ derived values
     @property
     def image_size(self) -> int:
         """Tile size in pixels (``force_image_size`` or the vision config's)."""
@@ -781,9 +596,8 @@ class PVCInternVLConfig(PretrainedConfig):
         return (grid // self.pixel_shuffle_scale) ** 2
 
     def tokens_per_tile(self, data_flag: int) -> int:
-        """LLM tokens one tile (flag 1/2) or one video frame (flag 3) costs."""
-        repeat = self.video_repeat_time if int(data_flag) == DataFlag.VIDEO else self.image_repeat_time
-        return self.num_image_token * int(repeat)
+        """LLM tokens one tile (flag 1/2) or one video frame (flag 3) costs (:func:`tokens_per_tile`)."""
+        return tokens_per_tile(data_flag, self.num_image_token, self.image_repeat_time, self.video_repeat_time)
 
     @property
     def max_context_length(self) -> int:
@@ -812,5 +626,4 @@ class PVCInternVLConfig(PretrainedConfig):
         output["vision_config"] = self.vision_config.to_dict()
         output["llm_config"] = self.llm_config.to_dict()
         output["prunevid"] = self.prunevid.to_dict()
-        output["model_type"] = self.model_type
         return output

@@ -1,24 +1,47 @@
-"""The InternVL2-era conversation templates (``internlm2-chat``, ``Hermes-2``, ``phi3-chat``).
+"""The one home of every fixed prompt text: templates, media placeholders, image tokens, media prefixes.
 
-All three use the MPT separator style: every message is ``role + text + sep``, there is no newline
-after the separator, and the prompt ends with the assistant role so the model writes the answer.
-
-Each template is one :class:`ConversationTemplate`; its Jinja chat template (for ``apply_chat_template``)
-is generated from the same fields, so both render byte-identical prompts.
+The templates use the MPT separator style: every message is ``role + text + sep``, no newline after the
+separator, and the prompt ends with the assistant role. Each :class:`ConversationTemplate` also generates
+its Jinja chat template (for ``apply_chat_template``), which renders byte-identical prompts.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 
-IMAGE_PLACEHOLDER = "<image>"
+IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER = "<image>", "<video>"  # a video expands into build_video_prompt lines
 IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN = "<img>", "</img>", "<IMG_CONTEXT>"
-VIDEO_PLACEHOLDER = "<video>"  # expanded by the processor into one "Frame{i}: <image>\n" line per frame
+FRAME_PREFIX, IMAGE_PREFIX = "Frame{}: ", "Image-{}: "  # before the i-th (from 1) frame's / image's <image>
 
 INTERNVL_SYSTEM_MESSAGE = (
     "你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, 是一个有用无害的人工智能助手。"
 )
+
+
+def frame_prefix(i: int) -> str:
+    return FRAME_PREFIX.format(i)
+
+
+def image_prefix(i: int) -> str:
+    return IMAGE_PREFIX.format(i)
+
+
+def build_video_prompt(num_frames: int) -> str:
+    """One ``frame_prefix(i) + <image>`` line per frame, i from 1 (the PVC README video prompt)."""
+    return "".join(frame_prefix(i + 1) + IMAGE_PLACEHOLDER + "\n" for i in range(num_frames))
+
+
+def build_multi_image_prompt(num_images: int) -> str:
+    """One ``image_prefix(k) + <image>`` line per image, k from 1 (the InternVL2 multi-image prompt)."""
+    return "".join(image_prefix(k + 1) + IMAGE_PLACEHOLDER + "\n" for k in range(num_images))
+
+
+def is_video_prompt(text: str) -> bool:
+    """Whether ``text`` holds a line of :func:`build_video_prompt`, whatever its frame number."""
+    line = re.escape(FRAME_PREFIX).replace(re.escape("{}"), r"\d+") + re.escape(IMAGE_PLACEHOLDER + "\n")
+    return re.search(line, text) is not None
 
 
 @dataclass(frozen=True)
@@ -45,13 +68,11 @@ class ConversationTemplate:
 
     @property
     def jinja(self) -> str:
-        """The Jinja chat template rendering what :meth:`render` renders, for transformers' message format.
-
-        A leading ``system`` message replaces the default system message. Message content is a string or
-        a list of ``{"type": "text" | "image" | "video", ...}`` items: an image becomes ``<image>\n``
-        (``Image-k: <image>\n`` when the message has several), a video ``<video>`` and text its text.
-        """
+        """The Jinja chat template rendering what :meth:`render` renders, for transformers' message format: a
+        leading ``system`` message replaces the default one; an ``image`` item becomes ``<image>\n`` (after
+        ``image_prefix(k)`` when the message has several), a ``video`` item ``<video>``."""
         system_prefix, system_suffix = self.system_template.split("{system_message}")
+        image_before, image_after = IMAGE_PREFIX.split("{}")
         lit = lambda text: json.dumps(text, ensure_ascii=False)  # noqa: E731 - a Jinja string literal
         return (
             "{%- set system = " + lit(self.system_message) + " -%}"
@@ -73,7 +94,7 @@ class ConversationTemplate:
             "{%- set seen = namespace(images=0) -%}"
             "{%- for item in message['content'] -%}"
             "{%- if item['type'] == 'image' -%}{%- set seen.images = seen.images + 1 -%}"
-            "{%- if num_images > 1 -%}{{- 'Image-' ~ seen.images ~ ': ' -}}{%- endif -%}"
+            "{%- if num_images > 1 -%}{{- '" + image_before + "' ~ seen.images ~ '" + image_after + "' -}}{%- endif -%}"
             "{{- " + lit(IMAGE_PLACEHOLDER + "\n") + " -}}"
             "{%- elif item['type'] == 'video' -%}{{- " + lit(VIDEO_PLACEHOLDER) + " -}}"
             "{%- elif item['type'] == 'text' -%}{{- item['text'] -}}"
@@ -86,29 +107,13 @@ class ConversationTemplate:
         )
 
 
-TEMPLATES = {
-    "internlm2-chat": ConversationTemplate(
-        name="internlm2-chat",
-        system_template="<|im_start|>system\n{system_message}",
-        user_role="<|im_start|>user\n",
-        assistant_role="<|im_start|>assistant\n",
-        sep="<|im_end|>",
-    ),
-    "Hermes-2": ConversationTemplate(
-        name="Hermes-2",
-        system_template="<|im_start|>system\n{system_message}",
-        user_role="<|im_start|>user\n",
-        assistant_role="<|im_start|>assistant\n",
-        sep="<|im_end|>",
-    ),
-    "phi3-chat": ConversationTemplate(
-        name="phi3-chat",
-        system_template="<|system|>\n{system_message}",
-        user_role="<|user|>\n",
-        assistant_role="<|assistant|>\n",
-        sep="<|end|>",
-    ),
-}
+_CHATML = ConversationTemplate(name="internlm2-chat", system_template="<|im_start|>system\n{system_message}",
+                               user_role="<|im_start|>user\n", assistant_role="<|im_start|>assistant\n",
+                               sep="<|im_end|>")
+_PHI3 = ConversationTemplate(name="phi3-chat", system_template="<|system|>\n{system_message}", user_role="<|user|>\n",
+                             assistant_role="<|assistant|>\n", sep="<|end|>")
+TEMPLATES = {template.name: template for template in (_CHATML, replace(_CHATML, name="Hermes-2"), _PHI3)}
+DEFAULT_TEMPLATE = _CHATML.name  # InternVL2's and PVC's template
 
 
 def get_template(name: str) -> ConversationTemplate:

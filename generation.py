@@ -19,6 +19,7 @@ from transformers import GenerationConfig, GenerationMixin
 from transformers.utils import logging
 
 from .configuration_pvc_internvl import PruneVidConfig
+from .conversation import IMG_CONTEXT_TOKEN
 from .layout import SampleLayout, left_pad, sample_layouts
 from .prunevid import CACHE_ARG, STAGE2_SETTINGS, llm_prefill_flops, merge_sample, pruned_generate
 
@@ -237,7 +238,7 @@ class PVCInternVLGenerationMixin:
         return_stats: bool = False,
         **kwargs,
     ):
-        """``GenerationMixin.generate`` with the visual tokens in the prompt's ``<IMG_CONTEXT>`` slots: every decoding
+        """``GenerationMixin.generate`` with the visual tokens in the prompt's ``IMG_CONTEXT_TOKEN`` slots: every decoding
         strategy and cache option applies, and each row is its prompt followed by its new ids (also after PruneVid
         stage 1 shortened the prompt the LLM sees; with ``inputs_embeds`` alone, the new ids only). PruneVid stage 2
         decodes with ``prunevid.pruned_generate`` (greedy, sampling, beams).
@@ -259,7 +260,7 @@ class PVCInternVLGenerationMixin:
             output = GenerationMixin.generate(self, inputs_embeds=embeds, attention_mask=attention_mask,
                                               generation_config=gen_config, **model_kwargs)
             return (output, CallStats()) if return_stats else output
-        slots_only = input_ids is None  # media with embeddings alone: the slots hold the <IMG_CONTEXT> embedding
+        slots_only = input_ids is None  # media with embeddings alone: the slots hold the IMG_CONTEXT_TOKEN embedding
         input_ids = self._slot_ids(embeds) if slots_only else input_ids
         attention_mask = _checked_prompt(input_ids, attention_mask)
         media = self._call_media(input_ids, pixel_values, visual_features, (data_flag, split_sizes, num_patches_list),
@@ -330,7 +331,7 @@ class PVCInternVLGenerationMixin:
         return inputs
 
     def _slot_ids(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
-        """``(B, T)`` ids marking the ``<IMG_CONTEXT>`` slots of prompt embeddings (the positions holding that token's
+        """``(B, T)`` ids marking the ``IMG_CONTEXT_TOKEN`` slots of prompt embeddings (the positions holding that token's
         embedding) and -1 elsewhere, for callers that pass ``inputs_embeds`` without ``input_ids``."""
         context_id = self._require_context_id()
         context = self.get_input_embeddings().weight[context_id].to(inputs_embeds.dtype)
@@ -343,7 +344,7 @@ class PVCInternVLGenerationMixin:
         counts = (input_ids == self._require_context_id()).sum(dim=1).tolist()
         if sum(counts) != visual.shape[0]:
             raise ValueError(
-                f"the prompt has {sum(counts)} <IMG_CONTEXT> tokens but the visual features give {visual.shape[0]} "
+                f"the prompt has {sum(counts)} {IMG_CONTEXT_TOKEN} tokens but the visual features give {visual.shape[0]} "
                 "visual tokens; build the prompt with the processor for the same media"
             )
         rows = visual.new_zeros(len(counts), max(counts), visual.shape[-1])
@@ -367,12 +368,12 @@ class PVCInternVLGenerationMixin:
 
 
 def check_slots(config, input_ids: torch.Tensor, layouts: list[SampleLayout], context_id: int) -> None:
-    """The prompt's ``<IMG_CONTEXT>`` count must equal the visual tokens the layouts give (checked before encoding)."""
+    """The prompt's ``IMG_CONTEXT_TOKEN`` count must equal the visual tokens the layouts give (checked before encoding)."""
     expected = sum(config.tokens_per_tile(layout.flag) * layout.size for layout in layouts)
     found = int((input_ids == context_id).sum())
     if found != expected:
         raise ValueError(
-            f"the prompt has {found} <IMG_CONTEXT> tokens but pixel_values give {expected} visual tokens "
+            f"the prompt has {found} {IMG_CONTEXT_TOKEN} tokens but pixel_values give {expected} visual tokens "
             f"({sum(layout.size for layout in layouts)} tiles/frames, {config.num_image_token} tokens per encoded "
             "frame); build the prompt with PVCInternVLProcessor"
         )
@@ -410,13 +411,13 @@ def generation_settings(generation_config: GenerationConfig | dict | None) -> di
 
 
 def media_rows(visual_mask: torch.Tensor) -> list[int]:
-    """The batch rows whose ``(B, T)`` mask marks ``<IMG_CONTEXT>`` positions, in order: the rows of the samples."""
+    """The batch rows whose ``(B, T)`` mask marks ``IMG_CONTEXT_TOKEN`` positions, in order: the rows of the samples."""
     return [int(row) for row in visual_mask.any(dim=1).nonzero().flatten()]
 
 
 def relayout_row(ids: torch.Tensor, context_id: int, counts: list[int]) -> torch.Tensor:
-    """Give the ``<IMG_CONTEXT>`` runs of one prompt row new lengths ``counts``: one run per frame (``Frame{i}:
-    <image>`` prompts) takes ``counts[i]`` each; a single run takes their sum."""
+    """Give the ``IMG_CONTEXT_TOKEN`` runs of one prompt row new lengths ``counts``: one run per frame (video
+    prompts) takes ``counts[i]`` each; a single run takes their sum."""
     is_ctx = ids == context_id
     edges = torch.diff(is_ctx.long(), prepend=is_ctx.new_zeros(1).long(), append=is_ctx.new_zeros(1).long())
     starts, ends = (edges == 1).nonzero().flatten().tolist(), (edges == -1).nonzero().flatten().tolist()
@@ -425,7 +426,7 @@ def relayout_row(ids: torch.Tensor, context_id: int, counts: list[int]) -> torch
     elif len(starts) == 1:
         lengths = [sum(counts)]
     else:
-        raise ValueError(f"the video prompt has {len(starts)} <IMG_CONTEXT> runs for {len(counts)} frames")
+        raise ValueError(f"the video prompt has {len(starts)} {IMG_CONTEXT_TOKEN} runs for {len(counts)} frames")
     pieces, last = [], 0
     for start, end, length in zip(starts, ends, lengths):
         pieces += [ids[last:start], ids.new_full((int(length),), context_id)]

@@ -25,7 +25,7 @@ from transformers.utils import logging
 
 from .chat import PVCInternVLChatMixin
 from .configuration_pvc_internvl import DataFlag, PVCInternVisionConfig, PVCInternVLConfig
-from .conversation import get_template
+from .conversation import DEFAULT_TEMPLATE, IMG_CONTEXT_TOKEN, get_template
 from .generation import PVCInternVLGenerationMixin
 from .layout import SampleLayout, check_pixel_values, sample_layouts
 from .prunevid import CACHE_ARG
@@ -603,7 +603,7 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
         self.system_message = (
             config.system_message
             if config.system_message is not None
-            else get_template(config.template or "internlm2-chat").system_message
+            else get_template(config.template or DEFAULT_TEMPLATE).system_message
         )
         # Defaults of the language model; from_pretrained replaces them with generation_config.json.
         self.generation_config = GenerationConfig.from_model_config(config.llm_config)
@@ -733,7 +733,7 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
         num_patches_list: list | None = None,
         chunk_frames: int | None = None,
     ) -> torch.Tensor:
-        """Visual tokens for ``<IMG_CONTEXT>`` positions, in order: ``(blocks, L, D)``.
+        """Visual tokens for ``IMG_CONTEXT_TOKEN`` positions, in order: ``(blocks, L, D)``.
 
         In InternVL2 mode a block is a tile (``L`` = 256 at 448 px); in PVC mode a block is an encoded frame
         (``L`` = 64): ``image_repeat_time`` blocks per image tile, ``video_repeat_time`` per video frame.
@@ -746,18 +746,18 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
     def _require_context_id(self) -> int:
         if self.config.img_context_token_id is None:
             raise ValueError(
-                "config.img_context_token_id is not set; set it to the tokenizer's id of <IMG_CONTEXT> "
-                "(model.config.img_context_token_id = tokenizer.convert_tokens_to_ids('<IMG_CONTEXT>'))"
+                f"config.img_context_token_id is not set; set it to the tokenizer's id of {IMG_CONTEXT_TOKEN} "
+                f"(model.config.img_context_token_id = tokenizer.convert_tokens_to_ids('{IMG_CONTEXT_TOKEN}'))"
             )
         return int(self.config.img_context_token_id)
 
     def merge_visual_tokens(self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
-        """Put ``visual`` ``(n, D)`` rows at the ``<IMG_CONTEXT>`` positions of ``inputs_embeds``, in order."""
+        """Put ``visual`` ``(n, D)`` rows at the ``IMG_CONTEXT_TOKEN`` positions of ``inputs_embeds``, in order."""
         mask = input_ids == self._require_context_id()
         num_slots = int(mask.sum())
         if num_slots != visual.shape[0]:
             raise ValueError(
-                f"the prompt has {num_slots} <IMG_CONTEXT> tokens but the images give {visual.shape[0]} visual tokens"
+                f"the prompt has {num_slots} {IMG_CONTEXT_TOKEN} tokens but the images give {visual.shape[0]} visual tokens"
             )
         visual = visual.to(inputs_embeds.device, inputs_embeds.dtype)
         return inputs_embeds.masked_scatter(mask.unsqueeze(-1).to(inputs_embeds.device), visual)
@@ -769,7 +769,7 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
                 raise ValueError("forward needs input_ids or inputs_embeds")
             inputs_embeds = self.get_input_embeddings()(input_ids)
         if pixel_values is not None:
-            if input_ids is None:  # the slots hold the <IMG_CONTEXT> embedding
+            if input_ids is None:  # the slots hold the IMG_CONTEXT_TOKEN embedding
                 input_ids = self._slot_ids(inputs_embeds)
             if image_flags is not None:
                 keep = image_flags.reshape(-1) == 1
@@ -783,14 +783,14 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
 
     def _merge_row_visual(self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor, visual_embeds: torch.Tensor):
         """Merge row-aligned visual tokens ``(B, V, D)`` (row ``b``'s tokens last, as ``generate`` passes them) into
-        the ``<IMG_CONTEXT>`` slots of this forward's ids: a prompt's slots take all of its row, the end of a
+        the ``IMG_CONTEXT_TOKEN`` slots of this forward's ids: a prompt's slots take all of its row, the end of a
         prompt after a prefix cache its last ones, a decode step none."""
         counts = (input_ids == self._require_context_id()).sum(dim=1)
         if not bool(counts.any()):
             return inputs_embeds
         if visual_embeds.shape[0] != input_ids.shape[0] or int(counts.max()) > visual_embeds.shape[1]:
             raise ValueError(
-                f"visual_embeds {tuple(visual_embeds.shape)} do not fit the <IMG_CONTEXT> slots of the rows "
+                f"visual_embeds {tuple(visual_embeds.shape)} do not fit the {IMG_CONTEXT_TOKEN} slots of the rows "
                 f"{counts.tolist()}"
             )
         slot = torch.arange(visual_embeds.shape[1], device=counts.device)[None]
@@ -828,7 +828,7 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ) -> CausalLMOutputWithPast:
-        """Official-compatible forward: visual tokens replace ``<IMG_CONTEXT>`` embeddings, then the LLM.
+        """Official-compatible forward: visual tokens replace ``IMG_CONTEXT_TOKEN`` embeddings, then the LLM.
 
         ``image_flags`` ``(num_tiles, 1)``: tiles with flag 0 are dropped before encoding (the official
         training code's padding tiles). ``visual_embeds`` ``(B, V, D)``: already encoded visual tokens, row ``b``

@@ -1,82 +1,52 @@
-"""Processor for PVC-InternVL (InternVL2 + Progressive Visual Token Compression).
+"""Processor for PVC-InternVL: prompts, chat template, tokenization and the model inputs.
 
-`PVCInternVLProcessor` owns the prompt: it renders the conversation template, expands every `<image>`
-into `<img>` + `<IMG_CONTEXT>` x n + `</img>`, tokenizes, pads and returns the model inputs. Pixel
-loading (tiling, transforms, video frame sampling) lives in `media.py`; its public functions are
-re-exported here.
+Pixel loading lives in `media.py` (`load_image` and `load_video` are re-exported here), the fixed prompt text in
+`conversation.py` and the layout of a batch in `layout.py`.
 """
 
 from __future__ import annotations
 
 import copy
 import os
-import re
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import torch
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
-from transformers.utils import logging
 
-from .configuration_pvc_internvl import DataFlag, PVCInternVLConfig
-from .conversation import (
-    IMAGE_PLACEHOLDER,
-    IMG_CONTEXT_TOKEN,
-    IMG_END_TOKEN,
-    IMG_START_TOKEN,
-    VIDEO_PLACEHOLDER,
-    ConversationTemplate,
-    get_template,
-)
+from .configuration_pvc_internvl import DataFlag, PVCInternVLConfig, tokens_per_tile
+from .conversation import IMAGE_PLACEHOLDER, IMG_CONTEXT_TOKEN, IMG_END_TOKEN, IMG_START_TOKEN, VIDEO_PLACEHOLDER
+from .conversation import ConversationTemplate, build_multi_image_prompt, build_video_prompt, get_template
+from .conversation import is_video_prompt  # noqa: F401  (re-exported)
 from .layout import SampleLayout, left_pad, sample_layouts
-from .media import (  # noqa: F401  (re-exported: `from processing import load_image, load_video`)
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    ImageInput,
-    build_target_ratios,
-    dynamic_preprocess,
-    get_index,
-    image_to_tensor,
-    load_image,
-    load_video,
-    load_video_frames,
-    tile_grid,
-)
+from .media import build_target_ratios, load_image, load_video
 
-logger = logging.get_logger(__name__)
+# The settings the checkpoint decides. `from_model_config` copies them from the model's config (the one
+# mapping config -> processor) and `save_pretrained` writes them beside the checkpoint; the processor has no
+# defaults of its own for them.
+MODEL_SETTINGS = ("image_size", "min_dynamic_patch", "max_dynamic_patch", "use_thumbnail", "template",
+                  "num_image_token", "image_repeat_time", "video_repeat_time")
 
 
-# ----------------------------------------------------------------------------------------------------
-# Prompt pieces
-# ----------------------------------------------------------------------------------------------------
+def pad_token_id(tokenizer: Any, *fallbacks: int | None) -> int:
+    """The first of ``tokenizer.pad_token_id, *fallbacks`` that is not None (e.g. ``eos_token_id`` as fallback)."""
+    for token_id in (getattr(tokenizer, "pad_token_id", None), *fallbacks):
+        if token_id is not None:
+            return int(token_id)
+    raise ValueError(
+        f"the tokenizer {type(tokenizer).__name__} ({getattr(tokenizer, 'name_or_path', '')!r}) has no pad token and "
+        "no fallback id was given; set tokenizer.pad_token (for instance to its eos token)"
+    )
 
 
-def build_video_prompt(num_frames: int) -> str:
-    """'Frame1: <image>\\nFrame2: <image>\\n...' (the PVC README video prompt)."""
-    return "".join(f"Frame{i + 1}: {IMAGE_PLACEHOLDER}\n" for i in range(num_frames))
-
-
-def is_video_prompt(text: str) -> bool:
-    """Whether ``text`` holds the video prompt lines of ``build_video_prompt`` (``Frame1: <image>``)."""
-    return re.search(re.escape(build_video_prompt(1)).replace("1", r"\d+"), text) is not None
-
-
-def build_multi_image_prompt(num_images: int) -> str:
-    """'Image-1: <image>\\nImage-2: <image>\\n...' (the InternVL2 multi-image prompt)."""
-    return "".join(f"Image-{i + 1}: {IMAGE_PLACEHOLDER}\n" for i in range(num_images))
-
-
-def _default_placeholders(layout: SampleLayout) -> str:
+def _media_prefix(flag: DataFlag, count: int) -> str:
     """What the official code prepends to a question without ``<image>``: one line per image / frame."""
-    if layout.flag == DataFlag.VIDEO:
-        return build_video_prompt(layout.size)
-    if len(layout.image_tiles) == 1:
-        return f"{IMAGE_PLACEHOLDER}\n"
-    return build_multi_image_prompt(len(layout.image_tiles))
+    if flag == DataFlag.VIDEO:
+        return build_video_prompt(count)
+    return build_multi_image_prompt(count) if count > 1 else IMAGE_PLACEHOLDER + "\n"
 
 
 def _as_list(value: Any) -> list:
-    """None -> [], a single item -> [item], a list/tuple -> list."""
     if value is None:
         return []
     if isinstance(value, (list, tuple)):
@@ -84,26 +54,71 @@ def _as_list(value: Any) -> list:
     return [value]
 
 
-# ----------------------------------------------------------------------------------------------------
-# Processor
-# ----------------------------------------------------------------------------------------------------
+def _check_settings(settings: dict[str, Any], num_segments: Any) -> None:
+    """``ValueError`` naming a missing or invalid setting of the processor."""
+    missing = [name for name in MODEL_SETTINGS if settings[name] is None]
+    if missing:
+        raise ValueError(
+            f"PVCInternVLProcessor got no {', '.join(missing)}: these settings are the checkpoint's and have no "
+            "defaults; build the processor with AutoProcessor.from_pretrained(checkpoint) or "
+            "PVCInternVLProcessor.from_model_config(tokenizer, config)"
+        )
+    build_target_ratios(settings["min_dynamic_patch"], settings["max_dynamic_patch"])  # validates the range
+    counts = ("image_size", "num_image_token", "image_repeat_time", "video_repeat_time")
+    for name, value in [(name, settings[name]) for name in counts] + [("num_segments", num_segments)]:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"PVCInternVLProcessor {name} must be a positive integer, got {value!r}")
+    if not isinstance(settings["use_thumbnail"], bool):
+        raise ValueError(f"PVCInternVLProcessor use_thumbnail must be True or False, got {settings['use_thumbnail']!r}")
+    get_template(settings["template"])  # validates the name
+
+
+def _check_image_tokens(tokenizer: Any) -> None:
+    vocab = tokenizer.get_vocab()
+    missing = [token for token in (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN) if token not in vocab]
+    if missing:
+        raise ValueError(f"the tokenizer has no {', '.join(missing)} token; use the checkpoint's InternVL2 tokenizer")
+
+
+def _protected_tokens(tokenizer: Any, template: ConversationTemplate) -> list[str]:
+    """Token strings user text must not contain: the image tokens, the template's control tokens (added tokens
+    that occur in the template) and bos / eos / pad / unk. Grounding tokens (``<ref>``, ``<box>``) and the
+    media placeholders stay allowed."""
+    template_text = template.system_template + template.user_role + template.assistant_role + template.sep
+    protected = {IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN}
+    protected.update(token for token in tokenizer.get_added_vocab() if token.strip() and token in template_text)
+    for name in ("bos_token", "eos_token", "pad_token", "unk_token"):
+        token = getattr(tokenizer, name, None)
+        if isinstance(token, str) and token.strip():
+            protected.add(token)
+    return sorted(protected - {IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER})
+
+
+class _Sample(NamedTuple):
+    """One prompt of a ``__call__`` with its media loaded (no media: ``pixel_values`` and ``flag`` are None)."""
+
+    prompt: str
+    pixel_values: torch.Tensor | None
+    tiles: list[int]  # tiles per <image>
+    flag: DataFlag | None
 
 
 class PVCInternVLProcessor(ProcessorMixin):
     """Turns conversations, prompts and media into the inputs of ``PVCInternVLChatModel.generate``.
 
-    It owns the prompt: the conversation template (also as a Jinja chat template for
-    ``apply_chat_template``), the expansion of every ``<image>`` into ``<img>`` + ``<IMG_CONTEXT>`` x n +
-    ``</img>`` (n = ``num_image_token`` x ``image_repeat_time`` per image tile, x ``video_repeat_time`` per
-    video frame), tokenization and left padding.
+    It owns the prompt: the conversation template (also as a Jinja chat template for ``apply_chat_template``),
+    the expansion of every ``<image>`` into the image tokens (``num_image_token`` x ``image_repeat_time``
+    context tokens per image tile, x ``video_repeat_time`` per video frame), tokenization and left padding.
+    The ``MODEL_SETTINGS`` are the checkpoint's and have no defaults: build the processor with
+    ``AutoProcessor.from_pretrained(checkpoint)`` or ``PVCInternVLProcessor.from_model_config(tokenizer, config)``.
 
     Args:
-        tokenizer: the checkpoint's tokenizer (it must know ``<img>``, ``</img>`` and ``<IMG_CONTEXT>``).
+        tokenizer: the checkpoint's tokenizer (it must know the image tokens).
         image_size: tile size S in pixels.
         min_dynamic_patch, max_dynamic_patch: tiles per image (thumbnail not counted).
         use_thumbnail: append a whole-image thumbnail tile when an image has more than one tile.
-        num_segments: frames sampled from a video by default.
-        template: conversation template name (``internlm2-chat``, ``Hermes-2``, ``phi3-chat``).
+        num_segments: frames sampled from a video when a call does not say (the processor's own setting).
+        template: conversation template name (a key of ``conversation.TEMPLATES``).
         num_image_token: LLM tokens per encoded frame (64 for PVC, 256 for InternVL2 at 448 px).
         image_repeat_time, video_repeat_time: encoded frames per image tile / per video frame.
         chat_template: Jinja template; defaults to the one generated from ``template``.
@@ -114,69 +129,37 @@ class PVCInternVLProcessor(ProcessorMixin):
     tokenizer_class = "AutoTokenizer"
 
     def __init__(
-        self,
-        tokenizer: Any = None,
-        image_size: int = 448,
-        min_dynamic_patch: int = 1,
-        max_dynamic_patch: int = 12,
-        use_thumbnail: bool = True,
-        num_segments: int = 32,
-        template: str = "internlm2-chat",
-        num_image_token: int = 64,
-        image_repeat_time: int = 4,
-        video_repeat_time: int = 1,
-        chat_template: str | None = None,
-        **kwargs: Any,
+        self, tokenizer: Any = None, image_size: int | None = None, min_dynamic_patch: int | None = None,
+        max_dynamic_patch: int | None = None, use_thumbnail: bool | None = None, num_segments: int = 32,
+        template: str | None = None, num_image_token: int | None = None, image_repeat_time: int | None = None,
+        video_repeat_time: int | None = None, chat_template: str | None = None, **kwargs: Any,
     ):
         if tokenizer is None:
             raise ValueError("PVCInternVLProcessor needs a tokenizer, got None")
-        build_target_ratios(min_dynamic_patch, max_dynamic_patch)  # validates the range
-        for name, value in (("image_size", image_size), ("num_segments", num_segments), ("num_image_token", num_image_token),
-                            ("image_repeat_time", image_repeat_time), ("video_repeat_time", video_repeat_time)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"PVCInternVLProcessor {name} must be a positive integer, got {value!r}")
-        get_template(template)  # validates the name
-        self.image_size = image_size
-        self.min_dynamic_patch = min_dynamic_patch
-        self.max_dynamic_patch = max_dynamic_patch
-        self.use_thumbnail = use_thumbnail
+        settings = dict(image_size=image_size, min_dynamic_patch=min_dynamic_patch, max_dynamic_patch=max_dynamic_patch,
+                        use_thumbnail=use_thumbnail, template=template, num_image_token=num_image_token,
+                        image_repeat_time=image_repeat_time, video_repeat_time=video_repeat_time)
+        _check_settings(settings, num_segments)
+        for name, value in settings.items():
+            setattr(self, name, value)
         self.num_segments = num_segments
-        self.template = template
-        self.num_image_token = num_image_token
-        self.image_repeat_time = image_repeat_time
-        self.video_repeat_time = video_repeat_time
         super().__init__(tokenizer, chat_template=chat_template or get_template(template).jinja, **kwargs)
-        self._check_image_tokens()
+        _check_image_tokens(self.tokenizer)
 
     @classmethod
     def from_model_config(cls, tokenizer: Any, config: PVCInternVLConfig, **overrides: Any) -> "PVCInternVLProcessor":
-        """The processor matching a model configuration (tile size, tiling, template, tokens per frame)."""
-        settings = dict(
-            image_size=config.image_size,
-            min_dynamic_patch=config.min_dynamic_patch,
-            max_dynamic_patch=config.max_dynamic_patch,
-            use_thumbnail=bool(config.use_thumbnail),
-            template=config.template or "internlm2-chat",
-            num_image_token=config.num_image_token,
-            image_repeat_time=config.image_repeat_time,
-            video_repeat_time=config.video_repeat_time,
-        )
-        settings.update(overrides)
-        return cls(tokenizer, **settings)
+        """The processor of a model configuration: every ``MODEL_SETTINGS`` entry read from ``config``;
+        ``overrides`` replace any of them or set ``num_segments`` / ``chat_template``."""
+        settings = {name: getattr(config, name) for name in MODEL_SETTINGS}
+        return cls(tokenizer, **{**settings, **overrides})
 
     # ------------------------------------------------------------------------------------------ facts
     @property
     def conversation(self) -> ConversationTemplate:
         return get_template(self.template)
 
-    def _check_image_tokens(self) -> None:
-        vocab = self.tokenizer.get_vocab()
-        missing = [token for token in (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN) if token not in vocab]
-        if missing:
-            raise ValueError(f"the tokenizer has no {', '.join(missing)} token; use the checkpoint's InternVL2 tokenizer")
-
     def stop_token_ids(self) -> list[int]:
-        """Ids that end an answer: the template's separator (``<|im_end|>``, ``<|end|>``)."""
+        """Ids that end an answer: the template's separator."""
         sep = self.conversation.sep
         token_id = self.tokenizer.convert_tokens_to_ids(sep)
         if token_id is None or token_id == self.tokenizer.unk_token_id:
@@ -184,29 +167,14 @@ class PVCInternVLProcessor(ProcessorMixin):
         return [int(token_id)]
 
     def tokens_per_tile(self, flag: DataFlag) -> int:
-        """``<IMG_CONTEXT>`` tokens one image tile (flags 1, 2) or one video frame (flag 3) costs."""
-        repeat = self.video_repeat_time if flag == DataFlag.VIDEO else self.image_repeat_time
-        return self.num_image_token * repeat
-
-    def _protected_tokens(self) -> list[str]:
-        """Token strings user text must not contain: the image tokens, the template's control tokens (added
-        tokens that occur in the template) and bos / eos / pad / unk. Grounding tokens (``<ref>``, ``<box>``)
-        and the ``<image>`` / ``<video>`` placeholders stay allowed."""
-        template = self.conversation
-        template_text = template.system_template + template.user_role + template.assistant_role + template.sep
-        protected = {IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN}
-        protected.update(token for token in self.tokenizer.get_added_vocab() if token.strip() and token in template_text)
-        for name in ("bos_token", "eos_token", "pad_token", "unk_token"):
-            token = getattr(self.tokenizer, name, None)
-            if isinstance(token, str) and token.strip():
-                protected.add(token)
-        return sorted(protected - {IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER})
+        """Context tokens one image tile (flags 1, 2) or one video frame (flag 3) costs."""
+        return tokens_per_tile(flag, self.num_image_token, self.image_repeat_time, self.video_repeat_time)
 
     def check_user_text(self, text: str, what: str) -> None:
         """Refuse control / image tokens typed inside user text, so text cannot forge turns or image slots."""
         if not isinstance(text, str):
             raise ValueError(f"{what} must be a string, got {type(text).__name__}")
-        found = [token for token in self._protected_tokens() if token in text]
+        found = [token for token in _protected_tokens(self.tokenizer, self.conversation) if token in text]
         if found:
             raise ValueError(
                 f"{what} contains the special token(s) {', '.join(repr(t) for t in found)}; user text may not contain "
@@ -214,82 +182,55 @@ class PVCInternVLProcessor(ProcessorMixin):
             )
 
     # ------------------------------------------------------------------------------------------ prompts
-    def expand_placeholders(self, text: str, layout: SampleLayout | None) -> str:
-        """Replace every ``<image>`` of a prompt, in order, by ``<img>`` + ``<IMG_CONTEXT>`` x n + ``</img>``."""
-        found = text.count(IMAGE_PLACEHOLDER)
-        expected = len(layout.image_tiles) if layout is not None else 0
-        if found != expected:
-            raise ValueError(f"the prompt has {found} {IMAGE_PLACEHOLDER} placeholders but there are {expected} images/frames")
-        if layout is None:
-            return text
-        per_tile = self.tokens_per_tile(layout.flag)
+    def expand_placeholders(self, text: str, layout: SampleLayout | None, what: str = "the prompt") -> str:
+        """Replace every ``<image>`` of ``text``, in order, by the image tokens of its tiles; ``ValueError``
+        naming ``what`` when the placeholders and the layout's images / frames differ in number."""
+        tiles = layout.image_tiles if layout is not None else ()
         pieces = text.split(IMAGE_PLACEHOLDER)
-        out = [pieces[0]]
-        for tiles, piece in zip(layout.image_tiles, pieces[1:]):
-            out.append(IMG_START_TOKEN + IMG_CONTEXT_TOKEN * (per_tile * tiles) + IMG_END_TOKEN + piece)
-        return "".join(out)
+        if len(pieces) - 1 != len(tiles):
+            given = f"{len(tiles)} {'frames' if layout.is_video else 'images'}" if tiles else "no images"
+            raise ValueError(f"{what} has {len(pieces) - 1} {IMAGE_PLACEHOLDER} placeholders but {given} were given")
+        per_tile = self.tokens_per_tile(layout.flag) if tiles else 0
+        slots = [IMG_START_TOKEN + IMG_CONTEXT_TOKEN * (per_tile * count) + IMG_END_TOKEN for count in tiles]
+        return pieces[0] + "".join(slot + piece for slot, piece in zip(slots, pieces[1:]))
 
     def chat_prompt(
-        self,
-        question: str,
-        layout: SampleLayout | None,
-        history: Sequence[tuple[str, str]] | None = None,
+        self, question: str, layout: SampleLayout | None, history: Sequence[tuple[str, str]] | None = None,
         system_message: str | None = None,
     ) -> tuple[str, str]:
         """The official ``chat()`` prompt: the template around ``history`` and ``question``, placeholders expanded.
 
-        A first question about media without ``<image>`` gets the official prefix (``<image>\\n``, one
-        ``Image-k: <image>`` line per image, or one ``Frame{i}: <image>`` line per frame). Returns the prompt and
-        the question as stored in the history.
+        A first question about media without ``<image>`` gets the official prefix (``build_multi_image_prompt``
+        / ``build_video_prompt``). Returns the prompt and the question as stored in the history.
         """
-        self.check_user_text(question, "the question")
-        history = _check_history(history)
-        for turn, (old_question, old_answer) in enumerate(history):
-            self.check_user_text(old_question, f"history[{turn}] question")
-            self.check_user_text(old_answer, f"history[{turn}] answer")
-            _refuse_placeholders(old_answer, f"history[{turn}] answer")
-        if system_message is not None:
-            self.check_user_text(system_message, "the system message")
-            _refuse_placeholders(system_message, "the system message")
-        places = {f"history[{turn}] question": q for turn, (q, _) in enumerate(history)}
-        places["the question"] = question
-        counts = {place: text.count(IMAGE_PLACEHOLDER) for place, text in places.items() if IMAGE_PLACEHOLDER in text}
-        written = sum(counts.values())
-        where = ", ".join(f"{place} has {count}" for place, count in counts.items())
-        if layout is None and written:
+        questions, history = _chat_texts(self.check_user_text, question, history, system_message)
+        counts = {what: text.count(IMAGE_PLACEHOLDER) for what, text in questions.items() if IMAGE_PLACEHOLDER in text}
+        where = ", ".join(f"{what} has {count}" for what, count in counts.items())
+        if layout is None and counts:
             raise ValueError(f"no pixel_values were given, but {where} {IMAGE_PLACEHOLDER} placeholder(s)")
-        if layout is not None:
+        if layout is not None and not counts and not history:
+            question = _media_prefix(layout.flag, len(layout.image_tiles)) + question
+        elif layout is not None and sum(counts.values()) != len(layout.image_tiles):
             expected = len(layout.image_tiles)
-            if written == 0 and not history:
-                question = _default_placeholders(layout) + question
-            elif written != expected:
-                raise ValueError(
-                    f"the sample has {expected} images/frames (num_patches_list has {expected} entries), but "
-                    f"{where or 'no question has any'} {IMAGE_PLACEHOLDER} placeholder(s)"
-                )
-        prompt = self.conversation.render(list(history), question, system_message)
+            raise ValueError(
+                f"the sample has {expected} images/frames (num_patches_list has {expected} entries), but "
+                f"{where or 'no question has any'} {IMAGE_PLACEHOLDER} placeholder(s)"
+            )
+        prompt = self.conversation.render(history, question, system_message)
         return self.expand_placeholders(prompt, layout), question
 
     def tokenize_prompts(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokenize expanded prompts (special tokens parsed) and left-pad them: ``(B, T)`` ids and mask."""
         rows = [torch.tensor(self.tokenizer(prompt)["input_ids"], dtype=torch.long) for prompt in prompts]
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        return left_pad(rows, pad if pad is not None else 0)
+        return left_pad(rows, pad_token_id(self.tokenizer, self.tokenizer.eos_token_id))
 
     def chat_inputs(
-        self,
-        questions: Sequence[str],
-        pixel_values: torch.Tensor | None,
-        histories: Sequence[Sequence[tuple[str, str]] | None] | None = None,
-        data_flag: Any = None,
-        split_sizes: Any = None,
-        num_patches_list: Any = None,
-        system_message: str | None = None,
+        self, questions: Sequence[str], pixel_values: torch.Tensor | None,
+        histories: Sequence[Sequence[tuple[str, str]] | None] | None = None, data_flag: Any = None,
+        split_sizes: Any = None, num_patches_list: Any = None, system_message: str | None = None,
     ) -> tuple[BatchFeature, list[str]]:
-        """Model inputs for the official ``chat`` / ``batch_chat`` arguments (one question per sample).
-
-        Returns the inputs of ``generate`` and the questions as stored in the history.
-        """
+        """Model inputs for the official ``chat`` / ``batch_chat`` arguments (one question per sample), and the
+        questions as stored in the history."""
         layouts: list[SampleLayout | None] = [None] * len(questions)
         if pixel_values is not None:
             layouts = sample_layouts(pixel_values.shape[0], data_flag, split_sizes, num_patches_list)
@@ -297,34 +238,24 @@ class PVCInternVLProcessor(ProcessorMixin):
                 raise ValueError(f"there are {len(questions)} questions but the layout describes {len(layouts)} samples")
         histories = list(histories) if histories is not None else [None] * len(questions)
         rendered = [self.chat_prompt(q, lay, h, system_message) for q, lay, h in zip(questions, layouts, histories)]
-        input_ids, attention_mask = self.tokenize_prompts([prompt for prompt, _ in rendered])
-        data = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if pixel_values is not None:
-            data.update(_layout_fields(pixel_values, layouts))
-        return BatchFeature(data=data), [question for _, question in rendered]
+        ids_and_mask = self.tokenize_prompts([prompt for prompt, _ in rendered])
+        return _model_inputs(*ids_and_mask, pixel_values, layouts), [question for _, question in rendered]
 
     # ------------------------------------------------------------------------------------------ __call__
     def __call__(
-        self,
-        text: str | Sequence[str] | None = None,
-        images: Any = None,
-        videos: Any = None,
-        num_segments: int | Sequence[int | None] | None = None,
-        bound: Sequence[float] | None = None,
-        max_num: int | None = None,
-        return_tensors: str | None = "pt",
-        backend: str | None = None,
-        **kwargs: Any,
+        self, text: str | Sequence[str] | None = None, images: Any = None, videos: Any = None,
+        num_segments: int | Sequence[int | None] | None = None, bound: Sequence[float] | None = None,
+        max_num: int | None = None, return_tensors: str | None = "pt", backend: str | None = None, **kwargs: Any,
     ) -> BatchFeature:
         """Prompts (+ media) -> ``input_ids``, ``attention_mask`` and, with media, ``pixel_values``, ``data_flag``,
         ``split_sizes``, ``num_patches_list``.
 
         ``text`` is one prompt or a batch (left padded). Each prompt holds one ``<image>`` per image, or one
-        ``<video>`` (expanded into ``Frame{i}: <image>`` lines) or one ``<image>`` per frame for its video; a
-        prompt without placeholders gets the official prefix. ``images``: for one prompt, an image or a list of
-        images; for a batch, one image / list of images / None per prompt. ``videos``: one video path per
-        prompt (or None); ``num_segments``: frames per video (one number, or one per prompt). ``max_num``
-        overrides ``max_dynamic_patch`` for images; video frames are one tile each.
+        ``<video>`` (expanded by ``build_video_prompt``) or one ``<image>`` per frame for its video; a prompt
+        without placeholders gets the official prefix. ``images``: for one prompt, an image or a list of
+        images; for a batch, one image / list of images / None per prompt, or one flat list in placeholder
+        order. ``videos``: one video path per prompt (or None); ``num_segments``: frames per video (one
+        number, or one per prompt). ``max_num`` overrides ``max_dynamic_patch`` for images.
         """
         _check_call_options(text, kwargs)
         if return_tensors not in ("pt", None):
@@ -337,82 +268,46 @@ class PVCInternVLProcessor(ProcessorMixin):
             self._load_sample(index, prompt, sample_images, video, frames, bound, max_num, backend)
             for index, (prompt, sample_images, video, frames) in enumerate(zip(texts, images, videos, segments))
         ]
-        with_media = [sample for sample in samples if sample[1] is not None]  # text-only prompts have no layout
+        loaded = [sample for sample in samples if sample.pixel_values is not None]  # text-only prompts: no layout
         layouts: list[SampleLayout | None] = [None] * len(samples)
-        pixel_values = None
-        if with_media:
-            pixel_values = torch.cat([sample[1] for sample in with_media])
-            media_layouts = iter(sample_layouts(
-                pixel_values.shape[0],
-                [int(sample[3]) for sample in with_media],
-                [sample[1].shape[0] for sample in with_media],
-                [sample[2] for sample in with_media],
-            ))
-            layouts = [next(media_layouts) if sample[1] is not None else None for sample in samples]
-        prompts = [self.expand_placeholders(sample[0], layout) for sample, layout in zip(samples, layouts)]
-        input_ids, attention_mask = self.tokenize_prompts(prompts)
-        data = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if pixel_values is not None:
-            data.update(_layout_fields(pixel_values, [layout for layout in layouts if layout is not None]))
-        return BatchFeature(data=data)
+        pixel_values = torch.cat([sample.pixel_values for sample in loaded]) if loaded else None
+        if loaded:
+            found = iter(sample_layouts(pixel_values.shape[0], [int(sample.flag) for sample in loaded],
+                                        [sample.pixel_values.shape[0] for sample in loaded], [s.tiles for s in loaded]))
+            layouts = [next(found) if sample.pixel_values is not None else None for sample in samples]
+        prompts = [self.expand_placeholders(sample.prompt, layout, f"prompt {index}")
+                   for index, (sample, layout) in enumerate(zip(samples, layouts))]
+        return _model_inputs(*self.tokenize_prompts(prompts), pixel_values, layouts)
 
-    def _load_sample(self, index, prompt, images, video, num_segments, bound, max_num, backend):
-        """(prompt with placeholders, pixel_values or None, tiles per <image>, flag) of one prompt."""
+    def _load_sample(self, index, prompt, images, video, num_segments, bound, max_num, backend) -> _Sample:
+        """One prompt and its media; a prompt without ``<image>`` gets the official prefix."""
         for token in (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN):
             if token in prompt:
                 raise ValueError(f"prompt {index} contains {token!r}; write {IMAGE_PLACEHOLDER} where an image goes")
-        if isinstance(video, (list, tuple)):
-            if len(video) != 1:
-                raise ValueError(f"prompt {index}: one video per prompt is supported, got {len(video)}")
-            video = video[0]
         if images and video is not None:
             raise ValueError(f"prompt {index}: give images or a video, not both")
-        if video is not None:
-            return self._load_video_sample(index, prompt, video, num_segments, bound, max_num, backend)
-        if VIDEO_PLACEHOLDER in prompt:
+        if video is None and VIDEO_PLACEHOLDER in prompt:
             raise ValueError(f"prompt {index} has a {VIDEO_PLACEHOLDER} placeholder but no video was given")
+        if video is not None:
+            if max_num not in (None, 1):
+                raise ValueError(f"video frames are one tile each; got max_num={max_num}")
+            pixel_values, tiles = load_video(video, bound=bound, input_size=self.image_size, max_num=1, backend=backend,
+                                             num_segments=self.num_segments if num_segments is None else num_segments)
+            return _Sample(_video_prompt(index, prompt, len(tiles)), pixel_values, tiles, DataFlag.VIDEO)
         if not images:
-            if IMAGE_PLACEHOLDER in prompt:
-                raise ValueError(f"prompt {index} has {prompt.count(IMAGE_PLACEHOLDER)} {IMAGE_PLACEHOLDER} placeholders but no images")
-            return prompt, None, [], None
+            return _Sample(prompt, None, [], None)
         limit = self.max_dynamic_patch if max_num is None else max_num
         tiles = [load_image(image, self.image_size, limit, self.min_dynamic_patch, self.use_thumbnail) for image in images]
         flag = DataFlag.IMAGE if len(images) == 1 else DataFlag.MULTI_IMAGE
-        layout_prefix = f"{IMAGE_PLACEHOLDER}\n" if len(images) == 1 else build_multi_image_prompt(len(images))
-        prompt = _with_placeholders(index, prompt, len(images), layout_prefix, "images")
-        return prompt, torch.cat(tiles), [t.shape[0] for t in tiles], flag
-
-    def _load_video_sample(self, index, prompt, video, num_segments, bound, max_num, backend):
-        if max_num not in (None, 1):
-            raise ValueError(f"video frames are one tile each; got max_num={max_num}")
-        num_segments = self.num_segments if num_segments is None else num_segments
-        pixel_values, tiles = load_video(
-            video, bound=bound, input_size=self.image_size, max_num=1, num_segments=num_segments, backend=backend
-        )
-        frames = build_video_prompt(len(tiles))
-        if VIDEO_PLACEHOLDER in prompt:
-            if prompt.count(VIDEO_PLACEHOLDER) != 1 or IMAGE_PLACEHOLDER in prompt:
-                raise ValueError(
-                    f"prompt {index} has {prompt.count(VIDEO_PLACEHOLDER)} {VIDEO_PLACEHOLDER} and "
-                    f"{prompt.count(IMAGE_PLACEHOLDER)} {IMAGE_PLACEHOLDER} placeholders; a video takes one {VIDEO_PLACEHOLDER}"
-                )
-            prompt = prompt.replace(VIDEO_PLACEHOLDER, frames)
-        prompt = _with_placeholders(index, prompt, len(tiles), frames, "frames")
-        return prompt, pixel_values, tiles, DataFlag.VIDEO
+        prompt = prompt if IMAGE_PLACEHOLDER in prompt else _media_prefix(flag, len(images)) + prompt
+        return _Sample(prompt, torch.cat(tiles), [t.shape[0] for t in tiles], flag)
 
     # ------------------------------------------------------------------------------------------ chat template
     def apply_chat_template(
-        self,
-        conversation: list[dict] | list[list[dict]],
-        chat_template: str | None = None,
-        add_generation_prompt: bool = False,
-        tokenize: bool = False,
-        return_dict: bool = False,
-        return_tensors: str | None = None,
-        continue_final_message: bool = False,
-        processor_kwargs: dict | None = None,
-        num_frames: int | None = None,
-        **kwargs: Any,
+        self, conversation: list[dict] | list[list[dict]], chat_template: str | None = None,
+        add_generation_prompt: bool = False, tokenize: bool = False, return_dict: bool = False,
+        return_tensors: str | None = None, continue_final_message: bool = False,
+        processor_kwargs: dict | None = None, num_frames: int | None = None, **kwargs: Any,
     ):
         """Render conversations in transformers' message format; with ``tokenize=True`` also load their media
         (official preprocessing) and return the model inputs.
@@ -426,31 +321,21 @@ class PVCInternVLProcessor(ProcessorMixin):
         batched = isinstance(conversation[0], (list, tuple))
         conversations = [list(c) for c in conversation] if batched else [list(conversation)]
         media = [_conversation_media(c, self.check_user_text) for c in conversations]
-        rendered = [
-            self.tokenizer.apply_chat_template(
-                c,
-                chat_template=chat_template or self.chat_template,
-                add_generation_prompt=add_generation_prompt,
-                continue_final_message=continue_final_message,
-                tokenize=False,
-            )
-            for c in conversations
-        ]
+        template = chat_template or self.chat_template
+        rendered = [self.tokenizer.apply_chat_template(c, chat_template=template, tokenize=False,
+                                                       add_generation_prompt=add_generation_prompt,
+                                                       continue_final_message=continue_final_message)
+                    for c in conversations]
         if not tokenize:
             return rendered if batched else rendered[0]
         if not return_dict:
             raise ValueError("apply_chat_template(tokenize=True) needs return_dict=True (the inputs include pixel_values)")
         options = {**(processor_kwargs or {}), **kwargs}
         default_frames = options.pop("num_segments", num_frames)
-        segments = [m["num_frames"] if m["num_frames"] is not None else default_frames for m in media]
-        videos = [m["video"] for m in media]
-        return self(
-            text=rendered if batched else rendered[0],
-            images=[m["images"] or None for m in media] if batched else media[0]["images"] or None,
-            videos=videos if batched else videos[0],
-            num_segments=segments if batched else segments[0],
-            return_tensors=return_tensors or "pt",
-            **options,
+        return self(  # one conversation is a batch of one: the same inputs
+            text=rendered, images=[m["images"] or None for m in media], videos=[m["video"] for m in media],
+            num_segments=[default_frames if m["num_frames"] is None else m["num_frames"] for m in media],
+            return_tensors=return_tensors or "pt", **options,
         )
 
     # ------------------------------------------------------------------------------------------ decoding
@@ -480,6 +365,61 @@ class PVCInternVLProcessor(ProcessorMixin):
                 self.tokenizer.init_kwargs["auto_map"] = tokenizer_auto_map
 
 
+def _model_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor | None,
+                  layouts: Sequence[SampleLayout | None]) -> BatchFeature:
+    """``(B, T)`` ids and mask, plus the official layout fields of the samples that have media."""
+    data = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if pixel_values is not None:
+        layouts = [layout for layout in layouts if layout is not None]
+        data.update(
+            pixel_values=pixel_values,
+            data_flag=torch.tensor([int(layout.flag) for layout in layouts], dtype=torch.long),
+            split_sizes=torch.tensor([layout.size for layout in layouts], dtype=torch.long),
+            num_patches_list=[list(layout.image_tiles) for layout in layouts],
+        )
+    return BatchFeature(data=data)
+
+
+def _video_prompt(index: int, prompt: str, num_frames: int) -> str:
+    """The prompt of a video sample: its ``<video>`` replaced by the frame lines, or the lines prepended when the
+    prompt has neither ``<video>`` nor ``<image>``."""
+    frames = build_video_prompt(num_frames)
+    if VIDEO_PLACEHOLDER in prompt:
+        if prompt.count(VIDEO_PLACEHOLDER) != 1 or IMAGE_PLACEHOLDER in prompt:
+            raise ValueError(
+                f"prompt {index} has {prompt.count(VIDEO_PLACEHOLDER)} {VIDEO_PLACEHOLDER} and "
+                f"{prompt.count(IMAGE_PLACEHOLDER)} {IMAGE_PLACEHOLDER} placeholders; a video takes one {VIDEO_PLACEHOLDER}"
+            )
+        return prompt.replace(VIDEO_PLACEHOLDER, frames)
+    return prompt if IMAGE_PLACEHOLDER in prompt else frames + prompt
+
+
+def _chat_texts(check_text: Any, question: str, history: Any, system_message: str | None) -> tuple[dict, list]:
+    """Check the user text of a ``chat`` call: no control tokens anywhere, media placeholders in questions only.
+    Returns the questions by place (``history[i] question``, ..., ``the question``) and the history as pairs."""
+    check_text(question, "the question")
+    if history is None:
+        history = []
+    if not isinstance(history, (list, tuple)):
+        raise ValueError(f"history must be a list of (question, answer) pairs, got {type(history).__name__}")
+    for turn, pair in enumerate(history):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(isinstance(x, str) for x in pair):
+            raise ValueError(f"history[{turn}] must be a (question, answer) pair of strings, got {pair!r}")
+    history = [tuple(pair) for pair in history]
+    questions = {f"history[{turn}] question": old_question for turn, (old_question, _) in enumerate(history)}
+    questions["the question"] = question
+    elsewhere = {f"history[{turn}] answer": old_answer for turn, (_, old_answer) in enumerate(history)}
+    if system_message is not None:
+        elsewhere["the system message"] = system_message
+    for what, text in {**questions, **elsewhere}.items():
+        check_text(text, what)
+    for what, text in elsewhere.items():
+        for placeholder in (IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER):
+            if placeholder in text:
+                raise ValueError(f"{what} contains {placeholder}; media placeholders go in the questions only")
+    return questions, history
+
+
 def _check_call_options(text: Any, options: dict) -> None:
     """The tokenizer / feature-extractor options that clients pass (transformers' processor convention): left
     padding to the longest prompt, no audio. ``ValueError`` for anything else."""
@@ -497,27 +437,29 @@ def _check_call_options(text: Any, options: dict) -> None:
 
 
 def _per_sample(text: Any, images: Any, videos: Any) -> tuple[list[str], list[list], list]:
-    """Normalise (text, images, videos) to one entry per prompt.
+    """The prompts, and the list of images and the video (or None) of each.
 
     For a batch, ``images`` / ``videos`` are either one entry (an item, a list or None) per prompt, or one flat
     list of items across the batch, given to the prompts in the order of their placeholders (``<image>`` /
     ``<video>``), as transformers' processors do. An empty list is no media.
     """
-    if text is None:
-        text = ""
     batched = isinstance(text, (list, tuple))
-    texts = list(text) if batched else [text]
+    texts = list(text) if batched else ["" if text is None else text]
     for index, prompt in enumerate(texts):
         if not isinstance(prompt, str):
             raise ValueError(f"text[{index}] must be a string, got {type(prompt).__name__}")
     if not texts:
         raise ValueError("text is an empty list; give at least one prompt")
     images, videos = _as_list(images) or None, _as_list(videos) or None
-    if not batched:
-        return texts, [_as_list(images)], [videos]
-    images = _per_prompt("images", images, [t.count(IMAGE_PLACEHOLDER) for t in texts])
-    videos = _per_prompt("videos", videos, [t.count(VIDEO_PLACEHOLDER) for t in texts])
-    return texts, [_as_list(item) for item in images], [_as_list(item) or None for item in videos]
+    if batched:
+        images = _per_prompt("images", images, [t.count(IMAGE_PLACEHOLDER) for t in texts])
+        videos = _per_prompt("videos", videos, [t.count(VIDEO_PLACEHOLDER) for t in texts])
+    videos = [_as_list(item) for item in (videos if batched else [videos])]
+    for index, video in enumerate(videos):
+        if len(video) > 1:
+            raise ValueError(f"prompt {index}: one video per prompt is supported, got {len(video)}")
+    images = [_as_list(item) for item in (images if batched else [images])]
+    return texts, images, [video[0] if video else None for video in videos]
 
 
 def _per_prompt(name: str, values: list | None, placeholders: list[int]) -> list:
@@ -535,16 +477,6 @@ def _per_prompt(name: str, values: list | None, placeholders: list[int]) -> list
             "give one entry (or None) per prompt, or one item per placeholder in prompt order"
         )
     return values
-
-
-def _with_placeholders(index: int, prompt: str, count: int, prefix: str, kind: str) -> str:
-    """``prefix + prompt`` if the prompt has no ``<image>``; the prompt if it has exactly ``count``."""
-    found = prompt.count(IMAGE_PLACEHOLDER)
-    if found == 0:
-        return prefix + prompt
-    if found != count:
-        raise ValueError(f"prompt {index} has {found} {IMAGE_PLACEHOLDER} placeholders but {count} {kind} were given")
-    return prompt
 
 
 def _conversation_media(conversation: list[dict], check_text: Any) -> dict:
@@ -572,31 +504,9 @@ def _conversation_media(conversation: list[dict], check_text: Any) -> dict:
                 raise ValueError(f"message {turn} has a content item of type {kind!r}; known: text, image, video")
     if len(videos) > 1 or (videos and images):
         raise ValueError(
-            f"a conversation holds {len(images)} images and {len(videos)} videos; "
-            "one sample is images or one video"
+            f"a conversation holds {len(images)} images and {len(videos)} videos; one sample is images or one video"
         )
     return {"images": images, "video": videos[0] if videos else None, "num_frames": num_frames}
-
-
-def _refuse_placeholders(text: str, what: str) -> None:
-    """Media placeholders belong in questions; ``ValueError`` naming where else one was typed."""
-    for placeholder in (IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER):
-        if placeholder in text:
-            raise ValueError(f"{what} contains {placeholder}; media placeholders go in the questions only")
-
-
-def _check_history(history: Any) -> list[tuple[str, str]]:
-    """``history`` as a list of (question, answer) string pairs; ``ValueError`` naming a malformed turn."""
-    if history is None:
-        return []
-    if not isinstance(history, (list, tuple)):
-        raise ValueError(f"history must be a list of (question, answer) pairs, got {type(history).__name__}")
-    turns = []
-    for turn, pair in enumerate(history):
-        if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(isinstance(x, str) for x in pair):
-            raise ValueError(f"history[{turn}] must be a (question, answer) pair of strings, got {pair!r}")
-        turns.append((pair[0], pair[1]))
-    return turns
 
 
 def _message_image(item: dict, turn: int) -> Any:
@@ -617,16 +527,6 @@ def _message_video(item: dict, turn: int) -> Any:
         if item.get(key) is not None:
             return item[key]
     raise ValueError(f"message {turn} has a video item without 'path' or 'video' (a local file)")
-
-
-def _layout_fields(pixel_values: torch.Tensor, layouts: Sequence[SampleLayout]) -> dict[str, Any]:
-    """The official layout fields of a batch, as ``generate`` takes them."""
-    return {
-        "pixel_values": pixel_values,
-        "data_flag": torch.tensor([int(layout.flag) for layout in layouts], dtype=torch.long),
-        "split_sizes": torch.tensor([layout.size for layout in layouts], dtype=torch.long),
-        "num_patches_list": [list(layout.image_tiles) for layout in layouts],
-    }
 
 
 PVCInternVLProcessor.register_for_auto_class("AutoProcessor")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import inspect
 import json
 import math
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from conversion.common import ConversionError, check_json_object, json_shown, logger
+from conversion.package import remote_module
 
 SOURCE_KINDS = ("internvl_chat", "pvc_internvl")
 
@@ -55,8 +55,7 @@ REMOTE_ONLY_LLM_KEYS = frozenset(
 # Generic keys a native LLM config still needs.
 KEPT_GENERIC_LLM_KEYS = frozenset({"bos_token_id", "eos_token_id", "pad_token_id", "tie_word_embeddings", "architectures",
                                    "model_type"})
-NATIVE_LLM_TYPES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2", "Phi3ForCausalLM": "phi3",
-                    "MistralForCausalLM": "mistral"}
+LLM_ARCHITECTURES = remote_module("configuration_pvc_internvl").LLM_ARCHITECTURES  # native LLMs: architecture -> type
 INTERNLM2_ARCHITECTURES = ("InternLM2ForCausalLM",)
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -80,10 +79,6 @@ class ConfigPlan:
         return self.kwargs["llm_config"]
 
 
-def _init_params(cls: type) -> set[str]:
-    return {name for name in inspect.signature(cls.__init__).parameters if name not in ("self", "kwargs")}
-
-
 def detect_kind(config: dict) -> str:
     kind = config.get("model_type")
     if kind not in SOURCE_KINDS:
@@ -95,19 +90,19 @@ def detect_kind(config: dict) -> str:
 
 
 def llm_kind(llm: dict) -> str:
-    """``internlm2``, ``llama``, ``qwen2``, ``phi3`` or ``mistral``."""
+    """``internlm2``, or the model type of a native language model (``LLM_ARCHITECTURES``)."""
     architectures = llm.get("architectures") or []
     model_type = llm.get("model_type")
     if model_type == "internlm2" or any(a in INTERNLM2_ARCHITECTURES for a in architectures):
         return "internlm2"
-    if model_type in NATIVE_LLM_TYPES.values():
+    if model_type in LLM_ARCHITECTURES.values():
         return model_type
     for architecture in architectures:
-        if architecture in NATIVE_LLM_TYPES:
-            return NATIVE_LLM_TYPES[architecture]
+        if architecture in LLM_ARCHITECTURES:
+            return LLM_ARCHITECTURES[architecture]
     raise ConversionError(
         f"unsupported language model (model_type {model_type!r}, architectures {architectures}); supported: "
-        f"InternLM2, {', '.join(NATIVE_LLM_TYPES)}"
+        f"InternLM2, {', '.join(LLM_ARCHITECTURES)}"
     )
 
 
@@ -316,13 +311,13 @@ def _apply_config_map(section: dict, known: set[str], ignored: frozenset, mappin
 
 
 def convert_vision_config(vision: dict, mapping: dict[str, Any], vision_class: type, problems: list[str]) -> dict:
-    known = _init_params(vision_class) - {"use_temporal_modules"}
+    known = set(vision_class.SETTINGS) - {"use_temporal_modules"}
     ignored = GENERIC_CONFIG_KEYS | {"use_temporal_modules", "auto_map"}
     return _apply_config_map(vision, known, ignored, mapping, "vision_config.", problems)
 
 
 def convert_top_level(config: dict, mapping: dict[str, Any], config_class: type, problems: list[str]) -> dict:
-    known = _init_params(config_class) - {"vision_config", "llm_config"}
+    known = set(config_class.SETTINGS) - {"vision_config", "llm_config"}
     body = {key: value for key, value in config.items() if key not in ("vision_config", "llm_config")}
     return _apply_config_map(body, known, GENERIC_CONFIG_KEYS | IGNORED_TOP_LEVEL_KEYS, mapping, "", problems)
 
@@ -342,8 +337,8 @@ def check_override_keys(kwargs: dict, overrides: dict[str, Any], config_class: t
     """Every ``--set`` key must name a field of the package config (``vision_config.X``: of the vision config,
     ``llm_config.X``: of the native LLM config); ``ConversionError`` listing the unknown ones otherwise."""
     known = {
-        "": _init_params(config_class) - {"vision_config", "llm_config"} | {"dtype"},
-        "vision_config": _init_params(vision_class) - {"use_temporal_modules"},
+        "": set(config_class.SETTINGS) - {"vision_config", "llm_config"} | {"dtype"},
+        "vision_config": set(vision_class.SETTINGS) - {"use_temporal_modules"},
         "llm_config": _llm_fields(kwargs["llm_config"]),
     }
     unknown = []

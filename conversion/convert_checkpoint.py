@@ -139,17 +139,18 @@ def parse_overrides(items: Sequence[str] | None) -> dict[str, Any]:
 
 # ============================================================================================== planning
 def resolve_img_context_id(source: Source, cli_value: int | None, config_value: int | None) -> tuple[int | None, str]:
+    context_token = remote_module("conversation").IMG_CONTEXT_TOKEN
     candidates = {
         "--img-context-token-id": cli_value,
-        "the source tokenizer": source.tokenizer.token_id(tokenizers_io.IMG_CONTEXT_TOKEN),
+        "the source tokenizer": source.tokenizer.token_id(context_token),
         "config.json": config_value,
     }
     given = {origin: value for origin, value in candidates.items() if value is not None}
     if len(set(given.values())) > 1:
-        raise ConversionError(f"conflicting <IMG_CONTEXT> token ids: {given}")
+        raise ConversionError(f"conflicting {context_token} token ids: {given}")
     if not given:
         return None, (
-            "img_context_token_id is not known (no tokenizer with <IMG_CONTEXT>, no --img-context-token-id): left "
+            f"img_context_token_id is not known (no tokenizer with {context_token}, no --img-context-token-id): left "
             "None; set model.img_context_token_id (or config.img_context_token_id) after loading"
         )
     origin, value = next(iter(given.items()))

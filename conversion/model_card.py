@@ -8,6 +8,8 @@ from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from conversion.package import remote_module
+
 TAGS = ["pvc_internvl", "internvl", "custom_code", "multimodal", "video", "video-text-to-text", "image-text-to-text"]
 PLACEHOLDER_REF = "path/to/checkpoint-or-repo-id"
 
@@ -44,8 +46,9 @@ def card_data(info: CardInfo) -> ModelCardData:
 
 def _budget_lines(config: Any) -> list[str]:
     per_frame = config.num_image_token
-    tile = config.tokens_per_tile(1)
-    frame = config.tokens_per_tile(3)
+    flags = remote_module("configuration_pvc_internvl").DataFlag
+    tile = config.tokens_per_tile(flags.IMAGE)
+    frame = config.tokens_per_tile(flags.VIDEO)
     max_tiles = config.max_dynamic_patch + (1 if config.use_thumbnail and config.max_dynamic_patch > 1 else 0)
     if not config.dynamic_image_size:
         max_tiles = 1
@@ -141,7 +144,8 @@ def build_card(config: Any, info: CardInfo, notes: list[str], has_tokenizer: boo
     if not has_tokenizer:
         lines.append("- No tokenizer was written (the source had none); load the tokenizer of the original model.")
     if config.img_context_token_id is None:
-        lines.append("- `img_context_token_id` is not set: set `model.img_context_token_id = <id of <IMG_CONTEXT>>` "
+        context_token = remote_module("conversation").IMG_CONTEXT_TOKEN
+        lines.append(f"- `img_context_token_id` is not set: set `model.img_context_token_id = <id of {context_token}>` "
                      "before calling the model.")
     body = "\n".join(lines) + "\n"
     return ModelCard(f"---\n{card_data(info).to_yaml()}\n---\n\n{body}")

@@ -17,9 +17,13 @@ import os
 from tokenizers import AddedToken, Regex, Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
+from conversion.package import remote_module
+
+_conversation = remote_module("conversation")
 UNK_TOKEN, BOS_TOKEN, EOS_TOKEN = "<unk>", "<s>", "</s>"
 IM_START_TOKEN, IM_END_TOKEN = "<|im_start|>", "<|im_end|>"
-IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN = "<img>", "</img>", "<IMG_CONTEXT>"
+IMG_START_TOKEN, IMG_END_TOKEN = _conversation.IMG_START_TOKEN, _conversation.IMG_END_TOKEN
+IMG_CONTEXT_TOKEN = _conversation.IMG_CONTEXT_TOKEN
 
 UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
 PAD_ID = EOS_ID

@@ -27,8 +27,6 @@ from conversion.common import read_json_object
 
 logger = logging.getLogger("convert_checkpoint")
 
-IMG_CONTEXT_TOKEN = "<IMG_CONTEXT>"
-IM_START_TOKEN = "<|im_start|>"
 SPIECE_UNDERLINE = "\u2581"
 
 # Files copied unchanged for a native tokenizer.

@@ -135,14 +135,11 @@ def set_turn_end_as_eos(out_dir: Path, template_name: str, notes: list[str]) -> 
         notes.append(f"{name}: eos_token {old if isinstance(old, str) else old.get('content')!r} -> {sep!r}, the end of a turn")
 
 
-def finish_tokenizer(out_dir: Path, template_name: str | None, notes: list[str]) -> Any:
+def finish_tokenizer(out_dir: Path, template_name: str, notes: list[str]) -> Any:
     """Make the tokenizer files in ``out_dir`` portable, install the chat template; return the tokenizer as
     ``AutoTokenizer`` loads it from ``out_dir``."""
     from transformers import AutoTokenizer
 
-    if not template_name:
-        raise ConversionError("config.json names no conversation template; pass --set template='\"internlm2-chat\"' "
-                              "(or Hermes-2 / phi3-chat)")
     changes = make_tokenizer_config_portable(out_dir)
     if changes:
         notes.append(f"{TOKENIZER_CONFIG} made readable by transformers 4.57 and 5.x: {'; '.join(changes)}")
@@ -168,19 +165,20 @@ def generation_ids(config: Any, tokenizer: Any, source_eos: list[Any]) -> tuple[
         if not eos:
             raise ConversionError(f"no eos token id: the source names {source_eos} and the LLM config "
                                   f"{llm.eos_token_id}, none inside the vocabulary of {llm.vocab_size}")
-        pad = llm.pad_token_id if llm.pad_token_id is not None else eos[0]
+        pad = remote_module("processing").pad_token_id(None, llm.pad_token_id, eos[0])
         return eos, pad, f"generation eos = {eos} (the source's; without a tokenizer the template separator is unknown)"
-    sep = remote_module("conversation").get_template(config.template).sep
+    conversation = remote_module("conversation")
+    sep = conversation.get_template(config.template).sep
     vocab = tokenizer.get_vocab()
     if sep not in vocab:
         raise ConversionError(
             f"the tokenizer has no {sep!r}, the separator of the {config.template!r} template, so generation could "
-            f"not stop; pass the template of this checkpoint with --set template=... (known: internlm2-chat, "
-            "Hermes-2, phi3-chat)"
+            f"not stop; pass the template of this checkpoint with --set template=... (known: "
+            f"{', '.join(conversation.TEMPLATES)})"
         )
     eos = list(dict.fromkeys([vocab[sep], *real]))
-    pad = next(p for p in (tokenizer.pad_token_id, llm.pad_token_id, eos[0]) if p is not None)
-    return eos, int(pad), f"generation eos = {eos} ({sep!r} first, then the source's eos), pad = {pad}"
+    pad = remote_module("processing").pad_token_id(tokenizer, llm.pad_token_id, eos[0])
+    return eos, pad, f"generation eos = {eos} ({sep!r} first, then the source's eos), pad = {pad}"
 
 
 def write_generation_config(out_dir: Path, config: Any, eos: list[int], pad: int) -> None:

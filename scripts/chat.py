@@ -165,14 +165,13 @@ def write_demo_clip(path: pathlib.Path) -> pathlib.Path:
 
 
 def video_inputs(video: pathlib.Path, args: argparse.Namespace, config) -> dict:
-    """Pixels, layout and prompt of one video (one tile per frame, ``Frame{i}: <image>`` lines)."""
-    processing = remote_module("processing")
+    """Pixels, layout and prompt of one video (one tile per frame, one line of the video prompt per frame)."""
     flag = remote_module("configuration_pvc_internvl").DataFlag.VIDEO
-    pixel_values, num_patches_list = processing.load_video(
+    pixel_values, num_patches_list = remote_module("media").load_video(
         video, num_segments=args.num_segments, input_size=config.image_size, max_num=1
     )
     body = args.question or "What happens in the video?"
-    question = processing.build_video_prompt(len(num_patches_list)) + body
+    question = remote_module("conversation").build_video_prompt(len(num_patches_list)) + body
     return dict(pixel_values=pixel_values, num_patches_list=num_patches_list, question=question, body=body,
                 flag=flag, unit="frame", count=len(num_patches_list))
 
@@ -181,14 +180,14 @@ def image_inputs(images: list[pathlib.Path], args: argparse.Namespace, config) -
     """Pixels, layout and prompt of one or more images (dynamic tiles each)."""
     import torch
 
-    processing = remote_module("processing")
+    media, conversation = remote_module("media"), remote_module("conversation")
     flags = remote_module("configuration_pvc_internvl").DataFlag
     max_num = args.max_num or config.max_dynamic_patch
-    tiles = [processing.load_image(path, input_size=config.image_size, max_num=max_num,
-                                   use_thumbnail=config.use_thumbnail) for path in images]
+    tiles = [media.load_image(path, input_size=config.image_size, max_num=max_num, min_num=config.min_dynamic_patch,
+                              use_thumbnail=config.use_thumbnail) for path in images]
     body = args.question or "Describe the image in detail."
     single = len(tiles) == 1
-    question = body if single else processing.build_multi_image_prompt(len(tiles)) + body
+    question = body if single else conversation.build_multi_image_prompt(len(tiles)) + body
     return dict(pixel_values=torch.cat(tiles), num_patches_list=[t.shape[0] for t in tiles], question=question,
                 body=body, flag=flags.IMAGE if single else flags.MULTI_IMAGE, unit="tile",
                 count=sum(t.shape[0] for t in tiles))

@@ -6,10 +6,10 @@ on a CPU (the answers are meaningless; the code paths are the real ones).
 
 ``--dst`` gets a checkpoint folder that loads with ``AutoModel`` / ``AutoTokenizer`` / ``AutoProcessor``
 (``trust_remote_code=True``): config.json with the full ``auto_map``, the weights, a tokenizer with the
-InternVL special tokens and the internlm2-chat chat template, processor and generation configs, the
-remote-code files and a model card saying that the weights are random. The files are written by the
-converter's own writer (``conversion/writer.py``). ``--examples`` gets ``image1.jpg``, ``image2.jpg`` and
-``red-panda.mp4`` (synthetic, drawn with PIL and encoded with PyAV).
+InternVL special tokens and the default chat template (``conversation.DEFAULT_TEMPLATE``), processor and
+generation configs, the remote-code files and a model card saying that the weights are random. The files are
+written by the converter's own writer (``conversion/writer.py``). ``--examples`` gets ``image1.jpg``,
+``image2.jpg`` and ``red-panda.mp4`` (synthetic, drawn with PIL and encoded with PyAV).
 
 The model is PVC-shaped but tiny: 112-px tiles of 8 x 8 patches, downsample ratio 0.25 (4 tokens per
 frame), image tiles repeated 4 times, temporal attention on, a 2-layer Llama language model.
@@ -53,7 +53,7 @@ def demo_settings() -> dict[str, Any]:
             rms_norm_eps=1e-5, bos_token_id=tiny_tokenizer.BOS_ID, eos_token_id=tiny_tokenizer.EOS_ID,
             pad_token_id=tiny_tokenizer.PAD_ID, tie_word_embeddings=False,
         ),
-        template="internlm2-chat",
+        template=remote_module("conversation").DEFAULT_TEMPLATE,
         ps_version="v2",
         force_image_size=IMAGE_SIZE,
         dynamic_image_size=True,

@@ -39,12 +39,15 @@ from safetensors.torch import save_file  # noqa: E402
 
 from conversion import destination  # noqa: E402
 from conversion.common import ConversionError, logger, setup_logging, write_json  # noqa: E402
+from conversion.package import remote_module  # noqa: E402
 
 VIT = dict(hidden=32, layers=2, heads=4, image=56, patch=14)
 LLM = dict(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, max_positions=2048)
 DOWNSAMPLE_RATIO = 0.5
 CHAT_TOKENS = ("<|im_end|>", "<|im_start|>")
-IMAGE_TOKENS = ("<img>", "</img>", "<IMG_CONTEXT>", "<quad>", "</quad>", "<ref>", "</ref>", "<box>", "</box>")
+_conversation = remote_module("conversation")
+IMAGE_TOKENS = (_conversation.IMG_START_TOKEN, _conversation.IMG_END_TOKEN, _conversation.IMG_CONTEXT_TOKEN,
+                "<quad>", "</quad>", "<ref>", "</ref>", "<box>", "</box>")
 CORPUS = (
     "Please describe the image in detail. What is shown in this picture? The red ball lies on green grass "
     "under a blue sky. A yellow house with a brown roof stands in a field. Describe this video. A red panda "
@@ -116,7 +119,7 @@ def source_config(vocab: int, eos_ids: list[int]) -> dict:
                      "AutoModel": "modeling_internvl_chat.InternVLChatModel"},
         "downsample_ratio": DOWNSAMPLE_RATIO, "dynamic_image_size": True, "force_image_size": VIT["image"],
         "max_dynamic_patch": 6, "min_dynamic_patch": 1, "pad2square": False, "ps_version": "v2", "select_layer": -1,
-        "template": "internlm2-chat", "use_thumbnail": True, "use_backbone_lora": 0, "use_llm_lora": 0,
+        "template": _conversation.DEFAULT_TEMPLATE, "use_thumbnail": True, "use_backbone_lora": 0, "use_llm_lora": 0,
         "tie_word_embeddings": False, "torch_dtype": "float32", "vision_config": vision, "llm_config": llm,
     }
 

@@ -158,8 +158,9 @@ CASES = [
     ("processor images per prompt", lambda c: c.proc(["a", "b"], images=[c.image]), ValueError, "images has 1 entries for 2 prompts"),
     ("processor num_segments per prompt", lambda c: c.proc(["a", "b"], num_segments=[4]), ValueError, "num_segments has 1 entries for 2 prompts"),
     ("processor audio", lambda c: c.proc(["a", "b"], images=[c.image, None], audios=["clip.wav"]), ValueError, "not audio"),
-    ("processor num_image_token 0", lambda c: PVCInternVLProcessor(c.tok, num_image_token=0), ValueError, "num_image_token must be a positive integer"),
-    ("processor template", lambda c: PVCInternVLProcessor(c.tok, template="chatml"), ValueError, "unknown conversation template 'chatml'"),
+    ("processor num_image_token 0", lambda c: PVCInternVLProcessor.from_model_config(c.tok, c.model.config, num_image_token=0), ValueError, "num_image_token must be a positive integer"),
+    ("processor template", lambda c: PVCInternVLProcessor.from_model_config(c.tok, c.model.config, template="chatml"), ValueError, "unknown conversation template 'chatml'"),
+    ("processor without checkpoint settings", lambda c: PVCInternVLProcessor(c.tok), ValueError, "AutoProcessor.from_pretrained(checkpoint) or PVCInternVLProcessor.from_model_config(tokenizer, config)"),
     ("processor no tokenizer", lambda c: PVCInternVLProcessor(None), ValueError, "needs a tokenizer"),
     # apply_chat_template
     ("template tokenize without dict", lambda c: c.proc.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=True), ValueError, "return_dict=True"),

@@ -5,6 +5,7 @@ and what is allowed, whichever way it arrives (config.json / ``from_dict``, keyw
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import math
 import re
@@ -13,12 +14,17 @@ import numpy as np
 import pytest
 
 from pvc_internvl.configuration_pvc_internvl import (
+    LLM_ARCHITECTURES,
+    DataFlag,
     PVCInternVisionConfig,
     PVCInternVLConfig,
     PruneVidConfig,
     Setting,
+    tokens_per_tile,
     transformers_config_keys,
 )
+from pvc_internvl.conversation import DEFAULT_TEMPLATE, TEMPLATES
+from pvc_internvl.media import MAX_TILES
 from tests.conftest import ROOT
 from tests.tiny import tiny_config, tiny_llm, tiny_vision
 from tests.tokenizer_utils import VOCAB_SIZE
@@ -53,14 +59,15 @@ BAD_CONFIG_DICTS = [
     ({"downsample_ratio": 0}, "'downsample_ratio' must be a finite number in (0, 1], got 0 (int)"),
     ({"downsample_ratio": math.nan}, "'downsample_ratio' must be a finite number in (0, 1], got nan (float)"),
     ({"downsample_ratio": 0.3}, "downsample_ratio 0.3 must be 1/k for an integer k dividing the patch grid side 8"),
-    ({"template": "llama3"}, "'template' must be a str, one of 'internlm2-chat', 'Hermes-2', 'phi3-chat', got 'llama3'"),
-    ({"template": None}, "'template' must be a str, one of 'internlm2-chat', 'Hermes-2', 'phi3-chat', got None"),
+    ({"template": "llama3"}, f"'template' must be a str, one of {', '.join(map(repr, TEMPLATES))}, got 'llama3'"),
+    ({"template": None}, f"'template' must be a str, one of {', '.join(map(repr, TEMPLATES))}, got None"),
     ({"ps_version": "v3"}, "'ps_version' must be a str, one of 'v1', 'v2', got 'v3' (str)"),
     ({"select_layer": "-1"}, "'select_layer' must be an int, got '-1' (str)"),
     ({"select_layer": 7}, "select_layer 7 is out of range for a vision model with 2 layers"),
     ({"force_image_size": 0}, "'force_image_size' must be None or an int >= 1, got 0 (int)"),
     ({"force_image_size": 100}, "image size 100 is not a multiple of the patch size 14"),
-    ({"max_dynamic_patch": 6.5}, "'max_dynamic_patch' must be an int >= 1, got 6.5 (float)"),
+    ({"max_dynamic_patch": 6.5}, f"'max_dynamic_patch' must be an int in [1, {MAX_TILES}], got 6.5 (float)"),
+    ({"max_dynamic_patch": MAX_TILES + 1}, f"'max_dynamic_patch' must be an int in [1, {MAX_TILES}], got {MAX_TILES + 1}"),
     ({"min_dynamic_patch": 8}, "min_dynamic_patch 8 is larger than max_dynamic_patch 6"),
     ({"tile_repeat_way": "frames"}, "must be None or a str, one of 'tile_major', 'frame_major', got 'frames'"),
     ({"max_clip_frames": 0}, "'max_clip_frames' must be None or an int >= 1, got 0 (int)"),
@@ -232,7 +239,7 @@ def test_numbers_are_normalised_not_coerced():
     assert config.num_image_token == 64  # 8 x 8 patches, no merging
 
 
-@pytest.mark.parametrize("template", ["internlm2-chat", "Hermes-2", "phi3-chat"])
+@pytest.mark.parametrize("template", list(TEMPLATES))
 @pytest.mark.parametrize("tile_repeat_way", [None, "tile_major", "frame_major"])
 def test_valid_settings_are_accepted(template, tile_repeat_way):
     config = tiny_config(template=template, tile_repeat_way=tile_repeat_way, ps_version="v1", max_clip_frames=None,
@@ -246,7 +253,46 @@ def test_config_without_arguments_still_builds():
     """transformers calls ``cls()`` internally (e.g. ``to_diff_dict`` on version 4)."""
     config = PVCInternVLConfig()
     assert config.llm_config.model_type == "llama" and config.num_image_token == 256
+    assert config.template == DEFAULT_TEMPLATE and config.vision_config.hidden_size == 1024
     assert "prunevid" in config.to_diff_dict()
+
+
+@pytest.mark.parametrize("cls", [PVCInternVisionConfig, PruneVidConfig, PVCInternVLConfig])
+def test_signature_docstring_and_defaults_come_from_the_settings_table(cls):
+    """Each setting is declared once, in ``cls.SETTINGS``: the signature, the docstring and the defaults follow."""
+    params = inspect.signature(cls).parameters
+    assert list(params) == [*cls.SETTINGS, "kwargs"] and params["kwargs"].kind is inspect.Parameter.VAR_KEYWORD
+    config = cls()
+    for name, spec in cls.SETTINGS.items():
+        assert params[name].default == spec.default, name
+        assert f"\n    {name} (`{spec.annotation}`, default {spec.default!r}): {spec.doc}" in cls.__doc__, name
+        if spec.kind is not dict:
+            assert getattr(config, name) == spec.default, name
+    assert cls.__doc__.count("\n    ") == len(cls.SETTINGS)  # one Args line each
+
+
+def test_positional_arguments_bind_in_table_order():
+    config = PruneVidConfig(True, 0.5)
+    assert (config.enabled, config.tau, config.k) == (True, 0.5, 7)
+    with pytest.raises(TypeError):
+        PruneVidConfig(*range(len(PruneVidConfig.SETTINGS) + 1))
+
+
+def test_llm_config_without_model_type_is_resolved_by_its_architecture():
+    for architecture, model_type in LLM_ARCHITECTURES.items():
+        llm = {key: value for key, value in tiny_llm(architectures=[architecture]).items() if key != "model_type"}
+        assert tiny_config(llm_config=llm).llm_config.model_type == model_type
+    llm = {key: value for key, value in tiny_llm(architectures=["GPT2LMHeadModel"]).items() if key != "model_type"}
+    with pytest.raises(ValueError, match="no architectures list naming a known language model"):
+        tiny_config(llm_config=llm)
+
+
+def test_tokens_per_tile_function_and_method_agree():
+    config = tiny_config(image_repeat_time=4, video_repeat_time=2)
+    assert config.num_image_token == 4
+    assert tokens_per_tile(DataFlag.IMAGE, 4, 4, 2) == config.tokens_per_tile(DataFlag.IMAGE) == 16
+    assert tokens_per_tile(DataFlag.MULTI_IMAGE, 4, 4, 2) == config.tokens_per_tile(DataFlag.MULTI_IMAGE) == 16
+    assert tokens_per_tile(DataFlag.VIDEO, 4, 4, 2) == config.tokens_per_tile(DataFlag.VIDEO) == 8
 
 
 def test_generic_keys_come_from_transformers():
@@ -256,9 +302,9 @@ def test_generic_keys_come_from_transformers():
 
 
 def test_setting_describes_its_rule():
-    assert Setting(float, low=0, high=1, low_open=True).describe() == "a finite number in (0, 1]"
-    assert Setting(int, low=1, optional=True).describe() == "None or an int >= 1"
-    assert Setting(str, choices=("v1", "v2")).describe() == "a str, one of 'v1', 'v2'"
+    assert Setting(float, 0.5, low=0, high=1, low_open=True).describe() == "a finite number in (0, 1]"
+    assert Setting(int, None, low=1).describe() == "None or an int >= 1"  # a default of None allows None
+    assert Setting(str, "v1", choices=("v1", "v2")).describe() == "a str, one of 'v1', 'v2'"
 
 
 def test_repository_config_json_loads_unchanged():

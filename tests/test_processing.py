@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -14,9 +15,12 @@ import pytest
 import torch
 from PIL import Image
 
+from pvc_internvl import conversation as C
 from pvc_internvl import media as M
 from pvc_internvl import processing as P
+from pvc_internvl.configuration_pvc_internvl import PVCInternVLConfig
 from tests.golden import golden_path
+from tests.tiny import tiny_config
 from tests.tokenizer_utils import (
     BOS_ID,
     EOS_ID,
@@ -25,6 +29,8 @@ from tests.tokenizer_utils import (
     IMG_CONTEXT_ID,
     NEWLINE_ID,
     SPECIAL_TOKENS,
+    UNK_ID,
+    UNK_TOKEN,
     VOCAB_SIZE,
     make_tiny_tokenizer,
 )
@@ -103,7 +109,7 @@ def test_candidate_order_equals_golden(golden):
         if key == "note":
             continue
         min_num, max_num = (int(part[3:]) for part in key.split("_"))
-        assert [list(r) for r in P.build_target_ratios(min_num, max_num)] == expected, key
+        assert [list(r) for r in M.build_target_ratios(min_num, max_num)] == expected, key
 
 
 def test_dynamic_preprocess_equals_golden(golden):
@@ -112,11 +118,11 @@ def test_dynamic_preprocess_equals_golden(golden):
     for case in cases:
         w, h, size = case["width"], case["height"], case["image_size"]
         image = noise_image(w, h, seed=w * 7 + h)
-        grid = P.tile_grid(w, h, case["min_num"], case["max_num"], size)
+        grid = M.tile_grid(w, h, case["min_num"], case["max_num"], size)
         assert grid == (case["grid_cols"], case["grid_rows"]), case["id"]
         assert (grid[0] * size, grid[1] * size) == (case["resized_width"], case["resized_height"]), case["id"]
         assert [list(b) for b in M.tile_boxes(*grid, size)] == case["crop_boxes"], case["id"]
-        tiles = P.dynamic_preprocess(image, case["min_num"], case["max_num"], size, case["use_thumbnail"])
+        tiles = M.dynamic_preprocess(image, case["min_num"], case["max_num"], size, case["use_thumbnail"])
         assert len(tiles) == case["num_tiles"], case["id"]
         resized = image.resize((case["resized_width"], case["resized_height"]), Image.BICUBIC)
         for tile, box in zip(tiles, case["crop_boxes"]):
@@ -138,7 +144,7 @@ def test_grid_matches_independent_rule(golden, min_num, max_num):
     for size in (448, 56):
         grids = []
         for w, h in EXTRA_SIZES:
-            grid = P.tile_grid(w, h, min_num, max_num, size)
+            grid = M.tile_grid(w, h, min_num, max_num, size)
             assert grid == reference_grid(w, h, order, size), (w, h, size)
             grids.append(grid)
         if max_num >= 2:
@@ -147,14 +153,14 @@ def test_grid_matches_independent_rule(golden, min_num, max_num):
 
 def test_tie_rule_cases():
     # 0.75 lies exactly between 1/2 and 1/1 with max_num=2: a large image takes the later (1, 2) grid
-    assert P.tile_grid(600, 800, 1, 2) == (1, 2)
-    assert P.tile_grid(30, 40, 1, 2) == (1, 1)
+    assert M.tile_grid(600, 800, 1, 2) == (1, 2)
+    assert M.tile_grid(30, 40, 1, 2) == (1, 1)
     # squares: (1,1), (2,2), (3,3) tie exactly; the area decides
-    assert P.tile_grid(448, 448) == (1, 1)
-    assert P.tile_grid(634, 634) == (2, 2)
-    assert P.tile_grid(1000, 1000) == (3, 3)
-    assert P.tile_grid(1, 4000) == (1, 12) and P.tile_grid(4000, 1) == (12, 1)
-    assert P.tile_grid(449, 448) == (1, 1)
+    assert M.tile_grid(448, 448) == (1, 1)
+    assert M.tile_grid(634, 634) == (2, 2)
+    assert M.tile_grid(1000, 1000) == (3, 3)
+    assert M.tile_grid(1, 4000) == (1, 12) and M.tile_grid(4000, 1) == (12, 1)
+    assert M.tile_grid(449, 448) == (1, 1)
 
 
 @pytest.mark.parametrize("w,h,max_num,thumb", [(1, 4000, 12, True), (4000, 1, 6, False), (449, 448, 12, True),
@@ -163,7 +169,7 @@ def test_dynamic_preprocess_tiles_match_reference(golden, w, h, max_num, thumb):
     image = noise_image(w, h, seed=3)
     grid = reference_grid(w, h, golden_order(golden, 1, max_num), 448)
     expected = reference_tiles(image, grid, 448, thumb)
-    tiles = P.dynamic_preprocess(image, 1, max_num, 448, thumb)
+    tiles = M.dynamic_preprocess(image, 1, max_num, 448, thumb)
     assert len(tiles) == len(expected)
     for tile, ref in zip(tiles, expected):
         assert_same_image(tile, ref)
@@ -172,11 +178,11 @@ def test_dynamic_preprocess_tiles_match_reference(golden, w, h, max_num, thumb):
 def test_dynamic_preprocess_rejects_bad_ranges():
     image = noise_image(10, 10)
     with pytest.raises(ValueError, match="min_num=3, max_num=2"):
-        P.dynamic_preprocess(image, min_num=3, max_num=2)
+        M.dynamic_preprocess(image, min_num=3, max_num=2)
     with pytest.raises(ValueError, match="min_num=0"):
-        P.dynamic_preprocess(image, min_num=0)
+        M.dynamic_preprocess(image, min_num=0)
     with pytest.raises(ValueError, match="-5"):
-        P.dynamic_preprocess(image, image_size=-5)
+        M.dynamic_preprocess(image, image_size=-5)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -201,7 +207,7 @@ def test_load_image_bit_exact(golden, tmp_path, w, h, max_num, size):
 
 def test_image_to_tensor_converts_and_resizes():
     gray = Image.fromarray(np.arange(30 * 20, dtype=np.uint8).reshape(20, 30) % 251, mode="L")
-    tensor = P.image_to_tensor(gray, 32)
+    tensor = M.image_to_tensor(gray, 32)
     expected = reference_pixels([gray.convert("RGB").resize((32, 32), Image.BICUBIC)])[0]
     assert tensor.shape == (3, 32, 32)
     assert np.abs(tensor.numpy() - expected).max() == 0.0
@@ -222,23 +228,23 @@ def test_get_index_equals_golden(golden):
     cases = golden["get_index"]["cases"]
     assert len(cases) >= 10
     for case in cases:
-        indices = P.get_index(case["bound"], case["fps"], case["max_frame"], case["first_idx"], case["num_segments"])
+        indices = M.get_index(case["bound"], case["fps"], case["max_frame"], case["first_idx"], case["num_segments"])
         assert indices.tolist() == case["frame_indices"], case["id"]
         assert indices.dtype == np.int64
 
 
 def test_get_index_independent_and_half_even():
     # 23.5 rounds to 24 and 29.375 to 29: half-to-even matters at idx 4 (5.875 * 4 = 23.5)
-    assert P.get_index(None, 24.0, 47, num_segments=8).tolist() == [2, 8, 14, 20, 26, 31, 37, 43]
-    assert P.get_index((0.5, 1.5), 24.0, 47, num_segments=8).tolist() == [13, 16, 19, 22, 25, 28, 31, 34]
+    assert M.get_index(None, 24.0, 47, num_segments=8).tolist() == [2, 8, 14, 20, 26, 31, 37, 43]
+    assert M.get_index((0.5, 1.5), 24.0, 47, num_segments=8).tolist() == [13, 16, 19, 22, 25, 28, 31, 34]
     # round(2.5) == 2 (not 3) for the start index
-    assert P.get_index((0.5, 2.0), 5.0, 100, num_segments=1).tolist() == [int(2 + 8 / 2 + 0)]
+    assert M.get_index((0.5, 2.0), 5.0, 100, num_segments=1).tolist() == [int(2 + 8 / 2 + 0)]
     for bound, fps, max_frame, n in [(None, 29.97, 1234, 32), ((1.25, 9.75), 30.0, 400, 16), ([], 25.0, 9, 3)]:
-        assert P.get_index(bound, fps, max_frame, num_segments=n).tolist() == reference_get_index(
+        assert M.get_index(bound, fps, max_frame, num_segments=n).tolist() == reference_get_index(
             bound, fps, max_frame, n
         )
     with pytest.raises(ValueError, match="got 0"):
-        P.get_index(None, 30.0, 10, num_segments=0)
+        M.get_index(None, 30.0, 10, num_segments=0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -348,7 +354,7 @@ def test_load_video_pyav_counts_frames_without_header_count(video_dir):
 def test_load_video_pyav_header_count_too_high(video_dir, monkeypatch):
     # the header claims 60 frames; indices past 47 cannot be decoded, so sampling is redone over 48 frames
     monkeypatch.setattr(M, "_pyav_stream_info", lambda av_module, path: (60, float(FPS)))
-    assert P.get_index(None, FPS, 59, num_segments=8).max() > 47
+    assert M.get_index(None, FPS, 59, num_segments=8).max() > 47
     pixel_values, _ = P.load_video(video_dir / "clip.mp4", num_segments=8, input_size=32, backend="pyav")
     assert frame_ids(pixel_values) == [2, 8, 14, 20, 26, 31, 37, 43]
 
@@ -432,10 +438,15 @@ def media(tmp_path_factory) -> dict:
     return paths
 
 
+# What a PVC checkpoint's processor_config.json holds: 448-px tiles, 64 tokens per frame, image tiles repeated 4x.
+SETTINGS = dict(image_size=448, min_dynamic_patch=1, max_dynamic_patch=6, use_thumbnail=True,
+                template=C.DEFAULT_TEMPLATE, num_image_token=64, image_repeat_time=4, video_repeat_time=1)
+
+
 @pytest.fixture(scope="module")
 def processor(tmp_path_factory):
     tokenizer = make_tiny_tokenizer(tmp_path_factory.mktemp("tok"))
-    return P.PVCInternVLProcessor(tokenizer, max_dynamic_patch=6, num_segments=8)
+    return P.PVCInternVLProcessor(tokenizer, num_segments=8, **SETTINGS)
 
 
 def expected_ids(processor, texts: list[str], flags: list[int], tiles: list[list[int]]) -> torch.Tensor:
@@ -530,7 +541,7 @@ def test_processor_errors(processor, media, video_dir):
     with pytest.raises(ValueError, match="images has 3 entries for 2 prompts with 2 placeholders"):
         processor(["<image> a", "<image> b"], images=[media["small"]] * 3)
     with pytest.raises(ValueError, match="min_num=5, max_num=2"):
-        P.PVCInternVLProcessor(processor.tokenizer, min_dynamic_patch=5, max_dynamic_patch=2)
+        P.PVCInternVLProcessor(processor.tokenizer, **{**SETTINGS, "min_dynamic_patch": 5, "max_dynamic_patch": 2})
 
 
 def test_batch_is_left_padded(processor, media, video_dir):
@@ -630,7 +641,7 @@ def test_auto_processor_round_trip(tmp_path, processor, media, video_dir):
 def test_save_keeps_tokenizer_auto_map(tmp_path):
     tokenizer = make_tiny_tokenizer(tmp_path / "tok")
     tokenizer.init_kwargs["auto_map"] = {"AutoTokenizer": ["tokenization_internlm2.InternLM2Tokenizer", None]}
-    P.PVCInternVLProcessor(tokenizer).save_pretrained(tmp_path / "saved")
+    P.PVCInternVLProcessor(tokenizer, **SETTINGS).save_pretrained(tmp_path / "saved")
     written = json.loads((tmp_path / "saved" / "tokenizer_config.json").read_text())["auto_map"]
     assert written == {"AutoTokenizer": ["tokenization_internlm2.InternLM2Tokenizer", None],
                        "AutoProcessor": "processing.PVCInternVLProcessor"}
@@ -661,3 +672,84 @@ def test_flat_media_lists_follow_placeholder_order(processor, media, video_dir):
     alone = processor(text=["no media here"], images=[], videos=[], audios=None, padding_side="right")
     assert "pixel_values" not in alone
     assert torch.equal(alone["input_ids"][0], flat["input_ids"][1][flat["attention_mask"][1].bool()])
+
+
+# ------------------------------------------------------------------------------------------------
+# Settings come from the checkpoint; prompt text and the pad id have one home each
+# ------------------------------------------------------------------------------------------------
+
+
+def test_processor_without_checkpoint_settings_is_refused(processor):
+    # the settings a checkpoint decides (issue 19); num_segments is the processor's own and keeps a default
+    assert set(P.MODEL_SETTINGS) == {"image_size", "min_dynamic_patch", "max_dynamic_patch", "use_thumbnail",
+                                     "template", "num_image_token", "image_repeat_time", "video_repeat_time"}
+    advice = r"from_pretrained\(checkpoint\) or PVCInternVLProcessor.from_model_config\(tokenizer, config\)"
+    with pytest.raises(ValueError, match=advice) as info:
+        P.PVCInternVLProcessor(processor.tokenizer)
+    assert all(name in str(info.value) for name in P.MODEL_SETTINGS) and "num_segments" not in str(info.value)
+    partial = {name: value for name, value in SETTINGS.items() if name != "video_repeat_time"}
+    with pytest.raises(ValueError, match="got no video_repeat_time: these settings are the checkpoint's"):
+        P.PVCInternVLProcessor(processor.tokenizer, **partial)
+    with pytest.raises(ValueError, match="use_thumbnail must be True or False, got 1"):
+        P.PVCInternVLProcessor(processor.tokenizer, **{**SETTINGS, "use_thumbnail": 1})
+    assert P.PVCInternVLProcessor(processor.tokenizer, **SETTINGS).num_segments == 32
+
+
+@pytest.mark.parametrize("kind", ["default", "pvc", "internvl2"])
+def test_from_model_config_takes_every_setting_from_the_config(tmp_path, processor, kind):
+    config = {
+        "default": lambda: PVCInternVLConfig(),
+        "pvc": lambda: tiny_config(pvc=True, min_dynamic_patch=2, max_dynamic_patch=5, template="Hermes-2"),
+        "internvl2": lambda: tiny_config(pvc=False, use_thumbnail=False, video_repeat_time=2),
+    }[kind]()
+    made = P.PVCInternVLProcessor.from_model_config(processor.tokenizer, config, num_segments=5)
+    for name in P.MODEL_SETTINGS:
+        assert getattr(made, name) == getattr(config, name), name
+    for flag in (1, 2, 3):
+        assert made.tokens_per_tile(flag) == config.tokens_per_tile(flag)
+    expected = {  # independent figures: 112 px / 14 px patches = 8x8 -> 4 (PVC, ratio 0.25) or 16 (ratio 0.5)
+        "default": None,
+        "pvc": (112, 2, 5, True, "Hermes-2", 4, 4, 1),
+        "internvl2": (112, 1, 6, False, C.DEFAULT_TEMPLATE, 16, 1, 2),
+    }[kind]
+    if expected is not None:
+        assert tuple(getattr(made, name) for name in P.MODEL_SETTINGS) == expected
+    # a processor saved beside a checkpoint carries the checkpoint's values
+    made.save_pretrained(tmp_path / "saved")
+    loaded = P.PVCInternVLProcessor.from_pretrained(tmp_path / "saved")
+    assert {name: getattr(loaded, name) for name in (*P.MODEL_SETTINGS, "num_segments")} == {
+        name: getattr(made, name) for name in (*P.MODEL_SETTINGS, "num_segments")}
+    assert loaded.chat_template == C.get_template(config.template).jinja
+
+
+def test_pad_token_id_takes_the_first_id_that_is_set(tmp_path):
+    tokenizer = make_tiny_tokenizer(tmp_path / "tok")
+    tokenizer.pad_token = UNK_TOKEN  # a pad distinct from eos, so the two cannot be confused
+    assert P.pad_token_id(tokenizer, EOS_ID) == UNK_ID
+    processor = P.PVCInternVLProcessor(tokenizer, **SETTINGS)
+    ids, mask = processor.tokenize_prompts(["a b c", "a"])
+    assert ids[1, :2].tolist() == [UNK_ID, UNK_ID] and mask[1].tolist() == [0, 0, 1, 1]
+    tokenizer.pad_token = None
+    assert P.pad_token_id(tokenizer, None, 7) == 7
+    assert processor.tokenize_prompts(["a b c", "a"])[0][1, :2].tolist() == [EOS_ID, EOS_ID]  # eos fallback
+    with pytest.raises(ValueError, match=f"the tokenizer {type(tokenizer).__name__} .* has no pad token"):
+        P.pad_token_id(tokenizer, None)
+
+
+def test_media_prefixes_and_template_names_come_from_conversation(processor, media):
+    assert (C.frame_prefix(12), C.image_prefix(3)) == ("Frame12: ", "Image-3: ")
+    assert C.build_video_prompt(2) == "Frame1: <image>\nFrame2: <image>\n"
+    assert C.build_multi_image_prompt(2) == "Image-1: <image>\nImage-2: <image>\n"
+    assert C.is_video_prompt("x Frame7: <image>\ny") and not C.is_video_prompt("Frame: <image>\n")
+    assert C.DEFAULT_TEMPLATE == "internlm2-chat" and set(C.TEMPLATES) == {"internlm2-chat", "Hermes-2", "phi3-chat"}
+    # the Jinja template writes the multi-image prefix from the same constant as the processor
+    two = [{"role": "user", "content": [{"type": "image", "image": media["small"]},
+                                         {"type": "image", "image": media["tall"]}, {"type": "text", "text": "same?"}]}]
+    assert C.build_multi_image_prompt(2) + "same?" in processor.apply_chat_template(two)
+    # among these files the literals live in conversation.py alone, once each ("VideoFrame" is PyAV's class)
+    literals = ("Frame", "Image-", "<img>", "</img>", "<IMG_CONTEXT>", "internlm2-chat", "Hermes-2", "phi3-chat")
+    sources = {name: (ROOT / name).read_text() for name in ("conversation.py", "processing.py", "scripts/chat.py")}
+    for literal in literals:
+        pattern = "(?<![A-Za-z])" + re.escape(literal)
+        assert {name: len(re.findall(pattern, text)) for name, text in sources.items()} == {
+            "conversation.py": 1, "processing.py": 0, "scripts/chat.py": 0}, literal
