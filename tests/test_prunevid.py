@@ -13,7 +13,7 @@ import random
 import pytest
 import torch
 
-import prunevid as pv
+from pvc_internvl import prunevid as pv
 from pvc_internvl.configuration_pvc_internvl import PruneVidConfig
 from tests.golden import golden_path
 
@@ -196,7 +196,7 @@ def test_stage1_golden_strict(monkeypatch):
     # project layout: groups and frame slots
     groups = [(g["length"]) for g in meta["output_groups"]]
     assert res.group_sizes == groups
-    assert res.group_sizes == pv.group_sizes_from_upstream(res.static_sizes, res.dynamic_sizes, res.window_sizes)
+    assert res.group_sizes == _upstream_groups(res.static_sizes, res.dynamic_sizes, res.window_sizes)
     assert sum(res.frame_token_counts) == res.features.shape[0] == meta["results"]["output_tokens"]
     assert len(res.frame_token_counts) == meta["num_frames"]
     first = 0
@@ -205,6 +205,15 @@ def test_stage1_golden_strict(monkeypatch):
         slots = res.frame_token_counts[first : first + width]
         assert slots == [res.static_sizes[s] + per_frame] + [per_frame] * (width - 1)
         first += width
+
+
+def _upstream_groups(static_sizes: list[int], dynamic_sizes: list[int], window_sizes: list[int]) -> list[int]:
+    """Flat Stage-2 group sizes from the upstream per-segment lists: the static group, then W equal frame groups."""
+    groups = []
+    for n_static, n_dynamic, width in zip(static_sizes, dynamic_sizes, window_sizes, strict=True):
+        assert n_dynamic % width == 0, (n_dynamic, width)
+        groups += [n_static] + [n_dynamic // width] * width
+    return groups
 
 
 def _assert_same_rows_multiset(got: torch.Tensor, ref: torch.Tensor, atol: float = 1e-5, rtol: float = 1e-3):
@@ -382,7 +391,7 @@ def test_stage2_selection_golden():
     assert int(query.sum()) == meta["n_suffix_text"] and int(visual.sum()) == meta["n_visual"]
     scores = pv.text_to_visual_scores(t["input.q"], t["input.k"], visual, query)[0]
     torch.testing.assert_close(scores, t["derived.visual_score_max_heads_max_queries"], rtol=1e-5, atol=1e-7)
-    groups = pv.group_sizes_from_upstream(
+    groups = _upstream_groups(
         t["input.static_sizes"].tolist(), t["input.dynamic_sizes"].tolist(), t["input.window_sizes"].tolist()
     )
     unsorted = pv.select_kept_tokens(scores, groups, meta["alpha"], sort=False)

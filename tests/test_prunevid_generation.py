@@ -11,7 +11,7 @@ import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 from transformers.cache_utils import DynamicCache
 
-import prunevid as pv
+from pvc_internvl import prunevid as pv
 from tests.test_prunevid import (
     VOCAB,
     _left_pad,
