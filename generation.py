@@ -220,7 +220,8 @@ class PVCInternVLGenerationMixin:
         media = self._call_media(input_ids, None, visual_features, (None, None, None), None, None)
         ids, mask, _ = self._llm_prompt(input_ids, attention_mask, media)
         self._reset_dynamic_rope()
-        out = self(input_ids=ids, attention_mask=mask, visual_embeds=self._row_visual(ids, media.tokens()), use_cache=True)
+        out = self(input_ids=ids, attention_mask=mask, visual_embeds=self._row_visual(ids, media.tokens()), use_cache=True,
+                   logits_to_keep=1)  # only the cache is wanted
         return getattr(out, CACHE_ARG)
 
     @torch.no_grad()

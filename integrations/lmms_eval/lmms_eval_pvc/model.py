@@ -2,8 +2,13 @@
 
 The model runs the package's own path -- ``processor.apply_chat_template(..., tokenize=True)`` ->
 ``model.generate(..., return_stats=True)`` -> ``processor.decode_answers`` -- with the official PVC settings:
-images are tiled with the checkpoint's ``max_dynamic_patch`` / ``use_thumbnail`` (``data_flag`` 1, or 2 for
-several images), videos are sampled with ``num_frames`` frames (64, the PVC card's setting; ``data_flag`` 3).
+images are tiled with the checkpoint's ``max_dynamic_patch`` / ``use_thumbnail`` (one image, or several in one
+prompt), videos are sampled with ``num_frames`` frames (64, the PVC card's setting).
+
+Requests about the same video (same path and ``num_frames``; Video-MME asks three questions per video) share its
+work: the video is decoded and encoded once (``model.encode_media``, PruneVid stage 1 included), and the prompt
+prefix before the questions (system prompt + video) is prefilled once (``model.prefill``) and copied for each
+question, unless PruneVid stage 2 is on (it prunes by the question). Answers equal separate calls.
 
 Model arguments (``--model_args key=value,...``):
 
@@ -20,6 +25,8 @@ Model arguments (``--model_args key=value,...``):
 ``attn_implementation`` ``sdpa`` (default) / ``eager`` / ``flash_attention_2``
 ``system_prompt``      replaces the template's system message (text, or a file holding it)
 ``cache_each_batch``   with ``--use_cache``, store every batch's answers as soon as it finishes (default True)
+``reuse_video``        ``True`` / ``False``: share a video's decoding, encoding and prefill between its questions
+                       (default True; questions about a video are then answered one at a time)
 =====================  =====================================================================================
 
 Per-sample statistics go to lmms-eval's sample log (``--log_samples``): every sample's ``token_counts`` entry
@@ -30,9 +37,11 @@ holds, besides ``input_tokens`` / ``output_tokens``, the ``return_stats`` of its
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -47,7 +56,6 @@ from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
 from lmms_eval.api.model import lmms
 from lmms_eval.protocol import ChatMessages
 
-IMG_CONTEXT_TOKEN = "<IMG_CONTEXT>"
 DEFAULT_NUM_FRAMES = 64  # the official PVC model card samples 64 frames per video
 DEFAULT_MAX_NEW_TOKENS = 1024
 STAT_KEYS = (
@@ -98,6 +106,7 @@ class PVCInternVL(lmms):
         attn_implementation: Optional[str] = None,
         system_prompt: Optional[str] = None,
         cache_each_batch: bool = True,
+        reuse_video: bool = True,
         trust_remote_code: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -110,6 +119,8 @@ class PVCInternVL(lmms):
         self.batch_size_per_gpu = _positive_int("batch_size", batch_size)
         self.prunevid = _as_bool("prunevid", prunevid)
         self.cache_each_batch = _as_bool("cache_each_batch", cache_each_batch)
+        self.reuse_video = _as_bool("reuse_video", reuse_video)
+        self._said: set[str] = set()  # reasons already logged by _say_once
         self.system_prompt = self._resolve_system_prompt(str(system_prompt).replace("\\n", "\n")) if system_prompt else None
 
         accelerator = Accelerator()
@@ -146,14 +157,19 @@ class PVCInternVL(lmms):
         self.processor = AutoProcessor.from_pretrained(pretrained, trust_remote_code=trust_remote_code)
         self._tokenizer = self.processor.tokenizer
         self._config = self._model.config
-        self._context_id = self._tokenizer.convert_tokens_to_ids(IMG_CONTEXT_TOKEN)
+        # the remote code's modules hold the prompt vocabulary (image tokens, video placeholder) and the name
+        # generate gives the KV cache in this transformers version (`cache` or `past_key_values`)
+        self._prompt_module = sys.modules[type(self.processor).__module__]
+        self._cache_arg = sys.modules[type(self._model).__module__].CACHE_ARG
+        self._context_id = self._tokenizer.convert_tokens_to_ids(self._prompt_module.IMG_CONTEXT_TOKEN)
         self._stop_ids = set(self.processor.stop_token_ids())
         if self.rank == 0:
             eval_logger.info(
                 f"pvc_internvl: {pretrained} on {self._device} ({torch_dtype}), {self.world_size} process(es), "
                 f"num_frames={self.num_frames}, tiles per image <= {self.max_num or self.processor.max_dynamic_patch}, "
-                f"prunevid={self.prunevid}, batch_size={self.batch_size_per_gpu}"
+                f"prunevid={self.prunevid}, batch_size={self.batch_size_per_gpu}, reuse_video={self.reuse_video}"
             )
+            self._log_reuse_settings()
 
     # ------------------------------------------------------------------------------ lmms-eval properties
     @property
@@ -196,41 +212,52 @@ class PVCInternVL(lmms):
 
     # ------------------------------------------------------------------------------ generation
     def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
-        """Answer every request; batches hold requests with equal generation settings and the same kind of media
-        (images / video / text), in request order."""
+        """Answer every request. Requests about one video form a group (with ``reuse_video``) whose video is decoded,
+        encoded and prefilled once; the other requests go in batches of equal generation settings and the same kind
+        of media (images / video / text). Groups follow the order of their first request."""
         sink = _CacheSink.find(self) if self.cache_each_batch else None
         eval_logger.info(f"pvc_internvl: rank {self.rank} answers {len(requests)} request(s)"
                          + (" (each batch cached as it finishes)" if sink is not None else ""))
-        groups: dict[tuple[str, str], list[int]] = {}
+        groups: dict[tuple, list[int]] = {}
         prepared = []
         for index, request in enumerate(requests):
-            messages, kind = self._messages(request)
+            messages, kind, video = self._messages(request)
             gen_kwargs = dict(request.args[2] or {})
             prepared.append((messages, gen_kwargs))
-            key = (json.dumps(gen_kwargs, sort_keys=True, default=str), kind)
+            if video is not None and self.reuse_video:
+                key: tuple = ("video", *video)
+            else:
+                key = ("batch", json.dumps(gen_kwargs, sort_keys=True, default=str), kind)
             groups.setdefault(key, []).append(index)
         results: list[Optional[GenerationResult]] = [None] * len(requests)
         progress = tqdm(total=len(requests), disable=self.rank != 0, desc="pvc_internvl")
-        for (_, kind), indices in groups.items():
+
+        def finished(indices: list[int], outputs: list[GenerationResult]) -> None:
+            for i, output in zip(indices, outputs):
+                results[i] = output
+            if sink is not None:
+                sink.store([requests[i] for i in indices], outputs)
+            progress.update(len(indices))
+
+        for key, indices in groups.items():
+            if key[0] == "video":
+                self._answer_video_group([prepared[i] for i in indices], indices, finished)
+                continue
             for start in range(0, len(indices), self.batch_size):
                 batch = indices[start : start + self.batch_size]
-                outputs = self._generate_batch([prepared[i][0] for i in batch], prepared[batch[0]][1], kind)
-                for i, output in zip(batch, outputs):
-                    results[i] = output
-                if sink is not None:
-                    sink.store([requests[i] for i in batch], outputs)
-                progress.update(len(batch))
+                finished(batch, self._generate_batch([prepared[i][0] for i in batch], prepared[batch[0]][1], key[2]))
         progress.close()
         return results
 
-    def _messages(self, request: Instance) -> tuple[list[dict], str]:
-        """The request's conversation in the processor's message format, and its kind (image / video / text)."""
+    def _messages(self, request: Instance) -> tuple[list[dict], str, Optional[tuple[str, int]]]:
+        """The request's conversation in the processor's message format, its kind (image / video / text) and, for a
+        video, what identifies its frames: (path, frames sampled)."""
         doc_to_messages, doc_id, task, split = request.args[1], request.args[3], request.args[4], request.args[5]
         raw = doc_to_messages(self.task_dict[task][split][doc_id])
         if self.system_prompt:
             raw = self._apply_system_prompt(raw, self.system_prompt)
         chat = ChatMessages(messages=raw)
-        messages, images, videos = [], 0, 0
+        messages, images, videos = [], 0, []
         for message in chat.messages:
             content = []
             for item in message.content:
@@ -244,13 +271,13 @@ class PVCInternVL(lmms):
                         raise ValueError(f"pvc_internvl: doc {doc_id} of {task} gives a video segment (start/end times); "
                                          "only whole videos are supported")
                     content.append({"type": "video", "path": item.url, "num_frames": self.num_frames})
-                    videos += 1
+                    videos.append((str(item.url), self.num_frames))
                 else:
                     raise ValueError(f"pvc_internvl: doc {doc_id} of {task} has {item.type} content; this model takes "
                                      "text, images and videos")
             messages.append({"role": message.role, "content": content})
         kind = "video" if videos else "image" if images else "text"
-        return messages, kind
+        return messages, kind, videos[0] if len(videos) == 1 and not images else None
 
     def _generation_settings(self, gen_kwargs: dict) -> tuple[dict, list[str]]:
         """(keyword arguments for ``generate``, stop strings) from a task's generation_kwargs."""
@@ -271,37 +298,107 @@ class PVCInternVL(lmms):
             eval_logger.warning(f"pvc_internvl: ignoring generation_kwargs {ignored}")
         return settings, [stop for stop in until if stop]
 
-    @torch.no_grad()
-    def _generate_batch(self, conversations: list[list[dict]], gen_kwargs: dict, kind: str) -> list[GenerationResult]:
-        settings, until = self._generation_settings(gen_kwargs)
-        options = {"max_num": self.max_num} if self.max_num is not None and kind == "image" else {}
+    def _model_inputs(self, conversations: list[list[dict]], **options: Any) -> Any:
+        """``processor.apply_chat_template(..., tokenize=True)`` of the conversations, on the model's device."""
         inputs = self.processor.apply_chat_template(
             conversations, add_generation_prompt=True, tokenize=True, return_dict=True, **options
         )
         inputs = inputs.to(self.model.get_input_embeddings().weight.device)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
-        prompt_len = inputs["input_ids"].shape[1]
+        return inputs
+
+    @torch.no_grad()
+    def _generate_batch(self, conversations: list[list[dict]], gen_kwargs: dict, kind: str) -> list[GenerationResult]:
+        settings, until = self._generation_settings(gen_kwargs)
+        options = {"max_num": self.max_num} if self.max_num is not None and kind == "image" else {}
+        inputs = self._model_inputs(conversations, **options)
         start = time.time()
         ids, stats = self.model.generate(
             **inputs, prunevid={"enabled": self.prunevid}, return_stats=True, **settings
         )
-        elapsed = time.time() - start
-        new_ids = ids[:, prompt_len:]
-        answers = self.processor.decode_answers(new_ids)
-        rows = per_row_stats(stats, inputs["input_ids"], self._context_id)
+        eval_logger.debug(f"pvc_internvl: batch of {len(conversations)} {kind} sample(s) in {time.time() - start:.2f} s")
+        return self._results(inputs["input_ids"], inputs["attention_mask"], ids, stats, until)
+
+    def _results(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, ids: torch.Tensor, stats: Any,
+                 until: list[str]) -> list[GenerationResult]:
+        """One ``GenerationResult`` per prompt row of a ``generate`` call: the answer cut at the stop strings, with
+        its token counts and the row's share of ``stats``."""
+        new_ids = ids[:, input_ids.shape[1]:]
+        rows = per_row_stats(stats, input_ids, self._context_id)
         outputs = []
-        for row, answer in enumerate(answers):
+        for row, answer in enumerate(self.processor.decode_answers(new_ids)):
             for stop in until:
                 answer = answer.split(stop)[0]
-            counts = PVCTokenCounts(
-                input_tokens=int(inputs["attention_mask"][row].sum()),
-                output_tokens=self._answer_length(new_ids[row]),
-                stats=rows[row],
-            )
+            counts = PVCTokenCounts(input_tokens=int(attention_mask[row].sum()),
+                                    output_tokens=self._answer_length(new_ids[row]), stats=rows[row])
             outputs.append(GenerationResult(text=answer, token_counts=counts))
-        eval_logger.debug(f"pvc_internvl: batch of {len(answers)} {kind} sample(s) in {elapsed:.2f} s")
         return outputs
+
+    # ------------------------------------------------------------------------------ several questions, one video
+    @torch.no_grad()
+    def _answer_video_group(self, requests: list[tuple[list[dict], dict]], indices: list[int], finished) -> None:
+        """Answer the requests about one video, one at a time, calling ``finished([index], outputs)`` after each.
+
+        The video is decoded once (the processor, for the first request) and encoded once (``encode_media``); with
+        two or more questions the shared prompt prefix is prefilled once (``prefill``) and each question continues
+        from a copy of that cache. Every prompt equals the processor's prompt for its request, so the answers are
+        those of separate calls.
+        """
+        start = time.time()
+        first = self._model_inputs([requests[0][0]])
+        prompts = video_prompts(self.processor, [messages for messages, _ in requests], first)
+        media = self.model.encode_media(
+            first["pixel_values"], data_flag=first["data_flag"], split_sizes=first["split_sizes"],
+            num_patches_list=first["num_patches_list"], prunevid={"enabled": self.prunevid},
+        )
+        plans = [self._generation_settings(gen_kwargs) for _, gen_kwargs in requests]
+        cache = self._shared_prefill(prompts, media, [settings for settings, _ in plans])
+        for index, ids, (settings, until) in zip(indices, prompts, plans):
+            mask = torch.ones_like(ids)
+            past = {self._cache_arg: copy.deepcopy(cache)} if cache is not None else {}
+            out, stats = self.model.generate(input_ids=ids, attention_mask=mask, visual_features=media,
+                                             return_stats=True, **past, **settings)
+            finished([index], self._results(ids, mask, out, stats, until))
+        eval_logger.debug(f"pvc_internvl: {len(indices)} question(s) about one video in {time.time() - start:.2f} s "
+                          f"(prefix {'shared' if cache is not None else 'not shared'})")
+
+    def _shared_prefill(self, prompts: list[torch.Tensor], media: Any, plans: list[dict]) -> Any:
+        """The KV cache of the prompts' common prefix (``model.prefill``), or None: for one question, and (said once
+        in the log) when PruneVid stage 2 is on, beam search is asked for, or the common prefix ends before the
+        video does (the question comes before the video)."""
+        if len(prompts) < 2:
+            return None
+        if media.pruned and media.prunevid.enable_stage2:
+            self._say_once("stage2", "PruneVid stage 2 prunes the video by the question, so questions about one video "
+                                     "share its decoding and encoding (stage 1 included) but not the prefill")
+            return None
+        if any(plan["num_beams"] > 1 for plan in plans):
+            self._say_once("beams", "num_beams > 1: questions about one video share its decoding and encoding but not "
+                                    "the prefill (a prefix cache serves one sequence per question)")
+            return None
+        length = common_prefix_length(prompts)
+        slots = int((prompts[0] == self._context_id).sum())
+        if int((prompts[0][0, :length] == self._context_id).sum()) != slots:
+            self._say_once("prefix", "the questions about a video differ before the video ends in the prompt, so "
+                                     "they share its decoding and encoding but not the prefill")
+            return None
+        return self.model.prefill(prompts[0][:, :length], visual_features=media)
+
+    def _say_once(self, reason: str, message: str) -> None:
+        if reason not in self._said:
+            self._said.add(reason)
+            eval_logger.info(f"pvc_internvl: {message}")
+
+    def _log_reuse_settings(self) -> None:
+        """Say at start-up how the settings limit sharing work between the questions about one video."""
+        if not self.reuse_video:
+            eval_logger.info("pvc_internvl: reuse_video=False: every video request decodes, encodes and prefills its "
+                             "video itself")
+        elif self.batch_size_per_gpu > 1:
+            eval_logger.info("pvc_internvl: questions about one video are answered one at a time from its shared "
+                             "encoding; batch_size applies to image and text requests (reuse_video=False batches "
+                             "video requests too)")
 
     def _answer_length(self, row: torch.Tensor) -> int:
         """New tokens up to and including the first stop id (padding after it is not counted)."""
@@ -311,7 +408,38 @@ class PVCInternVL(lmms):
         return int(row.shape[0])
 
 
-def per_row_stats(stats: dict, input_ids: torch.Tensor, context_id: int) -> list[dict]:
+def video_prompts(processor: Any, conversations: list[list[dict]], first: Any) -> list[torch.Tensor]:
+    """The ``(1, T)`` prompt ids of every conversation about the video whose processor inputs are ``first``, built
+    without decoding the video again: the chat template's text, its video placeholder replaced by the frame lines
+    of the processor's module, the image placeholders expanded for the video's layout, tokenized. The first must
+    equal the processor's own ids (``ValueError`` otherwise)."""
+    module = sys.modules[type(processor).__module__]
+    layout = module.sample_layouts(first["pixel_values"].shape[0], first["data_flag"], first["split_sizes"],
+                                   first["num_patches_list"])[0]
+    frames = module.build_video_prompt(layout.size)
+    prompts = []
+    for messages in conversations:
+        text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        text = processor.expand_placeholders(text.replace(module.VIDEO_PLACEHOLDER, frames), layout)
+        prompts.append(processor.tokenize_prompts([text])[0].to(first["input_ids"].device))
+    if not torch.equal(prompts[0], first["input_ids"]):
+        raise ValueError(
+            "pvc_internvl: the prompt built for a shared video differs from the processor's "
+            f"({prompts[0].shape[1]} vs {first['input_ids'].shape[1]} tokens); the processor's prompt format has "
+            "changed: run with reuse_video=False and report it"
+        )
+    return prompts
+
+
+def common_prefix_length(prompts: list[torch.Tensor]) -> int:
+    """Tokens at the start of every ``(1, T)`` prompt that all prompts share, leaving each at least one of its own
+    (the step that gives its first answer token)."""
+    shortest = min(ids.shape[1] for ids in prompts)
+    same = torch.stack([ids[0, :shortest] == prompts[0][0, :shortest] for ids in prompts]).all(dim=0)
+    return min(int(same.long().cumprod(dim=0).sum()), shortest - 1)
+
+
+def per_row_stats(stats: Any, input_ids: torch.Tensor, context_id: int) -> list[dict]:
     """Split ``generate(..., return_stats=True)``'s lists into one dict per prompt row.
 
     Lists with one entry per row (``prefill_flops``) are indexed by row; lists with one entry per media sample
@@ -322,7 +450,7 @@ def per_row_stats(stats: dict, input_ids: torch.Tensor, context_id: int) -> list
     media_rows = [row for row in range(batch) if bool((input_ids[row] == context_id).any())]
     rows: list[dict] = [{} for _ in range(batch)]
     for key in STAT_KEYS:
-        values = stats.get(key)
+        values = stats[key] if key in stats.keys() else None  # a dict or the model's CallStats
         if values is None:
             continue
         values = list(values)
