@@ -1,10 +1,7 @@
-"""PVC-InternVL: InternViT (+ PVC progressive temporal encoding) -> pixel shuffle -> mlp1 -> native LLM.
+"""PVC-InternVL: InternViT (+ PVC temporal attention / AdaLN) -> pixel shuffle -> mlp1 -> native causal LM.
 
-The vision encoder keeps the official InternVL parameter names (``vision_model.*``, ``mlp1.*``), so
-official InternVL2 and PVC checkpoints map 1:1 for those parts. The PVC temporal modules (causal temporal
-attention, AdaLN, time embedding) start at zero, so a freshly initialised temporal model computes exactly
-what plain InternViT computes. The language model is a native transformers causal LM built with
-``AutoModelForCausalLM.from_config``.
+Parameter names are the official InternVL ones (``vision_model.*``, ``mlp1.*``). The PVC temporal modules
+start at zero, so a fresh temporal model computes exactly what plain InternViT computes.
 """
 
 from __future__ import annotations
@@ -21,7 +18,6 @@ from torch import nn
 from transformers import AutoModelForCausalLM, GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutput, CausalLMOutputWithPast
-from transformers.utils import logging
 
 from .chat import PVCInternVLChatMixin
 from .configuration_pvc_internvl import DataFlag, PVCInternVisionConfig, PVCInternVLConfig
@@ -36,23 +32,13 @@ from .processing import PVCInternVLProcessor  # noqa: F401
 
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-logger = logging.get_logger(__name__)
-
-
 
 # ============================================================================================ attention
 def eager_attention_forward(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float,
-    dropout: float = 0.0,
-    **kwargs: Any,
+    module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None,
+    scaling: float, dropout: float = 0.0, **kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Plain softmax attention in the attention-interface form: q/k/v ``(B, H, S, D)``, ``attention_mask`` bool
-    ``(S_q, S_k)`` (True = attend) -> ``(B, S_q, H, D)`` and the weights."""
+    """Softmax attention: q/k/v ``(B, H, S, D)``, bool mask ``(S_q, S_k)`` (True = attend) -> ``(B, S_q, H, D)``."""
     scores = torch.matmul(query * scaling, key.transpose(-2, -1))
     if attention_mask is not None:
         scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
@@ -61,9 +47,7 @@ def eager_attention_forward(
 
 
 def attention_function(attn_implementation: str | None) -> Callable:
-    """The attention kernel ``config._attn_implementation`` names, read at every call so that
-    ``set_attn_implementation`` takes effect at once: transformers' attention interface (sdpa, flash, ...),
-    this module's eager attention for "eager"."""
+    """The kernel ``config._attn_implementation`` names (read at every call, so ``set_attn_implementation`` acts)."""
     if hasattr(ALL_ATTENTION_FUNCTIONS, "get_interface"):  # transformers 5
         return ALL_ATTENTION_FUNCTIONS.get_interface(attn_implementation or "sdpa", eager_attention_forward)
     if attn_implementation in (None, "eager"):  # transformers 4.57
@@ -80,19 +64,25 @@ class InternRMSNorm(nn.Module):
         self.variance_epsilon = eps
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        input_dtype = hidden_states.dtype
-        hidden_states = hidden_states.to(torch.float32)
-        variance = hidden_states.pow(2).mean(-1, keepdim=True)
-        hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
-        return self.weight * hidden_states.to(input_dtype)
+        x = hidden_states.to(torch.float32)
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        return self.weight * x.to(hidden_states.dtype)
 
 
-def make_norm(config: PVCInternVisionConfig, size: int | None = None) -> nn.Module:
-    """LayerNorm or RMSNorm of width ``size`` (default: hidden size), as ``config.norm_type`` says."""
-    size = size or config.hidden_size
+def make_norm(config: PVCInternVisionConfig) -> nn.Module:
+    """LayerNorm or RMSNorm of the hidden size, as ``config.norm_type`` says."""
     if config.norm_type == "rms_norm":
-        return InternRMSNorm(size, eps=config.layer_norm_eps)
-    return nn.LayerNorm(size, eps=config.layer_norm_eps)
+        return InternRMSNorm(config.hidden_size, eps=config.layer_norm_eps)
+    return nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+
+def zero_linear(in_features: int, out_features: int) -> nn.Linear:
+    """A linear layer that starts (and is re-initialised) at zero, so its branch starts as the identity."""
+    linear = nn.Linear(in_features, out_features)
+    linear.zero_init = True
+    nn.init.zeros_(linear.weight)
+    nn.init.zeros_(linear.bias)
+    return linear
 
 
 # =========================================================================================== embeddings
@@ -109,33 +99,19 @@ class PVCInternVisionEmbeddings(nn.Module):
         self.num_patches = (self.image_size // self.patch_size) ** 2
         self.position_embedding = nn.Parameter(torch.randn(1, self.num_patches + 1, self.embed_dim))
 
-    def _patch_position_embedding(self, height: int, width: int) -> torch.Tensor:
-        """Position embedding of the patch grid resized to ``(height, width)``: ``(1, height * width, C)``."""
-        grid = self.image_size // self.patch_size
-        pos = self.position_embedding[:, 1:, :].float().reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
-        pos = F.interpolate(pos, size=(height, width), mode="bicubic", align_corners=False)
-        return pos.reshape(1, -1, height * width).permute(0, 2, 1)
-
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``(N, 3, H, W)`` -> ``(N, 1 + (H / patch) * (W / patch), C)``."""
         dtype = self.patch_embedding.weight.dtype
         patches = self.patch_embedding(pixel_values.to(dtype))  # (N, C, h, w)
         batch, _, height, width = patches.shape
         patches = patches.flatten(2).transpose(1, 2)
+        grid = self.image_size // self.patch_size
+        pos = self.position_embedding[:, 1:, :].float().reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
+        pos = F.interpolate(pos, size=(height, width), mode="bicubic", align_corners=False)
+        pos = pos.reshape(1, -1, height * width).permute(0, 2, 1)  # (1, h * w, C)
+        position = torch.cat([self.position_embedding[:, :1, :], pos.to(dtype)], dim=1)
         cls = self.class_embedding.expand(batch, 1, -1).to(dtype)
-        position = torch.cat(
-            [self.position_embedding[:, :1, :], self._patch_position_embedding(height, width).to(dtype)], dim=1
-        )
         return torch.cat([cls, patches], dim=1) + position.to(dtype)
-
-
-def timestep_sinusoid(t: torch.Tensor, dim: int, max_period: float, order: str) -> torch.Tensor:
-    """Sinusoidal encoding of (possibly fractional) timestamps ``t`` ``(N,)`` -> ``(N, dim)`` in float32."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    args = t.float()[:, None] * freqs[None]
-    parts = [torch.cos(args), torch.sin(args)] if order == "cos_sin" else [torch.sin(args), torch.cos(args)]
-    return torch.cat(parts, dim=-1)
 
 
 class TimeEmbedder(nn.Module):
@@ -144,22 +120,23 @@ class TimeEmbedder(nn.Module):
     def __init__(self, config: PVCInternVisionConfig):
         super().__init__()
         self.config = config
-        self.mlp = nn.Sequential(
-            nn.Linear(config.time_embed_dim, config.hidden_size),
-            nn.SiLU(),
-            nn.Linear(config.hidden_size, config.hidden_size),
-        )
+        hidden = config.hidden_size
+        self.mlp = nn.Sequential(nn.Linear(config.time_embed_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
 
     def forward(self, frame_index: torch.Tensor, clip_len: int) -> torch.Tensor:
         """``frame_index`` ``(N,)`` are 0-based positions inside clips of ``clip_len`` frames."""
-        t = frame_index.float() / clip_len if self.config.time_input == "normalized" else frame_index.float()
-        emb = timestep_sinusoid(t, self.config.time_embed_dim, self.config.time_embed_max_period, self.config.time_embed_order)
-        return self.mlp(emb.to(self.mlp[0].weight.dtype))
+        config = self.config
+        t = frame_index.float() / clip_len if config.time_input == "normalized" else frame_index.float()
+        half = config.time_embed_dim // 2
+        steps = torch.arange(half, dtype=torch.float32, device=t.device)
+        args = t[:, None] * torch.exp(-math.log(config.time_embed_max_period) * steps / half)[None]
+        cos, sin = torch.cos(args), torch.sin(args)
+        parts = [cos, sin] if config.time_embed_order == "cos_sin" else [sin, cos]
+        return self.mlp(torch.cat(parts, dim=-1).to(self.mlp[0].weight.dtype))
 
 
-# ============================================================================================ attention
-class InternAttention(nn.Module):
-    """Spatial multi-head self-attention over the tokens of one frame (fused qkv, optional qk-norm)."""
+class _MultiHeadAttention(nn.Module):
+    """Shared setup of the spatial and temporal attention: heads, scale, fused qkv split."""
 
     def __init__(self, config: PVCInternVisionConfig):
         super().__init__()
@@ -167,20 +144,31 @@ class InternAttention(nn.Module):
         self.embed_dim = config.hidden_size
         self.num_heads = config.num_attention_heads
         self.head_dim = self.embed_dim // self.num_heads
+        self.scale = self.head_dim**-0.5
+        self.is_causal, self.num_key_value_groups = False, 1  # read by the attention kernels
+
+    def _split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(N, S, C)`` -> q, k, v, each ``(N, H, S, D)``."""
+        qkv = self.qkv(x).reshape(*x.shape[:2], 3, self.num_heads, self.head_dim)
+        return qkv.permute(2, 0, 3, 1, 4).unbind(0)
+
+
+class InternAttention(_MultiHeadAttention):
+    """Spatial multi-head self-attention over the tokens of one frame (fused qkv, optional qk-norm)."""
+
+    def __init__(self, config: PVCInternVisionConfig):
+        super().__init__(config)
         self.qkv = nn.Linear(self.embed_dim, 3 * self.embed_dim, bias=config.qkv_bias)
         self.qk_normalization = config.qk_normalization
         if self.qk_normalization:
             self.q_norm = InternRMSNorm(self.embed_dim, eps=config.layer_norm_eps)
             self.k_norm = InternRMSNorm(self.embed_dim, eps=config.layer_norm_eps)
         self.proj = nn.Linear(self.embed_dim, self.embed_dim)
-        self.scale = self.head_dim**-0.5
-        self.is_causal, self.num_key_value_groups = False, 1  # read by the attention kernels
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """``(N, S, C)`` -> ``(N, S, C)``."""
         batch, seq, _ = hidden_states.shape
-        qkv = self.qkv(hidden_states).reshape(batch, seq, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (N, H, S, D)
+        q, k, v = self._split_heads(hidden_states)
         if self.qk_normalization:
             q = self.q_norm(q.transpose(1, 2).flatten(-2)).view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
             k = self.k_norm(k.transpose(1, 2).flatten(-2)).view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
@@ -189,44 +177,27 @@ class InternAttention(nn.Module):
         return self.proj(out.reshape(batch, seq, self.embed_dim))
 
 
-class TemporalAttention(nn.Module):
+class TemporalAttention(_MultiHeadAttention):
     """PVC causal temporal attention (T-MHA): a token attends to the tokens at the same spatial position
-    of the frames of its clip (earlier ones only when ``temporal_causal``). The output projection starts
-    at zero, so a fresh module adds nothing.
-    """
+    of the frames of its clip (earlier ones only when ``temporal_causal``). ``proj`` starts at zero."""
 
     def __init__(self, config: PVCInternVisionConfig):
-        super().__init__()
-        self.config = config
-        self.embed_dim = config.hidden_size
-        self.num_heads = config.num_attention_heads
-        self.head_dim = self.embed_dim // self.num_heads
+        super().__init__(config)
         self.norm = make_norm(config) if config.temporal_attn_norm else None
         self.qkv = nn.Linear(self.embed_dim, 3 * self.embed_dim, bias=True)
         self.proj = zero_linear(self.embed_dim, self.embed_dim)
-        self.scale = self.head_dim**-0.5
-        self.is_causal, self.num_key_value_groups = False, 1  # causality comes from the explicit frame mask
 
     def forward(self, hidden_states: torch.Tensor, clip_len: int, store: TemporalKV | None = None) -> torch.Tensor:
-        """Temporal attention over clips; returns the residual update ``(n_clips * t, S, C)``.
-
-        Args:
-            hidden_states: ``(n_clips * t, S, C)``, frames of each clip consecutive (``t`` = ``clip_len``
-                new frames of every clip).
-            store: keys/values of the clips' earlier frames (chunked encoding); the new frames' keys and
-                values are written into it. ``None`` when the whole clip is encoded at once.
-        """
-        frames, seq, dim = hidden_states.shape
+        """``(n_clips * t, S, C)`` (``t`` = ``clip_len`` new frames of every clip, consecutive) -> the residual
+        update, same shape. ``store`` holds the earlier frames' keys/values in chunked encoding (None: whole clip)."""
+        frames, _, dim = hidden_states.shape
         n_clips = frames // clip_len
         start = 0 if self.config.temporal_include_cls else 1
-        x = hidden_states[:, start:]
-        if self.norm is not None:
-            x = self.norm(x)
+        x = hidden_states[:, start:] if self.norm is None else self.norm(hidden_states[:, start:])
         spatial = x.shape[1]
         # (n_clips, t, S', C) -> (n_clips * S', t, C): one temporal sequence per clip and position.
         x = x.reshape(n_clips, clip_len, spatial, dim).transpose(1, 2).reshape(n_clips * spatial, clip_len, dim)
-        qkv = self.qkv(x).reshape(n_clips * spatial, clip_len, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (n_clips * S', H, t, D)
+        q, k, v = self._split_heads(x)  # each (n_clips * S', H, t, D)
         if store is not None:
             k, v = store.append(k, v)  # (n_clips * S', H, P + t, D)
         mask = None
@@ -244,15 +215,6 @@ class TemporalAttention(nn.Module):
         return out
 
 
-def zero_linear(in_features: int, out_features: int) -> nn.Linear:
-    """A linear layer that starts (and is re-initialised) at zero, so its branch starts as the identity."""
-    linear = nn.Linear(in_features, out_features)
-    linear.zero_init = True
-    nn.init.zeros_(linear.weight)
-    nn.init.zeros_(linear.bias)
-    return linear
-
-
 class InternMLP(nn.Module):
     def __init__(self, config: PVCInternVisionConfig):
         super().__init__()
@@ -264,30 +226,13 @@ class InternMLP(nn.Module):
         return self.fc2(self.act(self.fc1(hidden_states)))
 
 
-class DropPath(nn.Module):
-    """Stochastic depth (training only): drops whole residual branches per sample."""
-
-    def __init__(self, drop_prob: float = 0.0):
-        super().__init__()
-        self.drop_prob = drop_prob
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.drop_prob == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.drop_prob
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
-
-
 # ================================================================================================ layer
 class PVCInternVisionLayer(nn.Module):
-    """InternViT block with optional PVC parts.
-
-    ``x = x + ls1 * Attn(AdaLN1(x, e))``; ``x = x + TMHA(x)`` (temporal layers);
-    ``x = x + ls2 * MLP(AdaLN2(x, e))``, with ``AdaLN(x, e) = norm(x) * (1 + scale(e)) + shift(e)``.
-    Modulations come from ``adaLN_modulation = SiLU -> Linear(C, n * C)`` (zero-initialised), chunked as
-    ``[shift1, scale1, shift2, scale2]`` (n = 4) or ``[shift1, scale1, gate1, shift2, scale2, gate2]``
-    (n = 6; a gate multiplies its branch by ``1 + gate``).
+    """InternViT block with optional PVC parts:
+    ``x += ls1 * Attn(AdaLN1(x, e))``; ``x += TMHA(x)`` (temporal layers); ``x += ls2 * MLP(AdaLN2(x, e))``,
+    ``AdaLN(x, e) = norm(x) * (1 + scale(e)) + shift(e)``. ``adaLN_modulation`` (SiLU -> zero Linear(C, n * C))
+    gives ``[shift1, scale1, shift2, scale2]`` (n = 4) or, with gates ``x * (1 + gate)`` on the branches,
+    ``[shift1, scale1, gate1, shift2, scale2, gate2]`` (n = 6).
     """
 
     def __init__(self, config: PVCInternVisionConfig, drop_path_rate: float, temporal: bool, adaln: bool):
@@ -299,8 +244,7 @@ class PVCInternVisionLayer(nn.Module):
         self.norm2 = make_norm(config)
         self.ls1 = nn.Parameter(config.initializer_factor * torch.ones(self.embed_dim))
         self.ls2 = nn.Parameter(config.initializer_factor * torch.ones(self.embed_dim))
-        self.drop_path1 = DropPath(drop_path_rate)
-        self.drop_path2 = DropPath(drop_path_rate)
+        self.drop_path_rate = drop_path_rate
         self.temporal_attn = TemporalAttention(config) if temporal else None
         self.num_modulations = config.adaln_num_modulations
         self.adaLN_modulation = None
@@ -312,34 +256,37 @@ class PVCInternVisionLayer(nn.Module):
         if self.adaLN_modulation is None or time_emb is None:
             return [None] * 6
         mods = [m.unsqueeze(1) for m in self.adaLN_modulation(time_emb).chunk(self.num_modulations, dim=-1)]
-        if self.num_modulations == 4:
-            return [mods[0], mods[1], None, mods[2], mods[3], None]
-        return mods
+        return [mods[0], mods[1], None, mods[2], mods[3], None] if self.num_modulations == 4 else mods
+
+    def _branch(self, x: torch.Tensor, gate: torch.Tensor | None) -> torch.Tensor:
+        """A residual branch: gated, then dropped whole per sample in training (stochastic depth)."""
+        x = self._modulate(x, gate)
+        if self.drop_path_rate == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.drop_path_rate
+        return x * x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep) / keep
 
     @staticmethod
-    def _modulate(x: torch.Tensor, shift: torch.Tensor | None, scale: torch.Tensor | None) -> torch.Tensor:
-        return x if shift is None else x * (1 + scale) + shift
-
-    @staticmethod
-    def _gate(x: torch.Tensor, gate: torch.Tensor | None) -> torch.Tensor:
-        return x if gate is None else x * (1 + gate)
+    def _modulate(x: torch.Tensor, scale: torch.Tensor | None, shift: torch.Tensor | None = None) -> torch.Tensor:
+        """``x * (1 + scale) + shift`` (a gate has no shift); ``x`` when there is no modulation."""
+        if scale is None:
+            return x
+        x = x * (1 + scale)
+        return x if shift is None else x + shift
 
     def forward(
-        self,
-        hidden_states: torch.Tensor,
-        time_emb: torch.Tensor | None = None,
-        clip_len: int = 1,
+        self, hidden_states: torch.Tensor, time_emb: torch.Tensor | None = None, clip_len: int = 1,
         temporal_store: TemporalKV | None = None,
     ) -> torch.Tensor:
         """``(N, S, C)`` frames (clip-major) -> ``(N, S, C)``."""
         shift1, scale1, gate1, shift2, scale2, gate2 = self._modulations(time_emb)
         dtype = hidden_states.dtype
-        normed = self._modulate(self.norm1(hidden_states).to(dtype), shift1, scale1)
-        hidden_states = hidden_states + self.drop_path1(self._gate(self.attn(normed) * self.ls1, gate1))
+        normed = self._modulate(self.norm1(hidden_states).to(dtype), scale1, shift1)
+        hidden_states = hidden_states + self._branch(self.attn(normed) * self.ls1, gate1)
         if self.temporal_attn is not None:
             hidden_states = hidden_states + self.temporal_attn(hidden_states, clip_len, temporal_store)
-        normed = self._modulate(self.norm2(hidden_states).to(dtype), shift2, scale2)
-        hidden_states = hidden_states + self.drop_path2(self._gate(self.mlp(normed) * self.ls2, gate2))
+        normed = self._modulate(self.norm2(hidden_states).to(dtype), scale2, shift2)
+        hidden_states = hidden_states + self._branch(self.mlp(normed) * self.ls2, gate2)
         return hidden_states
 
 
@@ -351,46 +298,44 @@ class PVCInternVisionPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["PVCInternVisionLayer"]
     _supports_sdpa = True
     _supports_flash_attn = True
-    _supports_flash_attn_2 = True
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
-            if getattr(module, "zero_init", False):  # PVC parts start as the identity
-                nn.init.zeros_(module.weight)
-            else:
-                nn.init.trunc_normal_(module.weight, std=std)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Conv2d):
+        init_module(module, self.config.initializer_range, self.config.initializer_factor)
+
+
+@torch.no_grad()
+def init_module(module: nn.Module, std: float, layer_scale: float = 1.0) -> None:
+    """Initialise one module of the vision model or the projector (``zero_init`` linears stay at zero)."""
+    if isinstance(module, (nn.Linear, nn.Conv2d)):
+        if getattr(module, "zero_init", False):  # PVC parts start as the identity
+            nn.init.zeros_(module.weight)
+        else:
             nn.init.trunc_normal_(module.weight, std=std)
+        if module.bias is not None:
             nn.init.zeros_(module.bias)
-        elif isinstance(module, (nn.LayerNorm, InternRMSNorm)):
-            nn.init.ones_(module.weight)
-            if getattr(module, "bias", None) is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, PVCInternVisionEmbeddings):
-            nn.init.trunc_normal_(module.class_embedding, std=std)
-            nn.init.trunc_normal_(module.position_embedding, std=std)
-        elif isinstance(module, PVCInternVisionLayer):
-            nn.init.constant_(module.ls1, self.config.initializer_factor)
-            nn.init.constant_(module.ls2, self.config.initializer_factor)
+    elif isinstance(module, (nn.LayerNorm, InternRMSNorm)):
+        nn.init.ones_(module.weight)
+        if getattr(module, "bias", None) is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, PVCInternVisionEmbeddings):
+        nn.init.trunc_normal_(module.class_embedding, std=std)
+        nn.init.trunc_normal_(module.position_embedding, std=std)
+    elif isinstance(module, PVCInternVisionLayer):
+        nn.init.constant_(module.ls1, layer_scale)
+        nn.init.constant_(module.ls2, layer_scale)
 
 
 class TemporalKV:
-    """Keys and values of one temporal-attention layer for the frames encoded so far, in buffers sized
-    for the whole clip on first use (so growing them never copies). Chunked encoding runs layer by layer
-    and shares one store between all temporal layers (``reset`` before each)."""
+    """Keys/values of the frames encoded so far in chunked encoding, in buffers sized for the whole clip on
+    first use (growing never copies). One store serves every temporal layer in turn (``reset`` before each)."""
 
     def __init__(self, capacity: int):
         self.capacity = capacity
         self.length = 0
-        self.keys: torch.Tensor | None = None
-        self.values: torch.Tensor | None = None
+        self.keys = self.values = None  # (N, H, capacity, D), made on the first append
 
     def reset(self) -> None:
-        """Forget the stored frames (the buffers are kept and overwritten)."""
         self.length = 0
 
     def append(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -413,12 +358,9 @@ def frame_spans(clip_len: int, chunk_frames: int | None) -> list[tuple[int, int]
     return [(start, min(start + chunk, clip_len)) for start in range(0, clip_len, chunk)]
 
 
-def over_spans(
-    spans: list[tuple[int, int]], step: Callable[[int, int], torch.Tensor], out: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Run ``step(start, end) -> (n_clips, end - start, ...)`` for every span, in order, and gather the parts
-    along the time axis into ``out`` (allocated from the first part if None; it may be the tensor the steps
-    read, as each step reads only its own span). One span returns its part as it is (no copy)."""
+def over_spans(spans: list[tuple[int, int]], step: Callable[[int, int], torch.Tensor], out: torch.Tensor | None = None):
+    """Gather ``step(start, end) -> (n_clips, end - start, ...)`` of every span along time into ``out`` (new if
+    None; it may be what the steps read, each reading only its span). One span: its part, not copied."""
     if len(spans) == 1:
         return step(*spans[0])
     for start, end in spans:
@@ -430,11 +372,8 @@ def over_spans(
 
 
 class PVCInternVisionModel(PVCInternVisionPreTrainedModel):
-    """InternViT encoder with PVC temporal modules.
-
-    Frames arrive flattened clip-major: ``(n_clips * clip_len, 3, H, W)``. Spatial attention, MLP and AdaLN
-    act per frame; temporal attention mixes the frames of each clip at every spatial position.
-    """
+    """InternViT encoder with PVC temporal modules. Frames arrive clip-major ``(n_clips * clip_len, 3, H, W)``;
+    temporal attention mixes the frames of each clip at every spatial position, the rest acts per frame."""
 
     def __init__(self, config: PVCInternVisionConfig):
         super().__init__(config)
@@ -452,36 +391,16 @@ class PVCInternVisionModel(PVCInternVisionPreTrainedModel):
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings.patch_embedding
 
-    def _time_embedding(self, clip_len: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
-        """Per-position time embedding of a clip ``(clip_len, C)``, or None without AdaLN."""
-        if self.time_embedder is None:
-            return None
-        return self.time_embedder(torch.arange(clip_len, device=device), clip_len).to(dtype)
-
     def encode(
-        self,
-        pixel_values: torch.Tensor,
-        clip_len: int,
-        num_layers: int | None = None,
-        chunk_frames: int | None = None,
+        self, pixel_values: torch.Tensor, clip_len: int, num_layers: int | None = None, chunk_frames: int | None = None,
         output_hidden_states: bool = False,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
-        """Encode whole clips.
+        """Encode whole clips ``(n_clips * clip_len, 3, H, W)`` with the first ``num_layers`` blocks (all if None)
+        -> the last hidden state ``(n_clips * clip_len, S, C)`` and, if asked, all (embeddings, block 1, ...).
 
-        Without ``chunk_frames`` every block sees all frames at once. With it, the blocks run one after the
-        other, each over ``chunk_frames`` frames of every clip at a time in time order; a temporal layer
-        writes the keys/values of each chunk into a store the later chunks read (one store, reused by
-        every layer). The result is the same; the memory that grows with the clip length is the residual
-        stream plus one layer's temporal keys/values (about 3 hidden states per frame instead of about 11).
-
-        Args:
-            pixel_values: ``(n_clips * clip_len, 3, H, W)``, clip-major.
-            clip_len: frames per clip.
-            num_layers: run only the first ``num_layers`` blocks (for ``select_layer``).
-            chunk_frames: frames of every clip per step (None = all at once).
-        Returns:
-            The hidden state after block ``num_layers`` ``(n_clips * clip_len, S, C)`` and, if asked, all
-            hidden states ``(embeddings, block 1, ...)``.
+        With ``chunk_frames`` the blocks run one after the other, each on ``chunk_frames`` frames of every clip at
+        a time; a temporal layer writes each chunk's keys/values into a store the later chunks read. Same
+        result, but the memory that grows with the clip is about 3 hidden states per frame instead of about 11.
         """
         if pixel_values.shape[0] % clip_len != 0:
             raise ValueError(f"{pixel_values.shape[0]} frames do not split into clips of {clip_len} frames")
@@ -492,7 +411,9 @@ class PVCInternVisionModel(PVCInternVisionPreTrainedModel):
         hidden = over_spans(  # (n_clips, clip_len, S, C)
             spans, lambda start, end: self.embeddings(pixels[:, start:end].flatten(0, 1)).unflatten(0, (n_clips, -1))
         )
-        per_frame = self._time_embedding(clip_len, hidden.device, hidden.dtype)
+        per_frame = None  # (clip_len, C) time embedding of each position in a clip
+        if self.time_embedder is not None:
+            per_frame = self.time_embedder(torch.arange(clip_len, device=hidden.device), clip_len).to(hidden.dtype)
         chunked = len(spans) > 1
         store = TemporalKV(clip_len) if chunked else None
         snapshot = (lambda h: h.flatten(0, 1).clone()) if chunked else (lambda h: h.flatten(0, 1))  # buffer reused
@@ -513,11 +434,7 @@ class PVCInternVisionModel(PVCInternVisionPreTrainedModel):
         return hidden.flatten(0, 1), (tuple(states) if states is not None else None)
 
     def forward(
-        self,
-        pixel_values: torch.Tensor,
-        clip_len: int = 1,
-        output_hidden_states: bool = False,
-        return_dict: bool = True,
+        self, pixel_values: torch.Tensor, clip_len: int = 1, output_hidden_states: bool = False, return_dict: bool = True
     ) -> BaseModelOutput | tuple:
         """Encode whole clips at once. ``pixel_values`` ``(n_clips * clip_len, 3, H, W)``."""
         last, states = self.encode(pixel_values, clip_len, output_hidden_states=output_hidden_states)
@@ -531,28 +448,19 @@ class PVCInternVLPreTrainedModel(PreTrainedModel):
     config_class = PVCInternVLConfig
     base_model_prefix = ""
     main_input_name = "input_ids"
-    supports_gradient_checkpointing = False
     _no_split_modules = [
-        "PVCInternVisionLayer",
-        "LlamaDecoderLayer",
-        "Qwen2DecoderLayer",
-        "Phi3DecoderLayer",
-        "MistralDecoderLayer",
+        "PVCInternVisionLayer", "LlamaDecoderLayer", "Qwen2DecoderLayer", "Phi3DecoderLayer", "MistralDecoderLayer"
     ]
     _skip_keys_device_placement = "past_key_values"
     _supports_sdpa = True
     _supports_flash_attn = True
-    _supports_flash_attn_2 = True
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any):
-        """``PreTrainedModel.from_pretrained``, plus: the official scripts' ``load_in_8bit`` / ``load_in_4bit`` flags
-        (False accepted; True becomes a bitsandbytes quantization config), and a ``ValueError`` listing every weight
-        the checkpoint lacks (instead of answering with random weights) unless ``output_loading_info=True`` asks for
-        the loading report instead (or there is no checkpoint: ``from_pretrained(None, state_dict=...)``)."""
+        """Also takes the official ``load_in_8bit`` / ``load_in_4bit``, and names the weights a checkpoint lacks
+        (a ``ValueError``) unless ``output_loading_info=True`` or there is no checkpoint (``from_pretrained(None)``)."""
         kwargs = _legacy_quantization_flags(kwargs)
         if kwargs.get("output_loading_info") or pretrained_model_name_or_path is None:
-            # the caller reads the loading report itself, or builds the model from a state dict of its own
             return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         try:
             model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
@@ -573,13 +481,7 @@ class PVCInternVLPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
+        init_module(module, std=0.02)  # the projector; the vision model and the LLM initialise their own
 
 
 class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVCInternVLPreTrainedModel, GenerationMixin):
@@ -587,28 +489,18 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
 
     def __init__(self, config: PVCInternVLConfig):
         super().__init__(config)
-        vit_hidden = config.vision_config.hidden_size
-        llm_hidden = config.llm_config.hidden_size
-        scale = config.pixel_shuffle_scale
+        width = config.vision_config.hidden_size * config.pixel_shuffle_scale**2  # ViT channels after pixel shuffle
+        dim = config.llm_config.hidden_size
         self.vision_model = PVCInternVisionModel(config.vision_config)
         self.language_model = AutoModelForCausalLM.from_config(config.llm_config)
-        self.mlp1 = nn.Sequential(
-            nn.LayerNorm(vit_hidden * scale**2),
-            nn.Linear(vit_hidden * scale**2, llm_hidden),
-            nn.GELU(),
-            nn.Linear(llm_hidden, llm_hidden),
-        )
+        self.mlp1 = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, dim), nn.GELU(), nn.Linear(dim, dim))
         self.post_init()
         # Settable as in InternVL2; the template's default unless the config names one.
-        self.system_message = (
-            config.system_message
-            if config.system_message is not None
-            else get_template(config.template or DEFAULT_TEMPLATE).system_message
-        )
+        template = get_template(config.template or DEFAULT_TEMPLATE)
+        self.system_message = config.system_message if config.system_message is not None else template.system_message
         # Defaults of the language model; from_pretrained replaces them with generation_config.json.
         self.generation_config = GenerationConfig.from_model_config(config.llm_config)
 
-    # ------------------------------------------------------------------------------ plumbing
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
 
@@ -632,14 +524,9 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
     @img_context_token_id.setter
     def img_context_token_id(self, value: int) -> None:
         self.config.img_context_token_id = int(value)
-
-    # ------------------------------------------------------------------------------ vision
     def pixel_shuffle(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, W, H, C)`` -> ``(N, W / k, H / k, C * k^2)`` with k = 1 / downsample_ratio.
-
-        ``ps_version="v2"``: output token (i, j) concatenates the k x k block at rows i*k.., columns j*k..;
-        ``"v1"`` omits the final transpose, so its grid is transposed.
-        """
+        """``(N, W, H, C)`` -> ``(N, W / k, H / k, C * k^2)``, k = 1 / downsample_ratio. ``ps_version="v2"``: token
+        (i, j) concatenates the k x k block at rows i*k.., columns j*k..; ``"v1"`` leaves the grid transposed."""
         n, w, h, c = x.shape
         r = self.config.downsample_ratio
         x = x.view(n, w, int(h * r), int(c / r))
@@ -656,20 +543,12 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
         tokens = self.pixel_shuffle(tokens.reshape(tokens.shape[0], side, side, -1))
         return self.mlp1(tokens.reshape(tokens.shape[0], -1, tokens.shape[-1]))
 
-    def _vision_depth(self) -> int:
-        """Number of ViT blocks to run for ``select_layer`` (hidden-states index)."""
-        num = self.config.vision_config.num_hidden_layers
-        return self.config.select_layer % (num + 1)
-
     def encode_clips(self, frames: torch.Tensor, clip_len: int, chunk_frames: int | None = None) -> torch.Tensor:
-        """Encode clips and project them: ``(n_clips * clip_len, 3, S, S)`` -> ``(n_clips, clip_len, L, D)``.
-
-        With ``chunk_frames`` the vision model runs layer by layer on ``chunk_frames`` frames of every clip
-        at a time (same result as one pass, less memory; see ``PVCInternVisionModel.encode``), and the
-        projection too.
-        """
+        """``(n_clips * clip_len, 3, S, S)`` -> LLM tokens ``(n_clips, clip_len, L, D)``, up to ``select_layer``;
+        ``chunk_frames``: chunked as in ``PVCInternVisionModel.encode``, the projection too."""
         n_clips = frames.shape[0] // clip_len
-        hidden, _ = self.vision_model.encode(frames, clip_len, self._vision_depth(), chunk_frames)
+        depth = self.config.select_layer % (self.config.vision_config.num_hidden_layers + 1)  # blocks to run
+        hidden, _ = self.vision_model.encode(frames, clip_len, depth, chunk_frames)
         hidden = hidden.view(n_clips, clip_len, *hidden.shape[1:])
         return over_spans(
             frame_spans(clip_len, chunk_frames),
@@ -680,11 +559,9 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
         check_pixel_values(pixel_values, self.config.image_size)
 
     def _clip_plan(self, layout: SampleLayout) -> list[tuple[list[int], int]]:
-        """The sample's clips as ``(frame indices into the sample, repeat)`` lists of equal-length groups.
-
-        Image tiles: every tile is a static clip of ``image_repeat_time`` frames. Video: the frames
-        (each repeated ``video_repeat_time`` times) form one clip, or clips of ``max_clip_frames``.
-        """
+        """The sample's clips as ``(frame indices into the sample, repeat)``: every image tile is a static clip
+        of ``image_repeat_time`` frames; video frames (each ``video_repeat_time`` times) form one clip, or
+        clips of ``max_clip_frames``."""
         if layout.flag != DataFlag.VIDEO:
             return [([i], self.config.image_repeat_time) for i in range(layout.size)]
         limit = self.config.max_clip_frames or layout.size
@@ -693,12 +570,8 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
     def encode_samples(
         self, pixel_values: torch.Tensor, layouts: list[SampleLayout], chunk_frames: int | None = None
     ) -> list[torch.Tensor]:
-        """Visual tokens of every sample in LLM order: a list of ``(blocks, L, D)`` tensors.
-
-        Blocks are encoded frames: an image tile gives ``image_repeat_time`` blocks (ordered by
-        ``tile_repeat_way``), a video frame gives ``video_repeat_time`` blocks. Equal-length clips of all samples
-        run as one batch.
-        """
+        """Visual tokens of every sample in LLM order, ``(blocks, L, D)`` each (a block is an encoded frame);
+        equal-length clips of all samples run as one batch."""
         chunk_frames = chunk_frames if chunk_frames is not None else self.config.vision_chunk_frames
         plans = [self._clip_plan(layout) for layout in layouts]
         by_len: dict[int, list[tuple[int, int, list[int]]]] = {}  # clip length -> (sample, clip, frame indices)
@@ -714,10 +587,10 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
                 for s, (layout, plan) in enumerate(zip(layouts, plans))]
 
     def _order_blocks(self, layout: SampleLayout, blocks: list[torch.Tensor]) -> torch.Tensor:
-        """Concatenate a sample's clip outputs in LLM order ``(blocks, L, D)``."""
+        """A sample's clip outputs in LLM order ``(blocks, L, D)``: ``tile_major`` or, for images,
+        ``frame_major`` (all tiles' frame 1, then all tiles' frame 2, ... inside each image)."""
         if layout.flag == DataFlag.VIDEO or self.config.tile_repeat_way in (None, "tile_major"):
             return torch.cat(blocks, dim=0)
-        # frame_major: inside each image, all tiles' frame 1, then all tiles' frame 2, ...
         out, start = [], 0
         for tiles in layout.image_tiles:
             stacked = torch.stack(blocks[start : start + tiles])  # (tiles, R, L, D)
@@ -726,23 +599,14 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
         return torch.cat(out, dim=0)
 
     def extract_feature(
-        self,
-        pixel_values: torch.Tensor,
-        data_flag: Any = None,
-        split_sizes: Any = None,
-        num_patches_list: list | None = None,
-        chunk_frames: int | None = None,
+        self, pixel_values: torch.Tensor, data_flag: Any = None, split_sizes: Any = None,
+        num_patches_list: list | None = None, chunk_frames: int | None = None,
     ) -> torch.Tensor:
-        """Visual tokens for ``IMG_CONTEXT_TOKEN`` positions, in order: ``(blocks, L, D)``.
-
-        In InternVL2 mode a block is a tile (``L`` = 256 at 448 px); in PVC mode a block is an encoded frame
-        (``L`` = 64): ``image_repeat_time`` blocks per image tile, ``video_repeat_time`` per video frame.
-        """
+        """Visual tokens for the ``IMG_CONTEXT_TOKEN`` positions, in order: ``(blocks, L, D)``; a block is a tile
+        (InternVL2, ``L`` = 256 at 448 px) or an encoded frame (PVC, ``L`` = 64)."""
         self._check_pixels(pixel_values)
         layouts = sample_layouts(pixel_values.shape[0], data_flag, split_sizes, num_patches_list)
         return torch.cat(self.encode_samples(pixel_values, layouts, chunk_frames), dim=0)
-
-    # ------------------------------------------------------------------------------ LLM input
     def _require_context_id(self) -> int:
         if self.config.img_context_token_id is None:
             raise ValueError(
@@ -777,14 +641,10 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
                     pixel_values = pixel_values[keep.to(pixel_values.device)]
             visual = self.extract_feature(pixel_values, *layout)
             return self.merge_visual_tokens(input_ids, inputs_embeds, visual.reshape(-1, visual.shape[-1]))
-        if visual_embeds is not None and input_ids is not None:
-            return self._merge_row_visual(input_ids, inputs_embeds, visual_embeds)
-        return inputs_embeds
-
-    def _merge_row_visual(self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor, visual_embeds: torch.Tensor):
-        """Merge row-aligned visual tokens ``(B, V, D)`` (row ``b``'s tokens last, as ``generate`` passes them) into
-        the ``IMG_CONTEXT_TOKEN`` slots of this forward's ids: a prompt's slots take all of its row, the end of a
-        prompt after a prefix cache its last ones, a decode step none."""
+        if visual_embeds is None or input_ids is None:
+            return inputs_embeds
+        # row-aligned visual_embeds (B, V, D), row b's tokens last: a prompt's slots take all of its row, the end
+        # of a prompt after a prefix cache its last ones, a decode step none
         counts = (input_ids == self._require_context_id()).sum(dim=1)
         if not bool(counts.any()):
             return inputs_embeds
@@ -798,8 +658,8 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
         return self.merge_visual_tokens(input_ids, inputs_embeds, visual_embeds[taken.to(visual_embeds.device)])
 
     def _reset_dynamic_rope(self) -> None:
-        """Dynamic-NTK rotary embeddings keep the rescaled frequencies of the longest input seen; a new
-        prompt must start from the original ones (stateless semantics)."""
+        """Dynamic-NTK rotary embeddings keep the frequencies of the longest input seen; a new prompt starts
+        from the original ones."""
         for module in self.language_model.modules():
             if hasattr(module, "original_inv_freq") and hasattr(module, "max_seq_len_cached"):
                 if module.max_seq_len_cached != getattr(module, "original_max_seq_len", module.max_seq_len_cached):
@@ -807,65 +667,46 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
                     module.max_seq_len_cached = module.original_max_seq_len
 
     def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        pixel_values: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        image_flags: torch.LongTensor | None = None,
-        past_key_values: Any = None,
-        labels: torch.LongTensor | None = None,
-        use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        data_flag: Any = None,
-        split_sizes: Any = None,
-        num_patches_list: list | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        visual_embeds: torch.Tensor | None = None,
-        cache: Any = None,
-        logits_to_keep: int | torch.Tensor = 0,
-        **kwargs,
+        self, input_ids: torch.LongTensor | None = None, pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None, position_ids: torch.LongTensor | None = None,
+        image_flags: torch.LongTensor | None = None, past_key_values: Any = None, labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None, output_attentions: bool | None = None, output_hidden_states: bool | None = None,
+        return_dict: bool | None = None, data_flag: Any = None, split_sizes: Any = None,
+        num_patches_list: list | None = None, inputs_embeds: torch.Tensor | None = None,
+        visual_embeds: torch.Tensor | None = None, cache: Any = None, logits_to_keep: int | torch.Tensor = 0, **kwargs,
     ) -> CausalLMOutputWithPast:
-        """Official-compatible forward: visual tokens replace ``IMG_CONTEXT_TOKEN`` embeddings, then the LLM.
+        """Official-compatible forward: visual tokens replace the ``IMG_CONTEXT_TOKEN`` embeddings, then the LLM.
 
-        ``image_flags`` ``(num_tiles, 1)``: tiles with flag 0 are dropped before encoding (the official
-        training code's padding tiles). ``visual_embeds`` ``(B, V, D)``: already encoded visual tokens, row ``b``
-        holding the tokens of prompt row ``b`` first (how ``generate`` passes them through ``GenerationMixin``).
+        ``image_flags`` ``(num_tiles, 1)``: tiles flagged 0 are dropped (the official training padding).
+        ``visual_embeds`` ``(B, V, D)``: encoded visual tokens, row ``b`` for prompt row ``b`` (from ``generate``).
+        The KV cache comes as ``past_key_values`` or (transformers >= 5.24) ``cache``.
         """
         inputs_embeds = self._input_embeddings(
             input_ids, inputs_embeds, pixel_values, image_flags, (data_flag, split_sizes, num_patches_list), visual_embeds
         )
-        cache = _one_cache(past_key_values, cache)
-        if cache is None or _cache_length(cache) == 0:
+        if cache is not None and past_key_values is not None:
+            raise ValueError("give the KV cache as cache or as past_key_values, not both")
+        cache = cache if cache is not None else past_key_values
+        length = cache.get_seq_length() if hasattr(cache, "get_seq_length") else (cache[0][0].shape[-2] if cache else 0)
+        if not length:  # a new prompt (no cache, or an empty one)
             self._reset_dynamic_rope()
         flags = {"use_cache": use_cache, "output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
         outputs = self.language_model(
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            labels=labels,
-            return_dict=True,
-            logits_to_keep=logits_to_keep,
-            **{CACHE_ARG: cache},
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, labels=labels,
+            return_dict=True, logits_to_keep=logits_to_keep, **{CACHE_ARG: cache},
             **{name: value for name, value in flags.items() if value is not None},  # None: the config decides
             **kwargs,
         )
         if return_dict is False:
             return outputs.to_tuple()
         return CausalLMOutputWithPast(
-            loss=outputs.loss,
-            logits=outputs.logits,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
+            loss=outputs.loss, logits=outputs.logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions,
             **{CACHE_ARG: getattr(outputs, CACHE_ARG)},
         )
 
 
 def _legacy_quantization_flags(kwargs: dict) -> dict:
-    """Map the official scripts' ``load_in_8bit`` / ``load_in_4bit`` (removed in transformers 5) onto
-    ``quantization_config``; False / None are accepted and dropped."""
+    """The official ``load_in_8bit`` / ``load_in_4bit`` (gone in transformers 5) as a ``quantization_config``."""
     kwargs = dict(kwargs)
     flags = {name: kwargs.pop(name) for name in ("load_in_8bit", "load_in_4bit") if name in kwargs}
     for name, value in flags.items():
@@ -902,8 +743,6 @@ def _damaged_safetensors(folder: Any) -> str:
 def _untied_missing_keys(model: nn.Module, missing: Any) -> list[str]:
     """The missing parameter names that are not tied to a loaded parameter (e.g. a tied ``lm_head``)."""
     missing = sorted(set(missing))
-    if not missing:
-        return []
     params = dict(model.named_parameters(remove_duplicate=False))
     loaded = {id(param) for name, param in params.items() if name not in missing}
     return [name for name in missing if name not in params or id(params[name]) not in loaded]
@@ -916,22 +755,4 @@ def _frames(pixel_values: torch.Tensor, order: list[int]) -> torch.Tensor:
     return pixel_values.index_select(0, torch.tensor(order, device=pixel_values.device))
 
 
-def _one_cache(past_key_values: Any, cache: Any) -> Any:
-    """The KV cache of a ``forward`` call, given as ``past_key_values`` or (transformers >= 5.24) ``cache``."""
-    if cache is not None and past_key_values is not None:
-        raise ValueError("give the KV cache as cache or as past_key_values, not both")
-    return cache if cache is not None else past_key_values
-
-
-def _cache_length(past_key_values: Any) -> int:
-    if hasattr(past_key_values, "get_seq_length"):
-        return int(past_key_values.get_seq_length())
-    return int(past_key_values[0][0].shape[-2]) if past_key_values else 0
-
-
-__all__ = [
-    "PVCInternVisionModel",
-    "PVCInternVLChatModel",
-    "PVCInternVLPreTrainedModel",
-    "PVCInternVisionPreTrainedModel",
-]
+__all__ = ["PVCInternVisionModel", "PVCInternVLChatModel", "PVCInternVLPreTrainedModel", "PVCInternVisionPreTrainedModel"]
