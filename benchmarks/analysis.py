@@ -343,3 +343,66 @@ def extract_feature_row(records: list[dict]) -> dict | None:
     return {"temporal_layers": e96["temporal_layers"], "extract_96_mb": e96["peak_bytes"] / MB,
             "encode_clips_96_mb": c96["peak_bytes"] / MB, "extra_per_frame_mb": extra / MB,
             "pixel_bytes_per_frame_mb": e96["pixel_bytes_per_frame"] / MB}
+
+
+# ------------------------------------------------------------------------ end to end (run.py --end-to-end)
+ALL = "all"  # configuration label of the stages every configuration shares (video decoding, preprocessing)
+TTFT_STAGES = ("decode", "preprocess", "vision", "stage1", "prefill")  # time to first token, in order
+VIDEO_WORK = ("decode", "preprocess", "vision", "prefill")  # what the several-questions target counts
+
+
+def ttft_rows(section: dict) -> dict:
+    """Per configuration: median seconds of every time-to-first-token stage at the 8B shapes (one-layer
+    measurements scaled, see benchmarks/end_to_end.py), their sum and shares, and the decode step."""
+    samples = section["one_layer"]["samples"]
+
+    def estimates(stage: str, config: str) -> list[float]:
+        return [s["estimate_s"] for s in samples if s["stage"] == stage and s["config"] == config]
+
+    rows = {}
+    for config in (BASE, PVC, PRUNEVID):
+        source = {"decode": ALL, "preprocess": ALL, "vision": PVC if config == PRUNEVID else config,
+                  "stage1": config, "prefill": config}
+        stages = {stage: median(estimates(stage, source[stage])) if estimates(stage, source[stage]) else 0.0
+                  for stage in TTFT_STAGES}
+        total = sum(stages.values())
+        rows[config] = {**{f"{k}_s": v for k, v in stages.items()}, "ttft_s": total,
+                        "shares": {k: v / total for k, v in stages.items()},
+                        "decode_step_s": median(estimates("decode_step", config)),
+                        "runs": {k: len(estimates(k, source[k])) for k in TTFT_STAGES}}
+    return rows
+
+
+def _reuse_parts(record: dict) -> dict:
+    """Seconds of the encode-once path of one repeat by stage (other: prompts, projection, cache copies, set-up)."""
+    questions = record["questions"]
+    prefill = record["prefill_s"] + sum(q["prefill_s"] for q in questions)
+    once = ("decode_s", "preprocess_s", "prompts_s", "encode_s", "prefill_s")
+    total = sum(record[k] for k in once) + sum(q["copy_s"] + q["ttft_s"] for q in questions)
+    known = record["decode_s"] + record["preprocess_s"] + record["vision_s"] + prefill
+    return {"decode": record["decode_s"], "preprocess": record["preprocess_s"], "vision": record["vision_s"],
+            "prefill": prefill, "other": total - known, "total": total}
+
+
+def _separate_parts(calls: list[dict]) -> dict:
+    """Seconds of the separate calls of one repeat by stage (other: the generate set-up, projection, merging)."""
+    parts = {stage: sum(c[f"{stage}_s"] for c in calls) for stage in VIDEO_WORK}
+    total = sum(c["decode_s"] + c["preprocess_s"] + c["ttft_s"] for c in calls)
+    return {**parts, "other": total - sum(parts.values()), "total": total}
+
+
+def workload_rows(section: dict) -> dict:
+    """Medians over the repeats of the several-questions workload: each path by stage, the ratio, the checks."""
+    samples = section["workload"]["samples"]
+    separate = [_separate_parts(s["separate"]) for s in samples]
+    reuse = [_reuse_parts(s["reuse"]) for s in samples]
+    keys = (*VIDEO_WORK, "other", "total")
+    rows = {"separate": {k: median([p[k] for p in separate]) for k in keys},
+            "reuse": {k: median([p[k] for p in reuse]) for k in keys}}
+    return {**rows, "ratio": rows["reuse"]["total"] / rows["separate"]["total"],
+            "ratios": [r["total"] / s["total"] for r, s in zip(reuse, separate)], "repeats": len(samples),
+            "questions": len(section["workload"]["questions"]),
+            "answers_identical": all(all(s["answers_identical"]) for s in samples),
+            "prompts_identical": all(all(s["prompts_identical"]) for s in samples),
+            "prefix_tokens": samples[0]["reuse"]["prefix_tokens"] if samples else None,
+            "prompt_tokens": [c["prompt_tokens"] for c in samples[0]["separate"]] if samples else []}

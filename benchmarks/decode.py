@@ -58,6 +58,7 @@ DECORD = ("decord", "decord-batch")
 SPEEDUP_AT_LONGEST = 10.0  # seeking >= 10x faster than sequential at 60 minutes
 GROWTH_LIMIT = 1.5  # seeking at 60 minutes <= 1.5x its 10-minute time
 TARGET_LONG, TARGET_SHORT = 60.0, 10.0  # minutes
+FPS, GOP = 30, 250  # the videos' frame rate and keyframe interval (defaults of --fps and --gop)
 
 # The synthetic videos. Bump GENERATOR when the pictures or the encoder settings change: cached videos made by
 # another version are encoded again.
@@ -140,8 +141,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resolutions", type=resolutions_list, default="480p,720p",
                         help=f"{', '.join(f'{k}={w}x{h}' for k, (w, h) in RESOLUTIONS.items())} or WIDTHxHEIGHT")
     parser.add_argument("--segments", type=positive_int, default=64, help="frames sampled per video (num_segments)")
-    parser.add_argument("--gop", type=positive_int, default=250, help="keyframe interval of the videos, in frames")
-    parser.add_argument("--fps", type=positive_int, default=30, help="frame rate of the videos")
+    parser.add_argument("--gop", type=positive_int, default=GOP, help="keyframe interval of the videos, in frames")
+    parser.add_argument("--fps", type=positive_int, default=FPS, help="frame rate of the videos")
     parser.add_argument("--repeats", type=positive_int, default=3, help="timed runs of every reader on every video")
     parser.add_argument("--readers", type=readers_list, default=",".join(READERS),
                         help="readers to time (the decord ones are left out when decord is not installed)")

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import os
 import pathlib
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -21,22 +23,26 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from conversion.package import ROOT, remote_module  # noqa: E402
+from conversion.tiny_tokenizer import make_tiny_tokenizer  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 _configuration = remote_module("configuration_pvc_internvl")
-PruneVidConfig, PVCInternVLConfig = _configuration.PruneVidConfig, _configuration.PVCInternVLConfig
+DataFlag, PruneVidConfig = _configuration.DataFlag, _configuration.PruneVidConfig
+PVCInternVLConfig = _configuration.PVCInternVLConfig
 PVCInternVLChatModel = remote_module("modeling_pvc_internvl").PVCInternVLChatModel
+PVCInternVLProcessor = remote_module("processing").PVCInternVLProcessor
+IMG_CONTEXT_TOKEN = remote_module("conversation").IMG_CONTEXT_TOKEN
+_media = remote_module("media")
 
 FULL_CONFIG = ROOT / "config.json"
-VIDEO_FLAG = 3
+VIDEO_FLAG = int(DataFlag.VIDEO)
 TEMPORAL_STD = 0.05  # std of the random values given to the zero-initialised PVC parameters
 
-# Text around the video, in tokens (assumed for an MVBench-style prompt with the internlm2-chat
-# template; the LLM cost depends only on the counts). The InternVL2 system message is about 35 tokens.
-PROMPT_PREFIX_TOKENS = 42  # "<|im_start|>system\n{system message}<|im_end|><|im_start|>user\n"
-PROMPT_SUFFIX_TOKENS = 50  # question, four options, "<|im_end|><|im_start|>assistant\n"
-FRAME_OPEN_TOKENS = 4  # "Frame{i}", ":", " ", "<img>"
-FRAME_CLOSE_TOKENS = 2  # "</img>", "\n"
+# The question after the video in every benchmark prompt (an MVBench-style multiple choice). The prompt around
+# it is the package's: see video_prompt.
+QUESTION = ("What does the textured square in the middle of the video do?\nA. It moves to the right.\n"
+            "B. It moves to the left.\nC. It stays where it is.\nD. It turns around.\n"
+            "Answer with the option's letter from the given choices directly.")
 
 # Reduced widths for CPU runs: real token counts (448 px, patch 14 -> 1025 ViT tokens per frame) and real
 # layer counts (24 ViT layers, 32 LLM layers); widths cut so the whole run fits 15 minutes on 2 cores.
@@ -78,10 +84,12 @@ def make_spec(full_size: bool, device: str, temporal_layers: list[int] | None = 
     return BenchSpec(False, device, torch.float32, temporal_layers, dict(REDUCED_VISION), dict(REDUCED_LLM))
 
 
-def model_config(spec: BenchSpec, pvc: bool, llm_layers: int | None = None) -> PVCInternVLConfig:
+def model_config(spec: BenchSpec, pvc: bool, llm_layers: int | None = None,
+                 vocab_size: int | None = None) -> PVCInternVLConfig:
     """InternVL2 baseline (256 tokens per frame, no temporal modules) or PVC (64 tokens, temporal on).
 
-    ``llm_layers`` overrides the LLM depth (the vision-memory subprocess needs no language model).
+    ``llm_layers`` overrides the LLM depth (the vision-memory subprocess needs no language model), ``vocab_size``
+    its vocabulary (a language model that is thrown away: the image slot id becomes its last id).
     """
     raw = json.loads(FULL_CONFIG.read_text())
     raw = {k: v for k, v in raw.items() if k not in ("architectures", "auto_map", "model_type", "transformers_version")}
@@ -89,6 +97,8 @@ def model_config(spec: BenchSpec, pvc: bool, llm_layers: int | None = None) -> P
     raw["llm_config"] = {**raw["llm_config"], **spec.llm}
     if llm_layers is not None:
         raw["llm_config"]["num_hidden_layers"] = llm_layers
+    if vocab_size is not None:
+        raw["llm_config"]["vocab_size"], raw["img_context_token_id"] = vocab_size, vocab_size - 1
     raw["dynamic_image_size"] = False
     raw["prunevid"] = {}
     if pvc:
@@ -138,10 +148,11 @@ def build_baseline(spec: BenchSpec, pvc: PVCInternVLChatModel, seed: int = 0) ->
     """The InternVL2 baseline on the same random weights: the ViT blocks are copied from ``pvc`` and the
     language model is the very same module (only ``mlp1`` differs in shape)."""
     torch.manual_seed(seed + 2)
-    config = model_config(spec, pvc=False, llm_layers=1)  # its own LLM is replaced by the shared one
+    config = model_config(spec, pvc=False, llm_layers=1, vocab_size=16)  # its LLM is replaced by the shared one
     with _constructing_on(spec):
         model = PVCInternVLChatModel(config).eval()
     config.llm_config = copy.deepcopy(pvc.config.llm_config)
+    config.img_context_token_id = pvc.config.img_context_token_id
     model.language_model = pvc.language_model
     shared = {k: v for k, v in pvc.vision_model.state_dict().items() if k in model.vision_model.state_dict()}
     model.vision_model.load_state_dict(shared)
@@ -162,12 +173,14 @@ def synthetic_video(frames: int, size: int = 448, seed: int = 0) -> torch.Tensor
         across = [(size - side) // 2, (size - side) // 5]
         video[t, :, across[0] : across[0] + side, along[0] : along[0] + side] = textures[0]
         video[t, :, along[1] : along[1] + side, across[1] : across[1] + side] = textures[1]
-    return video + 0.02 * torch.randn(video.shape, generator=generator)
+    video = video + 0.02 * torch.randn(video.shape, generator=generator)
+    mean, std = torch.tensor(_media.IMAGENET_MEAN)[:, None, None], torch.tensor(_media.IMAGENET_STD)[:, None, None]
+    return video.clamp(-mean / std, (1 - mean) / std)  # what normalised 0-1 pixels can be
 
 
 @dataclass(frozen=True)
 class PromptLayout:
-    """Token layout of one video prompt: text, per-frame ``Frame{i}: <img>...</img>`` wrappers, visual slots."""
+    """Token layout of one video prompt: which tokens are visual slots."""
 
     visual_mask: torch.Tensor  # (1, S) bool
 
@@ -182,13 +195,55 @@ class PromptLayout:
         return int(self.visual_mask.sum())
 
 
+@functools.lru_cache(maxsize=1)
+def tokenizer():
+    """The repository's tiny offline tokenizer (``conversion/tiny_tokenizer.py``, also the tests' and the demo
+    checkpoint's): the InternVL2 special tokens, one token per CJK character, digit and punctuation mark, spaces
+    dropped. The real InternLM2 tokenizer is not available offline; it would give the system message fewer tokens."""
+    with tempfile.TemporaryDirectory() as folder:
+        return make_tiny_tokenizer(folder)
+
+
+def chat_processor(config: PVCInternVLConfig):
+    """The package's processor for ``config``, with :func:`tokenizer`."""
+    return PVCInternVLProcessor.from_model_config(tokenizer(), config)
+
+
+@functools.lru_cache(maxsize=8)
+def text_runs(frames: int) -> tuple[int, ...]:
+    """Token counts of the text around the visual runs of the official chat prompt for a ``frames``-frame video
+    and :data:`QUESTION`, as the package's processor writes it (template, system message, ``Frame{i}:`` lines,
+    image tokens): ``frames + 1`` counts, the first before frame 1's visual tokens, the last after frame
+    ``frames``'s (tokenized by :func:`tokenizer`; only the counts matter to the LLM cost)."""
+    processor = chat_processor(model_config(make_spec(False, "cpu"), pvc=True))
+    size = processor.image_size
+    pixels = torch.empty(frames, 3, size, size)  # only its length is read: the prompt is built from the layout
+    inputs, _ = processor.chat_inputs([QUESTION], pixels, data_flag=[VIDEO_FLAG], split_sizes=[frames],
+                                      num_patches_list=[[1] * frames])
+    visual = inputs["input_ids"][0] == processor.tokenizer.convert_tokens_to_ids(IMG_CONTEXT_TOKEN)
+    edges = torch.nonzero(visual[1:] != visual[:-1]).flatten() + 1  # where a visual run starts or ends
+    bounds = [0, *edges.tolist(), visual.numel()]
+    runs = [bounds[i + 1] - bounds[i] for i in range(0, len(bounds) - 1, 2)]  # text, visual, text, ...
+    if len(runs) != frames + 1:
+        raise ValueError(f"the processor's prompt for {frames} frames has {len(runs) - 1} visual runs, not {frames}")
+    return tuple(runs)
+
+
+def prompt_summary(frames: int) -> dict:
+    """Text tokens before, between and after the frames' visual runs (for the results)."""
+    runs = text_runs(frames)
+    between = runs[1:-1]
+    return {"before_video_tokens": runs[0], "after_video_tokens": runs[-1],
+            "between_frames_tokens": f"{min(between)}-{max(between)}" if between else "-", "frames": frames}
+
+
 def video_prompt(frame_token_counts: list[int]) -> PromptLayout:
-    """Prompt layout with ``frame_token_counts[i]`` visual tokens in frame i's slot."""
-    pieces = [torch.zeros(PROMPT_PREFIX_TOKENS, dtype=torch.bool)]
-    for count in frame_token_counts:
-        pieces += [torch.zeros(FRAME_OPEN_TOKENS, dtype=torch.bool), torch.ones(int(count), dtype=torch.bool),
-                   torch.zeros(FRAME_CLOSE_TOKENS, dtype=torch.bool)]
-    pieces.append(torch.zeros(PROMPT_SUFFIX_TOKENS, dtype=torch.bool))
+    """Layout of the official chat prompt (see :func:`text_runs`) with ``frame_token_counts[i]`` visual tokens in
+    frame i's run."""
+    runs = text_runs(len(frame_token_counts))
+    pieces = [torch.zeros(runs[0], dtype=torch.bool)]
+    for count, text in zip(frame_token_counts, runs[1:]):
+        pieces += [torch.ones(int(count), dtype=torch.bool), torch.zeros(text, dtype=torch.bool)]
     return PromptLayout(torch.cat(pieces)[None])
 
 

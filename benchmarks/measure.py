@@ -21,7 +21,7 @@ import torch
 from harness import VIDEO_FLAG, PromptLayout, sync
 from pvc_internvl.configuration_pvc_internvl import PruneVidConfig
 from pvc_internvl.modeling_pvc_internvl import PVCInternVLChatModel
-from pvc_internvl.prunevid import Stage1Result, merge_video_tokens, pruned_generate
+from pvc_internvl.prunevid import CACHE_ARG, Stage1Result, merge_video_tokens, pruned_generate
 
 STATUS = pathlib.Path("/proc/self/status")
 CLEAR_REFS = pathlib.Path("/proc/self/clear_refs")
@@ -87,7 +87,7 @@ def timed(fn: Callable[[], Any], device: str) -> tuple[float, Any]:
 
 @torch.no_grad()
 def encode_video(model: PVCInternVLChatModel, video: torch.Tensor, chunk_frames: int | None = None) -> torch.Tensor:
-    """Projected visual tokens ``(T, L, D)`` of one video sample (``data_flag`` 3, one tile per frame)."""
+    """Projected visual tokens ``(T, L, D)`` of one video sample (``DataFlag.VIDEO``, one tile per frame)."""
     frames = video.shape[0]
     return model.extract_feature(video, data_flag=[VIDEO_FLAG], split_sizes=[frames], num_patches_list=[[1] * frames],
                                  chunk_frames=chunk_frames)
@@ -123,7 +123,7 @@ class PrefillResult:
 def time_dense_prefill(language_model: torch.nn.Module, embeds: torch.Tensor, device: str) -> PrefillResult:
     """Time to first token of the plain LLM: one forward over ``embeds`` with the native (SDPA) attention."""
     seconds, out = timed(lambda: language_model(inputs_embeds=embeds, use_cache=True, logits_to_keep=1), device)
-    return PrefillResult(seconds, out.logits[:, -1].float(), out.past_key_values)
+    return PrefillResult(seconds, out.logits[:, -1].float(), getattr(out, CACHE_ARG))
 
 
 @torch.no_grad()
@@ -140,7 +140,7 @@ def dense_decode_steps(language_model: torch.nn.Module, prefill: PrefillResult, 
         mask = torch.cat([mask, mask.new_ones(1, 1)], dim=-1)
         out = language_model(inputs_embeds=embed(token[:, None]), attention_mask=mask,
                              position_ids=torch.tensor([[prompt_len + step]], device=device),
-                             past_key_values=prefill.cache, use_cache=True, logits_to_keep=1)
+                             use_cache=True, logits_to_keep=1, **{CACHE_ARG: prefill.cache})
         token = out.logits[:, -1].float().argmax(dim=-1)
         sync(device)
         durations.append(time.perf_counter() - start)

@@ -9,7 +9,7 @@ Modes (one clip of all frames, through the model's own methods):
 * ``chunked``: ``encode_clips(video, T, chunk_frames=2)``: layer by layer, 2 frames at a time, each temporal
   layer reading the keys/values of the earlier frames from one store shared by all layers;
 * ``oneshot``: ``encode_clips(video, T)``, every block on all frames at once;
-* ``extract_chunked``: ``extract_feature(video, data_flag=[3], ..., chunk_frames=2)``, the public entry point
+* ``extract_chunked``: ``extract_feature(video, data_flag=[DataFlag.VIDEO], ..., chunk_frames=2)``, the public entry point
   (it must cost what ``chunked`` costs: a contiguous clip is not copied).
 
 The process builds the PVC model (the language model cut to one layer: it is not used), creates the video,
