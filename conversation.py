@@ -38,6 +38,14 @@ def build_multi_image_prompt(num_images: int) -> str:
     return "".join(image_prefix(k + 1) + IMAGE_PLACEHOLDER + "\n" for k in range(num_images))
 
 
+def media_prefix(count: int, video: bool = False) -> str:
+    """What the official code prepends to a question about media without ``<image>``: one line per frame / image
+    (a single image gets a bare ``<image>`` line)."""
+    if video:
+        return build_video_prompt(count)
+    return build_multi_image_prompt(count) if count > 1 else IMAGE_PLACEHOLDER + "\n"
+
+
 def is_video_prompt(text: str) -> bool:
     """Whether ``text`` holds a line of :func:`build_video_prompt`, whatever its frame number."""
     line = re.escape(FRAME_PREFIX).replace(re.escape("{}"), r"\d+") + re.escape(IMAGE_PLACEHOLDER + "\n")

@@ -1,14 +1,13 @@
 """The layout of a call: which tiles / frames of ``pixel_values`` belong to which sample, and how.
 
-The official InternVL2 / PVC interface describes a batch with three fields:
+The official InternVL2 / PVC interface describes a batch with three fields, which :func:`sample_layouts`
+validates once into one :class:`SampleLayout` per sample:
 
-* ``data_flag`` -- one :class:`DataFlag` per sample (1 image, 2 several images, 3 video);
-* ``split_sizes`` -- tiles (images) or frames (video) per sample, summing to ``pixel_values.shape[0]``;
+* ``data_flag`` -- one :class:`DataFlag` per sample (1 image, 2 several images, 3 video; default one image);
+* ``split_sizes`` -- tiles (images) or frames (video) per sample, summing to ``pixel_values.shape[0]``
+  (may be omitted for one sample);
 * ``num_patches_list`` -- tiles per ``<image>`` placeholder: flat over the batch, or one list per sample
-  (a video has ``[1] * frames``).
-
-:func:`sample_layouts` validates them once and returns one :class:`SampleLayout` per sample; the processor
-uses it to expand placeholders and the model to encode clips.
+  (default: one ``<image>`` per image sample, one per frame of a video).
 """
 
 from __future__ import annotations
@@ -39,9 +38,7 @@ class SampleLayout:
 
 def _as_list(value: Any, name: str) -> list:
     """A flat Python list from a list / tuple / tensor / numpy array (``ValueError`` for anything else)."""
-    if torch.is_tensor(value):
-        return value.flatten().tolist()
-    if hasattr(value, "tolist") and hasattr(value, "shape"):  # numpy array
+    if hasattr(value, "tolist") and hasattr(value, "shape"):  # a tensor or numpy array
         return list(value.reshape(-1).tolist())
     if isinstance(value, (list, tuple)):
         return list(value)
@@ -52,13 +49,9 @@ def _as_list(value: Any, name: str) -> list:
 
 def _positive_int(value: Any, name: str, index: int) -> int:
     """``value`` as an int, or ``ValueError`` naming ``name[index]`` (bools, floats like 2.7, 0 and negatives refused)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise ValueError(f"{name}[{index}] must be a positive integer, got {value!r} ({type(value).__name__})")
-    if int(value) < 1:
-        raise ValueError(f"{name}[{index}] must be a positive integer, got {int(value)}")
+    whole = isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not whole or int(value) < 1:
+        raise ValueError(f"{name}[{index}] must be a positive integer, got {value!r} ({type(value).__name__})")
     return int(value)
 
 
@@ -66,10 +59,9 @@ def parse_data_flags(data_flag: Any) -> list[DataFlag]:
     """``data_flag`` (int, list or tensor) as a list of :class:`DataFlag`; ``ValueError`` naming a bad entry."""
     flags = []
     for index, value in enumerate(_as_list(data_flag, "data_flag")):
-        if isinstance(value, bool) or not isinstance(value, numbers.Number) or float(value) != int(value):
+        whole = not isinstance(value, bool) and isinstance(value, numbers.Number) and float(value) == int(value)
+        if not whole or int(value) not in {int(f) for f in DataFlag}:
             raise ValueError(f"data_flag[{index}] must be 1 (image), 2 (multi-image) or 3 (video), got {value!r}")
-        if int(value) not in {int(f) for f in DataFlag}:
-            raise ValueError(f"data_flag[{index}] must be 1 (image), 2 (multi-image) or 3 (video), got {int(value)}")
         flags.append(DataFlag(int(value)))
     if not flags:
         raise ValueError("data_flag is empty; give one flag per sample (1 image, 2 multi-image, 3 video)")
@@ -92,13 +84,11 @@ def _patches_per_sample(num_patches_list: Any, sizes: list[int], flags: list[Dat
     else:
         flat = [_positive_int(v, "num_patches_list", i) for i, v in enumerate(items)]
         per_sample, cursor = [], 0
-        for size in sizes:
-            taken, total = [], 0
-            while total < size and cursor < len(flat):
-                total += flat[cursor]
-                taken.append(flat[cursor])
+        for size in sizes:  # each sample takes entries until they cover its tiles
+            start = cursor
+            while cursor < len(flat) and sum(flat[start:cursor]) < size:
                 cursor += 1
-            per_sample.append(taken)
+            per_sample.append(flat[start:cursor])
         if cursor != len(flat):
             raise ValueError(
                 f"num_patches_list has {len(flat)} entries summing to {sum(flat)}, but the samples hold {sum(sizes)} tiles"
@@ -111,21 +101,10 @@ def _patches_per_sample(num_patches_list: Any, sizes: list[int], flags: list[Dat
     return per_sample
 
 
-def sample_layouts(
-    num_tiles: int,
-    data_flag: Any = None,
-    split_sizes: Any = None,
-    num_patches_list: Any = None,
-) -> list[SampleLayout]:
-    """Validate the official layout fields of a call and describe every sample.
-
-    Args:
-        num_tiles: ``pixel_values.shape[0]``.
-        data_flag: one flag per sample; None = one single-image sample.
-        split_sizes: tiles / frames per sample; may be omitted for one sample.
-        num_patches_list: tiles per ``<image>`` (flat or per sample); None = one ``<image>`` per image sample,
-            one per frame for a video.
-    """
+def sample_layouts(num_tiles: int, data_flag: Any = None, split_sizes: Any = None,
+                   num_patches_list: Any = None) -> list[SampleLayout]:
+    """The layout of every sample of a call with ``num_tiles`` (``pixel_values.shape[0]``) tiles / frames, from
+    the official fields described above (``ValueError`` naming the field and value that do not fit)."""
     flags = [DataFlag.IMAGE] if data_flag is None else parse_data_flags(data_flag)
     if split_sizes is None:
         if len(flags) != 1:
@@ -153,20 +132,17 @@ def sample_layouts(
 # ImageNet-normalised pixels lie in [(0 - mean) / std, (1 - mean) / std] = [-2.12, 2.64]. Values beyond three times
 # that bound can only be unnormalised input (raw 0-255 pixels); random-normal test tensors stay well inside it.
 PIXEL_LIMIT = 3 * max(max(-m / s, (1 - m) / s) for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
+_LOAD_HINT = "load images with load_image / load_video or PVCInternVLProcessor"
 
 
 def check_pixel_values(pixel_values: Any, size: int) -> None:
     """``pixel_values`` must be a finite float tensor ``(num_tiles, 3, S, S)`` (``load_image`` / processor output)."""
     if not torch.is_tensor(pixel_values):
-        raise ValueError(
-            f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}; load images with "
-            "load_image / load_video or PVCInternVLProcessor (or convert explicitly with torch.from_numpy)"
-        )
+        raise ValueError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}; {_LOAD_HINT} "
+                         "(or convert explicitly with torch.from_numpy)")
     if not pixel_values.is_floating_point():
-        raise ValueError(
-            f"pixel_values must be normalised floats, got dtype {pixel_values.dtype} (raw 0-255 pixels?); "
-            "load images with load_image / load_video or PVCInternVLProcessor"
-        )
+        raise ValueError(f"pixel_values must be normalised floats, got dtype {pixel_values.dtype} (raw 0-255 "
+                         f"pixels?); {_LOAD_HINT}")
     if pixel_values.ndim != 4 or pixel_values.shape[1] != 3 or tuple(pixel_values.shape[2:]) != (size, size):
         raise ValueError(
             f"pixel_values must have shape (num_tiles, 3, {size}, {size}) for this model's image size "
@@ -179,10 +155,8 @@ def check_pixel_values(pixel_values: Any, size: int) -> None:
         raise ValueError(f"pixel_values has {bad} NaN/Inf values (of {pixel_values.numel()})")
     low, high = float(pixel_values.min()), float(pixel_values.max())
     if max(-low, high) > PIXEL_LIMIT:
-        raise ValueError(
-            f"pixel_values range from {low:.4g} to {high:.4g}, but ImageNet-normalised pixels stay within "
-            f"±{PIXEL_LIMIT:.2f} (raw 0-255 pixels?); load images with load_image / load_video or PVCInternVLProcessor"
-        )
+        raise ValueError(f"pixel_values range from {low:.4g} to {high:.4g}, but ImageNet-normalised pixels stay "
+                         f"within ±{PIXEL_LIMIT:.2f} (raw 0-255 pixels?); {_LOAD_HINT}")
 
 
 def left_pad(rows: Sequence[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -191,7 +165,6 @@ def left_pad(rows: Sequence[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, t
     ids = torch.full((len(rows), length), int(pad_id), dtype=torch.long)
     mask = torch.zeros((len(rows), length), dtype=torch.long)
     for i, row in enumerate(rows):
-        if row.shape[0]:
-            ids[i, length - row.shape[0] :] = row.cpu()
-            mask[i, length - row.shape[0] :] = 1
+        ids[i, length - row.shape[0] :] = row.cpu()
+        mask[i, length - row.shape[0] :] = 1
     return ids, mask

@@ -1,31 +1,33 @@
-"""Processor for PVC-InternVL: prompts, chat template, tokenization and the model inputs.
-
-Pixel loading lives in `media.py` (`load_image` and `load_video` are re-exported here), the fixed prompt text in
-`conversation.py` and the layout of a batch in `layout.py`.
-"""
+"""Processor for PVC-InternVL: prompts, chat template, tokenization and the model inputs (pixels from `media.py`,
+whose `load_image` / `load_video` are re-exported here; prompt text from `conversation.py`)."""
 
 from __future__ import annotations
 
 import copy
 import os
-from typing import Any, NamedTuple, Sequence
+from dataclasses import replace
+from typing import Any, Sequence
 
 import torch
 from transformers.feature_extraction_utils import BatchFeature
+from transformers.image_utils import load_image as load_remote_image
 from transformers.processing_utils import ProcessorMixin
 
 from .configuration_pvc_internvl import DataFlag, PVCInternVLConfig, tokens_per_tile
 from .conversation import IMAGE_PLACEHOLDER, IMG_CONTEXT_TOKEN, IMG_END_TOKEN, IMG_START_TOKEN, VIDEO_PLACEHOLDER
-from .conversation import ConversationTemplate, build_multi_image_prompt, build_video_prompt, get_template
-from .conversation import is_video_prompt  # noqa: F401  (re-exported)
+from .conversation import ConversationTemplate, build_video_prompt, get_template, media_prefix
 from .layout import SampleLayout, left_pad, sample_layouts
 from .media import build_target_ratios, load_image, load_video
 
-# The settings the checkpoint decides. `from_model_config` copies them from the model's config (the one
-# mapping config -> processor) and `save_pretrained` writes them beside the checkpoint; the processor has no
-# defaults of its own for them.
+# The settings the checkpoint decides: `from_model_config` copies them from the model's config (the one mapping
+# config -> processor) and `save_pretrained` writes them beside the checkpoint.
 MODEL_SETTINGS = ("image_size", "min_dynamic_patch", "max_dynamic_patch", "use_thumbnail", "template",
                   "num_image_token", "image_repeat_time", "video_repeat_time")
+_IMAGE_TOKENS = (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN)
+# The keys a message's content item of each kind may hold its media under, in order of preference, and how to say so.
+_MEDIA_KEYS = {"image": (("image", "path", "url"), "an image item without 'image', 'path' or 'url'"),
+               "video": (("video", "path"), "a video item without 'path' or 'video' (a local file)")}
+_REMOTE = ("http://", "https://", "data:")  # image strings transformers' load_image fetches or decodes
 
 
 def pad_token_id(tokenizer: Any, *fallbacks: int | None) -> int:
@@ -39,13 +41,6 @@ def pad_token_id(tokenizer: Any, *fallbacks: int | None) -> int:
     )
 
 
-def _media_prefix(flag: DataFlag, count: int) -> str:
-    """What the official code prepends to a question without ``<image>``: one line per image / frame."""
-    if flag == DataFlag.VIDEO:
-        return build_video_prompt(count)
-    return build_multi_image_prompt(count) if count > 1 else IMAGE_PLACEHOLDER + "\n"
-
-
 def _as_list(value: Any) -> list:
     if value is None:
         return []
@@ -54,73 +49,16 @@ def _as_list(value: Any) -> list:
     return [value]
 
 
-def _check_settings(settings: dict[str, Any], num_segments: Any) -> None:
-    """``ValueError`` naming a missing or invalid setting of the processor."""
-    missing = [name for name in MODEL_SETTINGS if settings[name] is None]
-    if missing:
-        raise ValueError(
-            f"PVCInternVLProcessor got no {', '.join(missing)}: these settings are the checkpoint's and have no "
-            "defaults; build the processor with AutoProcessor.from_pretrained(checkpoint) or "
-            "PVCInternVLProcessor.from_model_config(tokenizer, config)"
-        )
-    build_target_ratios(settings["min_dynamic_patch"], settings["max_dynamic_patch"])  # validates the range
-    counts = ("image_size", "num_image_token", "image_repeat_time", "video_repeat_time")
-    for name, value in [(name, settings[name]) for name in counts] + [("num_segments", num_segments)]:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"PVCInternVLProcessor {name} must be a positive integer, got {value!r}")
-    if not isinstance(settings["use_thumbnail"], bool):
-        raise ValueError(f"PVCInternVLProcessor use_thumbnail must be True or False, got {settings['use_thumbnail']!r}")
-    get_template(settings["template"])  # validates the name
-
-
-def _check_image_tokens(tokenizer: Any) -> None:
-    vocab = tokenizer.get_vocab()
-    missing = [token for token in (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN) if token not in vocab]
-    if missing:
-        raise ValueError(f"the tokenizer has no {', '.join(missing)} token; use the checkpoint's InternVL2 tokenizer")
-
-
-def _protected_tokens(tokenizer: Any, template: ConversationTemplate) -> list[str]:
-    """Token strings user text must not contain: the image tokens, the template's control tokens (added tokens
-    that occur in the template) and bos / eos / pad / unk. Grounding tokens (``<ref>``, ``<box>``) and the
-    media placeholders stay allowed."""
-    template_text = template.system_template + template.user_role + template.assistant_role + template.sep
-    protected = {IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN}
-    protected.update(token for token in tokenizer.get_added_vocab() if token.strip() and token in template_text)
-    for name in ("bos_token", "eos_token", "pad_token", "unk_token"):
-        token = getattr(tokenizer, name, None)
-        if isinstance(token, str) and token.strip():
-            protected.add(token)
-    return sorted(protected - {IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER})
-
-
-class _Sample(NamedTuple):
-    """One prompt of a ``__call__`` with its media loaded (no media: ``pixel_values`` and ``flag`` are None)."""
-
-    prompt: str
-    pixel_values: torch.Tensor | None
-    tiles: list[int]  # tiles per <image>
-    flag: DataFlag | None
-
-
 class PVCInternVLProcessor(ProcessorMixin):
-    """Turns conversations, prompts and media into the inputs of ``PVCInternVLChatModel.generate``.
-
-    It owns the prompt: the conversation template (also as a Jinja chat template for ``apply_chat_template``),
-    the expansion of every ``<image>`` into the image tokens (``num_image_token`` x ``image_repeat_time``
-    context tokens per image tile, x ``video_repeat_time`` per video frame), tokenization and left padding.
-    The ``MODEL_SETTINGS`` are the checkpoint's and have no defaults: build the processor with
-    ``AutoProcessor.from_pretrained(checkpoint)`` or ``PVCInternVLProcessor.from_model_config(tokenizer, config)``.
+    """Turns conversations, prompts and media into the inputs of ``PVCInternVLChatModel.generate``: the template
+    (also as Jinja for ``apply_chat_template``), ``<image>`` expanded into image tokens, tokenization, left padding.
+    Build it with ``AutoProcessor.from_pretrained(checkpoint)`` or ``from_model_config(tokenizer, config)``.
 
     Args:
         tokenizer: the checkpoint's tokenizer (it must know the image tokens).
-        image_size: tile size S in pixels.
-        min_dynamic_patch, max_dynamic_patch: tiles per image (thumbnail not counted).
-        use_thumbnail: append a whole-image thumbnail tile when an image has more than one tile.
+        image_size, min_dynamic_patch, max_dynamic_patch, use_thumbnail, template, num_image_token,
+            image_repeat_time, video_repeat_time: the ``MODEL_SETTINGS``, documented in ``PVCInternVLConfig``.
         num_segments: frames sampled from a video when a call does not say (the processor's own setting).
-        template: conversation template name (a key of ``conversation.TEMPLATES``).
-        num_image_token: LLM tokens per encoded frame (64 for PVC, 256 for InternVL2 at 448 px).
-        image_repeat_time, video_repeat_time: encoded frames per image tile / per video frame.
         chat_template: Jinja template; defaults to the one generated from ``template``.
     """
 
@@ -139,12 +77,28 @@ class PVCInternVLProcessor(ProcessorMixin):
         settings = dict(image_size=image_size, min_dynamic_patch=min_dynamic_patch, max_dynamic_patch=max_dynamic_patch,
                         use_thumbnail=use_thumbnail, template=template, num_image_token=num_image_token,
                         image_repeat_time=image_repeat_time, video_repeat_time=video_repeat_time)
-        _check_settings(settings, num_segments)
+        missing = [name for name in MODEL_SETTINGS if settings[name] is None]
+        if missing:
+            raise ValueError(
+                f"PVCInternVLProcessor got no {', '.join(missing)}: these settings are the checkpoint's and have no "
+                "defaults; build the processor with AutoProcessor.from_pretrained(checkpoint) or "
+                "PVCInternVLProcessor.from_model_config(tokenizer, config)"
+            )
+        build_target_ratios(min_dynamic_patch, max_dynamic_patch)  # validates the range
+        counts = ("image_size", "num_image_token", "image_repeat_time", "video_repeat_time")
+        for name, value in [(name, settings[name]) for name in counts] + [("num_segments", num_segments)]:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"PVCInternVLProcessor {name} must be a positive integer, got {value!r}")
+        if not isinstance(use_thumbnail, bool):
+            raise ValueError(f"PVCInternVLProcessor use_thumbnail must be True or False, got {use_thumbnail!r}")
+        default_chat_template = get_template(template).jinja  # validates the name
         for name, value in settings.items():
             setattr(self, name, value)
         self.num_segments = num_segments
-        super().__init__(tokenizer, chat_template=chat_template or get_template(template).jinja, **kwargs)
-        _check_image_tokens(self.tokenizer)
+        super().__init__(tokenizer, chat_template=chat_template or default_chat_template, **kwargs)
+        missing = [token for token in _IMAGE_TOKENS if token not in self.tokenizer.get_vocab()]
+        if missing:
+            raise ValueError(f"the tokenizer has no {', '.join(missing)} token; use the checkpoint's InternVL2 tokenizer")
 
     @classmethod
     def from_model_config(cls, tokenizer: Any, config: PVCInternVLConfig, **overrides: Any) -> "PVCInternVLProcessor":
@@ -153,7 +107,6 @@ class PVCInternVLProcessor(ProcessorMixin):
         settings = {name: getattr(config, name) for name in MODEL_SETTINGS}
         return cls(tokenizer, **{**settings, **overrides})
 
-    # ------------------------------------------------------------------------------------------ facts
     @property
     def conversation(self) -> ConversationTemplate:
         return get_template(self.template)
@@ -171,17 +124,22 @@ class PVCInternVLProcessor(ProcessorMixin):
         return tokens_per_tile(flag, self.num_image_token, self.image_repeat_time, self.video_repeat_time)
 
     def check_user_text(self, text: str, what: str) -> None:
-        """Refuse control / image tokens typed inside user text, so text cannot forge turns or image slots."""
+        """Refuse, so that user text cannot forge turns or image slots, the image tokens, the template's control
+        tokens (added tokens that occur in it) and bos / eos / pad / unk; ``<ref>``, ``<box>``, ``<image>`` pass."""
         if not isinstance(text, str):
             raise ValueError(f"{what} must be a string, got {type(text).__name__}")
-        found = [token for token in _protected_tokens(self.tokenizer, self.conversation) if token in text]
+        template = self.conversation
+        template_text = template.system_template + template.user_role + template.assistant_role + template.sep
+        specials = [getattr(self.tokenizer, name, None) for name in ("bos_token", "eos_token", "pad_token", "unk_token")]
+        protected = {*_IMAGE_TOKENS, *(t for t in self.tokenizer.get_added_vocab() if t in template_text), *specials}
+        allowed = (IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER)
+        found = sorted(t for t in protected if isinstance(t, str) and t.strip() and t in text and t not in allowed)
         if found:
             raise ValueError(
                 f"{what} contains the special token(s) {', '.join(repr(t) for t in found)}; user text may not contain "
                 "control or image tokens (use <image> / <video> placeholders for media)"
             )
 
-    # ------------------------------------------------------------------------------------------ prompts
     def expand_placeholders(self, text: str, layout: SampleLayout | None, what: str = "the prompt") -> str:
         """Replace every ``<image>`` of ``text``, in order, by the image tokens of its tiles; ``ValueError``
         naming ``what`` when the placeholders and the layout's images / frames differ in number."""
@@ -198,24 +156,34 @@ class PVCInternVLProcessor(ProcessorMixin):
         self, question: str, layout: SampleLayout | None, history: Sequence[tuple[str, str]] | None = None,
         system_message: str | None = None,
     ) -> tuple[str, str]:
-        """The official ``chat()`` prompt: the template around ``history`` and ``question``, placeholders expanded.
-
-        A first question about media without ``<image>`` gets the official prefix (``build_multi_image_prompt``
-        / ``build_video_prompt``). Returns the prompt and the question as stored in the history.
-        """
-        questions, history = _chat_texts(self.check_user_text, question, history, system_message)
+        """The official ``chat()`` prompt (a first question about media without ``<image>`` gets the official
+        prefix), placeholders expanded, and the question as stored in the history."""
+        history = [] if history is None else history
+        if not isinstance(history, (list, tuple)):
+            raise ValueError(f"history must be a list of (question, answer) pairs, got {type(history).__name__}")
+        for turn, pair in enumerate(history):
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(isinstance(x, str) for x in pair):
+                raise ValueError(f"history[{turn}] must be a (question, answer) pair of strings, got {pair!r}")
+        questions = {f"history[{turn}] question": old_question for turn, (old_question, _) in enumerate(history)}
+        questions["the question"] = question
+        elsewhere = {f"history[{turn}] answer": old_answer for turn, (_, old_answer) in enumerate(history)}
+        if system_message is not None:
+            elsewhere["the system message"] = system_message
+        for what, text in {**questions, **elsewhere}.items():  # no control tokens anywhere, media in questions only
+            self.check_user_text(text, what)
+        for what, text in elsewhere.items():
+            for placeholder in (IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER):
+                if placeholder in text:
+                    raise ValueError(f"{what} contains {placeholder}; media placeholders go in the questions only")
         counts = {what: text.count(IMAGE_PLACEHOLDER) for what, text in questions.items() if IMAGE_PLACEHOLDER in text}
-        where = ", ".join(f"{what} has {count}" for what, count in counts.items())
-        if layout is None and counts:
-            raise ValueError(f"no pixel_values were given, but {where} {IMAGE_PLACEHOLDER} placeholder(s)")
+        expected = len(layout.image_tiles) if layout is not None else 0
         if layout is not None and not counts and not history:
-            question = _media_prefix(layout.flag, len(layout.image_tiles)) + question
-        elif layout is not None and sum(counts.values()) != len(layout.image_tiles):
-            expected = len(layout.image_tiles)
-            raise ValueError(
-                f"the sample has {expected} images/frames (num_patches_list has {expected} entries), but "
-                f"{where or 'no question has any'} {IMAGE_PLACEHOLDER} placeholder(s)"
-            )
+            question = media_prefix(expected, layout.is_video) + question
+        elif sum(counts.values()) != expected:
+            given = "no pixel_values were given" if layout is None else (
+                f"the sample has {expected} images/frames (num_patches_list has {expected} entries)")
+            where = ", ".join(f"{what} has {count}" for what, count in counts.items()) or "no question has any"
+            raise ValueError(f"{given}, but {where} {IMAGE_PLACEHOLDER} placeholder(s)")
         prompt = self.conversation.render(history, question, system_message)
         return self.expand_placeholders(prompt, layout), question
 
@@ -241,47 +209,52 @@ class PVCInternVLProcessor(ProcessorMixin):
         ids_and_mask = self.tokenize_prompts([prompt for prompt, _ in rendered])
         return _model_inputs(*ids_and_mask, pixel_values, layouts), [question for _, question in rendered]
 
-    # ------------------------------------------------------------------------------------------ __call__
     def __call__(
         self, text: str | Sequence[str] | None = None, images: Any = None, videos: Any = None,
         num_segments: int | Sequence[int | None] | None = None, bound: Sequence[float] | None = None,
         max_num: int | None = None, return_tensors: str | None = "pt", backend: str | None = None, **kwargs: Any,
     ) -> BatchFeature:
-        """Prompts (+ media) -> ``input_ids``, ``attention_mask`` and, with media, ``pixel_values``, ``data_flag``,
-        ``split_sizes``, ``num_patches_list``.
+        """Prompts (+ media) -> ``input_ids``, ``attention_mask`` and, with media, the official layout fields.
 
-        ``text`` is one prompt or a batch (left padded). Each prompt holds one ``<image>`` per image, or one
-        ``<video>`` (expanded by ``build_video_prompt``) or one ``<image>`` per frame for its video; a prompt
-        without placeholders gets the official prefix. ``images``: for one prompt, an image or a list of
-        images; for a batch, one image / list of images / None per prompt, or one flat list in placeholder
-        order. ``videos``: one video path per prompt (or None); ``num_segments``: frames per video (one
-        number, or one per prompt). ``max_num`` overrides ``max_dynamic_patch`` for images.
+        ``text`` is one prompt or a batch. A prompt holds one ``<image>`` per image, or one ``<video>`` or one
+        ``<image>`` per frame for its video; without placeholders it gets the official prefix. ``images`` /
+        ``videos``: see :func:`_per_sample`; ``num_segments``: frames per video (one number, or one per prompt);
+        ``max_num`` overrides ``max_dynamic_patch`` for images.
         """
-        _check_call_options(text, kwargs)
+        # transformers' processor options: left padding to the longest prompt, no audio, nothing else
+        if kwargs.pop("padding", True) not in (True, "longest"):
+            raise ValueError("the processor always pads a batch to its longest prompt (left padding)")
+        side = kwargs.pop("padding_side", None)
+        one_prompt = not isinstance(text, (list, tuple)) or len(text) == 1
+        if side not in (None, "left") and not (side == "right" and one_prompt):  # one prompt has nothing to pad
+            raise ValueError(f"the processor pads batches on the left (decoder-only generation), got padding_side={side!r}")
+        if _as_list(kwargs.pop("audios", None) or kwargs.pop("audio", None)):
+            raise ValueError("this model takes images and videos, not audio; leave audios empty")
+        if kwargs:
+            raise ValueError(f"unsupported processor arguments: {', '.join(sorted(kwargs))}")
         if return_tensors not in ("pt", None):
             raise ValueError(f"only return_tensors='pt' is supported, got {return_tensors!r}")
         texts, images, videos = _per_sample(text, images, videos)
         segments = list(num_segments) if isinstance(num_segments, (list, tuple)) else [num_segments] * len(texts)
         if len(segments) != len(texts):
             raise ValueError(f"num_segments has {len(segments)} entries for {len(texts)} prompts; give one per prompt")
-        samples = [
-            self._load_sample(index, prompt, sample_images, video, frames, bound, max_num, backend)
-            for index, (prompt, sample_images, video, frames) in enumerate(zip(texts, images, videos, segments))
-        ]
-        loaded = [sample for sample in samples if sample.pixel_values is not None]  # text-only prompts: no layout
-        layouts: list[SampleLayout | None] = [None] * len(samples)
-        pixel_values = torch.cat([sample.pixel_values for sample in loaded]) if loaded else None
-        if loaded:
-            found = iter(sample_layouts(pixel_values.shape[0], [int(sample.flag) for sample in loaded],
-                                        [sample.pixel_values.shape[0] for sample in loaded], [s.tiles for s in loaded]))
-            layouts = [next(found) if sample.pixel_values is not None else None for sample in samples]
-        prompts = [self.expand_placeholders(sample.prompt, layout, f"prompt {index}")
-                   for index, (sample, layout) in enumerate(zip(samples, layouts))]
+        prompts, pixel_values, layouts, start = [], [], [], 0
+        for index, (prompt, sample_images, video, frames) in enumerate(zip(texts, images, videos, segments)):
+            prompt, pixels, layout = self._load_sample(index, prompt, sample_images, video, frames, bound, max_num,
+                                                       backend)
+            if layout is not None:  # text-only prompts have no layout
+                layout = replace(layout, start=start)
+                start += layout.size
+                pixel_values.append(pixels)
+            layouts.append(layout)
+            prompts.append(self.expand_placeholders(prompt, layout, f"prompt {index}"))
+        pixel_values = torch.cat(pixel_values) if pixel_values else None
         return _model_inputs(*self.tokenize_prompts(prompts), pixel_values, layouts)
 
-    def _load_sample(self, index, prompt, images, video, num_segments, bound, max_num, backend) -> _Sample:
-        """One prompt and its media; a prompt without ``<image>`` gets the official prefix."""
-        for token in (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN):
+    def _load_sample(self, index: int, prompt: str, images: list, video: Any, num_segments: int | None, bound: Any,
+                     max_num: int | None, backend: str | None) -> tuple[str, torch.Tensor | None, SampleLayout | None]:
+        """One prompt (a prompt without ``<image>`` gets the official prefix), its pixels and its layout (start 0)."""
+        for token in _IMAGE_TOKENS:
             if token in prompt:
                 raise ValueError(f"prompt {index} contains {token!r}; write {IMAGE_PLACEHOLDER} where an image goes")
         if images and video is not None:
@@ -293,16 +266,26 @@ class PVCInternVLProcessor(ProcessorMixin):
                 raise ValueError(f"video frames are one tile each; got max_num={max_num}")
             pixel_values, tiles = load_video(video, bound=bound, input_size=self.image_size, max_num=1, backend=backend,
                                              num_segments=self.num_segments if num_segments is None else num_segments)
-            return _Sample(_video_prompt(index, prompt, len(tiles)), pixel_values, tiles, DataFlag.VIDEO)
-        if not images:
-            return _Sample(prompt, None, [], None)
-        limit = self.max_dynamic_patch if max_num is None else max_num
-        tiles = [load_image(image, self.image_size, limit, self.min_dynamic_patch, self.use_thumbnail) for image in images]
-        flag = DataFlag.IMAGE if len(images) == 1 else DataFlag.MULTI_IMAGE
-        prompt = prompt if IMAGE_PLACEHOLDER in prompt else _media_prefix(flag, len(images)) + prompt
-        return _Sample(prompt, torch.cat(tiles), [t.shape[0] for t in tiles], flag)
+            flag = DataFlag.VIDEO
+            if VIDEO_PLACEHOLDER in prompt:
+                if prompt.count(VIDEO_PLACEHOLDER) != 1 or IMAGE_PLACEHOLDER in prompt:
+                    raise ValueError(
+                        f"prompt {index} has {prompt.count(VIDEO_PLACEHOLDER)} {VIDEO_PLACEHOLDER} and "
+                        f"{prompt.count(IMAGE_PLACEHOLDER)} {IMAGE_PLACEHOLDER} placeholders; a video takes one "
+                        f"{VIDEO_PLACEHOLDER}"
+                    )
+                prompt = prompt.replace(VIDEO_PLACEHOLDER, build_video_prompt(len(tiles)))
+        elif images:
+            limit = self.max_dynamic_patch if max_num is None else max_num
+            loaded = [load_image(image, self.image_size, limit, self.min_dynamic_patch, self.use_thumbnail)
+                      for image in images]
+            pixel_values, tiles = torch.cat(loaded), [t.shape[0] for t in loaded]
+            flag = DataFlag.IMAGE if len(images) == 1 else DataFlag.MULTI_IMAGE
+        else:
+            return prompt, None, None
+        prompt = prompt if IMAGE_PLACEHOLDER in prompt else media_prefix(len(tiles), flag == DataFlag.VIDEO) + prompt
+        return prompt, pixel_values, SampleLayout(flag, 0, pixel_values.shape[0], tuple(tiles))
 
-    # ------------------------------------------------------------------------------------------ chat template
     def apply_chat_template(
         self, conversation: list[dict] | list[list[dict]], chat_template: str | None = None,
         add_generation_prompt: bool = False, tokenize: bool = False, return_dict: bool = False,
@@ -338,7 +321,6 @@ class PVCInternVLProcessor(ProcessorMixin):
             return_tensors=return_tensors or "pt", **options,
         )
 
-    # ------------------------------------------------------------------------------------------ decoding
     def decode_answers(self, generated_ids: torch.Tensor) -> list[str]:
         """New-token ids ``(B, T)`` -> answers: each row cut at its first stop id (the template separator),
         special tokens dropped, surrounding white space stripped."""
@@ -380,62 +362,6 @@ def _model_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_v
     return BatchFeature(data=data)
 
 
-def _video_prompt(index: int, prompt: str, num_frames: int) -> str:
-    """The prompt of a video sample: its ``<video>`` replaced by the frame lines, or the lines prepended when the
-    prompt has neither ``<video>`` nor ``<image>``."""
-    frames = build_video_prompt(num_frames)
-    if VIDEO_PLACEHOLDER in prompt:
-        if prompt.count(VIDEO_PLACEHOLDER) != 1 or IMAGE_PLACEHOLDER in prompt:
-            raise ValueError(
-                f"prompt {index} has {prompt.count(VIDEO_PLACEHOLDER)} {VIDEO_PLACEHOLDER} and "
-                f"{prompt.count(IMAGE_PLACEHOLDER)} {IMAGE_PLACEHOLDER} placeholders; a video takes one {VIDEO_PLACEHOLDER}"
-            )
-        return prompt.replace(VIDEO_PLACEHOLDER, frames)
-    return prompt if IMAGE_PLACEHOLDER in prompt else frames + prompt
-
-
-def _chat_texts(check_text: Any, question: str, history: Any, system_message: str | None) -> tuple[dict, list]:
-    """Check the user text of a ``chat`` call: no control tokens anywhere, media placeholders in questions only.
-    Returns the questions by place (``history[i] question``, ..., ``the question``) and the history as pairs."""
-    check_text(question, "the question")
-    if history is None:
-        history = []
-    if not isinstance(history, (list, tuple)):
-        raise ValueError(f"history must be a list of (question, answer) pairs, got {type(history).__name__}")
-    for turn, pair in enumerate(history):
-        if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(isinstance(x, str) for x in pair):
-            raise ValueError(f"history[{turn}] must be a (question, answer) pair of strings, got {pair!r}")
-    history = [tuple(pair) for pair in history]
-    questions = {f"history[{turn}] question": old_question for turn, (old_question, _) in enumerate(history)}
-    questions["the question"] = question
-    elsewhere = {f"history[{turn}] answer": old_answer for turn, (_, old_answer) in enumerate(history)}
-    if system_message is not None:
-        elsewhere["the system message"] = system_message
-    for what, text in {**questions, **elsewhere}.items():
-        check_text(text, what)
-    for what, text in elsewhere.items():
-        for placeholder in (IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER):
-            if placeholder in text:
-                raise ValueError(f"{what} contains {placeholder}; media placeholders go in the questions only")
-    return questions, history
-
-
-def _check_call_options(text: Any, options: dict) -> None:
-    """The tokenizer / feature-extractor options that clients pass (transformers' processor convention): left
-    padding to the longest prompt, no audio. ``ValueError`` for anything else."""
-    if options.pop("padding", True) not in (True, "longest"):
-        raise ValueError("the processor always pads a batch to its longest prompt (left padding)")
-    side = options.pop("padding_side", None)
-    one_prompt = not isinstance(text, (list, tuple)) or len(text) == 1
-    if side not in (None, "left") and not (side == "right" and one_prompt):  # one prompt has nothing to pad
-        raise ValueError(f"the processor pads batches on the left (decoder-only generation), got padding_side={side!r}")
-    audios = options.pop("audios", None) or options.pop("audio", None)
-    if audios is not None and len(_as_list(audios)):
-        raise ValueError("this model takes images and videos, not audio; leave audios empty")
-    if options:
-        raise ValueError(f"unsupported processor arguments: {', '.join(sorted(options))}")
-
-
 def _per_sample(text: Any, images: Any, videos: Any) -> tuple[list[str], list[list], list]:
     """The prompts, and the list of images and the video (or None) of each.
 
@@ -450,25 +376,22 @@ def _per_sample(text: Any, images: Any, videos: Any) -> tuple[list[str], list[li
             raise ValueError(f"text[{index}] must be a string, got {type(prompt).__name__}")
     if not texts:
         raise ValueError("text is an empty list; give at least one prompt")
-    images, videos = _as_list(images) or None, _as_list(videos) or None
-    if batched:
-        images = _per_prompt("images", images, [t.count(IMAGE_PLACEHOLDER) for t in texts])
-        videos = _per_prompt("videos", videos, [t.count(VIDEO_PLACEHOLDER) for t in texts])
-    videos = [_as_list(item) for item in (videos if batched else [videos])]
+    if not batched:  # one prompt: its media are the one entry of a batch of one
+        images, videos = [images], [videos]
+    images = _per_prompt("images", _as_list(images), [t.count(IMAGE_PLACEHOLDER) for t in texts])
+    videos = _per_prompt("videos", _as_list(videos), [t.count(VIDEO_PLACEHOLDER) for t in texts])
     for index, video in enumerate(videos):
         if len(video) > 1:
             raise ValueError(f"prompt {index}: one video per prompt is supported, got {len(video)}")
-    images = [_as_list(item) for item in (images if batched else [images])]
     return texts, images, [video[0] if video else None for video in videos]
 
 
-def _per_prompt(name: str, values: list | None, placeholders: list[int]) -> list:
-    """One entry per prompt from ``values``: None -> nothing anywhere; a flat list of items whose length is the
-    batch's placeholder count -> split in placeholder order; otherwise one entry per prompt."""
-    if values is None:
-        return [None] * len(placeholders)
-    flat = not any(value is None or isinstance(value, (list, tuple)) for value in values)
-    if flat and sum(placeholders) == len(values):
+def _per_prompt(name: str, values: list, placeholders: list[int]) -> list[list]:
+    """The items of each prompt: a flat list as long as the batch's placeholder count is split in placeholder
+    order; otherwise ``values`` has one entry (an item, a list or None) per prompt."""
+    if not values:
+        return [[] for _ in placeholders]
+    if sum(placeholders) == len(values) and not any(value is None or isinstance(value, (list, tuple)) for value in values):
         items = iter(values)
         return [[next(items) for _ in range(count)] for count in placeholders]
     if len(values) != len(placeholders):
@@ -476,7 +399,7 @@ def _per_prompt(name: str, values: list | None, placeholders: list[int]) -> list
             f"{name} has {len(values)} entries for {len(placeholders)} prompts with {sum(placeholders)} placeholders; "
             "give one entry (or None) per prompt, or one item per placeholder in prompt order"
         )
-    return values
+    return [_as_list(value) for value in values]
 
 
 def _conversation_media(conversation: list[dict], check_text: Any) -> dict:
@@ -495,11 +418,16 @@ def _conversation_media(conversation: list[dict], check_text: Any) -> dict:
                 check_text(item.get("text"), f"message {turn} text")
                 if VIDEO_PLACEHOLDER in item["text"]:
                     raise ValueError(f"message {turn} text contains {VIDEO_PLACEHOLDER}; add the video as a content item")
-            elif kind == "image":
-                images.append(_message_image(item, turn))
-            elif kind == "video":
-                videos.append(_message_video(item, turn))
-                num_frames = item.get("num_frames", num_frames)
+            elif kind in _MEDIA_KEYS:  # a PIL image or a local path; an image URL / base64 string is loaded here
+                keys, missing = _MEDIA_KEYS[kind]
+                key = next((key for key in keys if item.get(key) is not None), None)
+                if key is None:
+                    raise ValueError(f"message {turn} has {missing}")
+                value = item[key]
+                if kind == "image" and isinstance(value, str) and (key == "url" or value.startswith(_REMOTE)):
+                    value = load_remote_image(value)
+                (images if kind == "image" else videos).append(value)
+                num_frames = item.get("num_frames", num_frames) if kind == "video" else num_frames
             else:
                 raise ValueError(f"message {turn} has a content item of type {kind!r}; known: text, image, video")
     if len(videos) > 1 or (videos and images):
@@ -507,26 +435,6 @@ def _conversation_media(conversation: list[dict], check_text: Any) -> dict:
             f"a conversation holds {len(images)} images and {len(videos)} videos; one sample is images or one video"
         )
     return {"images": images, "video": videos[0] if videos else None, "num_frames": num_frames}
-
-
-def _message_image(item: dict, turn: int) -> Any:
-    """The image of a content item: a PIL image, a local path, or a URL / base64 string (loaded by transformers)."""
-    for key in ("image", "path", "url"):
-        if item.get(key) is not None:
-            value = item[key]
-            if isinstance(value, str) and (value.startswith(("http://", "https://", "data:")) or key == "url"):
-                from transformers.image_utils import load_image as load_remote_image
-
-                return load_remote_image(value)
-            return value
-    raise ValueError(f"message {turn} has an image item without 'image', 'path' or 'url'")
-
-
-def _message_video(item: dict, turn: int) -> Any:
-    for key in ("video", "path"):
-        if item.get(key) is not None:
-            return item[key]
-    raise ValueError(f"message {turn} has a video item without 'path' or 'video' (a local file)")
 
 
 PVCInternVLProcessor.register_for_auto_class("AutoProcessor")

@@ -740,6 +740,9 @@ def test_media_prefixes_and_template_names_come_from_conversation(processor, med
     assert (C.frame_prefix(12), C.image_prefix(3)) == ("Frame12: ", "Image-3: ")
     assert C.build_video_prompt(2) == "Frame1: <image>\nFrame2: <image>\n"
     assert C.build_multi_image_prompt(2) == "Image-1: <image>\nImage-2: <image>\n"
+    # the prefix of a question without <image>: a bare line for one image, numbered lines otherwise
+    assert C.media_prefix(1) == "<image>\n" and C.media_prefix(2) == C.build_multi_image_prompt(2)
+    assert C.media_prefix(1, video=True) == "Frame1: <image>\n" and C.media_prefix(3, video=True).count("<image>") == 3
     assert C.is_video_prompt("x Frame7: <image>\ny") and not C.is_video_prompt("Frame: <image>\n")
     assert C.DEFAULT_TEMPLATE == "internlm2-chat" and set(C.TEMPLATES) == {"internlm2-chat", "Hermes-2", "phi3-chat"}
     # the Jinja template writes the multi-image prefix from the same constant as the processor
