@@ -1,6 +1,5 @@
-"""Pixel loading: the official InternVL2 / PVC image tiling and video frame sampling (`utils/preprocess.py` of
-OpenGVLab/PVC) without torchvision. Videos are decoded with PyAV, decord only when asked for; both are optional.
-Every input is checked before any work: a bad one is a `ValueError` naming the input and the numbers."""
+"""The official InternVL2 / PVC image tiling and video frame sampling (`utils/preprocess.py`) without torchvision;
+videos decoded with PyAV, decord only when asked for. Inputs are checked first (`ValueError` naming the numbers)."""
 
 from __future__ import annotations
 
@@ -20,21 +19,16 @@ logger = logging.get_logger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 ImageInput = Image.Image | str | os.PathLike | np.ndarray
-SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
-SIXTEEN_BIT_MAX = 65535
-# InternVL2 uses max_num=12 tiles (6 for some video settings) and up to 40 for high-resolution benchmarks; more
-# is almost surely a typo, and each tile costs 256 LLM tokens (64 with PVC x image_repeat_time).
+# InternVL2 uses 12 tiles (up to 40 for high-resolution benchmarks); each costs 256 LLM tokens (64 with PVC).
 MAX_TILES = 40
-# InternViT is trained at 448 px (224 px for some small variants); 4 x 448 leaves room for position-embedding
-# interpolation experiments while refusing sizes that would allocate gigabytes per tile.
+# InternViT is trained at 448 px: 4 x 448 allows interpolation experiments, not gigabytes per tile.
 MAX_INPUT_SIZE = 1792
 
 VIDEO_BACKENDS = ("decord", "pyav")
 PYAV_STRATEGIES = ("auto", "sequential", "seek")
 # Containers on which decord 0.6 returns PyAV's frames bit for bit (PyAV's names); on AVI it misplaces frames.
 DECORD_CONTAINERS = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm")
-# What one seek costs, in decoded frames: on 480p H.264 with gop 250 (2 cores), seek + N frames took about
-# 13 ms + N x 0.8 ms (demuxer seek, decoder flush, keyframe, frame-thread refill), against 0.8-1 ms a frame.
+# One seek in decoded frames: 480p H.264, gop 250, 2 cores: seek + N frames 13 ms + N x 0.8 ms, 0.8-1 ms a frame.
 SEEK_COST_FRAMES = 16
 
 
@@ -47,7 +41,6 @@ def _check_int(name: str, value: Any) -> None:
 
 def _check_tiling(min_num: Any = 1, max_num: Any = 1, size: Any = 448, use_thumbnail: Any = False,
                   size_name: str = "image_size") -> None:
-    """ValueError unless 1 <= size <= MAX_INPUT_SIZE, 1 <= min_num <= max_num <= MAX_TILES, use_thumbnail a bool."""
     _check_int(size_name, size)
     if size > MAX_INPUT_SIZE:
         raise ValueError(f"{size_name} must be at most MAX_INPUT_SIZE={MAX_INPUT_SIZE} pixels, got {size_name}={size}; "
@@ -69,27 +62,20 @@ def _check_pil(image: Any) -> None:
 
 
 def _type_name(value: Any) -> str:
-    """'numpy.ndarray', 'torch.Tensor', 'int', ...: the type as a user would write it."""
     kind = type(value)
     module = kind.__module__.split(".")[0]
     return kind.__name__ if module == "builtins" else f"{module}.{kind.__name__}"
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """`image` as an 8-bit RGB PIL image, with one stated rule per Pillow mode.
-
-    - 8-bit modes: Pillow's `convert("RGB")`, as the official `Image.open(f).convert("RGB")`: **alpha is dropped,
-      not composited** (palette transparency too; "La" and "RGBa" are un-premultiplied first); CMYK without ICC.
-    - "I;16*" (16-bit) and "I" (32-bit, where Pillow stores 16-bit files): `round(v / 257)` of 0..65535.
-    - "F" (float): `round(v * 255)` of 0.0..1.0. Values outside the scale, NaN and Inf are a ValueError.
-    """
-    if image.mode in SIXTEEN_BIT_MODES or image.mode in ("I", "F"):
+    """`image` as 8-bit RGB: Pillow's `convert("RGB")` as official (**alpha dropped, not composited**); "I;16*" and
+    "I": `round(v / 257)` of 0..65535; "F": `round(v * 255)` of 0.0..1.0, other values, NaN, Inf a ValueError."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         is_float = image.mode == "F"
         values = np.asarray(image, dtype=np.float64) if is_float else np.asarray(image).astype(np.int64)
-        bad = int(np.count_nonzero(~np.isfinite(values)))
-        if bad:
+        if bad := int(np.count_nonzero(~np.isfinite(values))):
             raise ValueError(f"mode {image.mode!r} image has {bad} NaN or Inf pixels; replace them before loading")
-        top, scale = (1.0, "scale 0.0..1.0") if is_float else (SIXTEEN_BIT_MAX, f"16-bit scale 0..{SIXTEEN_BIT_MAX}")
+        top, scale = (1.0, "scale 0.0..1.0") if is_float else (65535, "16-bit scale 0..65535")
         if values.size and (values.min() < 0 or values.max() > top):
             raise ValueError(f"mode {image.mode!r} pixels are read on the {scale}, but this image has values "
                              f"{values.min()}..{values.max()}; rescale them or convert the image to 'L' yourself")
@@ -106,8 +92,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def build_target_ratios(min_num: int = 1, max_num: int = 12) -> list[tuple[int, int]]:
-    """Candidate grids (cols, rows) with `min_num <= cols*rows <= max_num`, in the official scan order: the
-    official set, rebuilt by the same insertions, sorted (stably) by tile count; its order decides ratio ties."""
+    """Grids (cols, rows) with `min_num <= cols*rows <= max_num` in the official order (it decides ratio ties)."""
     _check_tiling(min_num, max_num)
     candidates = set((i, j) for n in range(min_num, max_num + 1) for i in range(1, n + 1)
                      for j in range(1, min(n, max_num // i) + 1) if min_num <= i * j <= max_num)
@@ -115,8 +100,7 @@ def build_target_ratios(min_num: int = 1, max_num: int = 12) -> list[tuple[int, 
 
 
 def tile_grid(width: int, height: int, min_num: int = 1, max_num: int = 12, image_size: int = 448) -> tuple[int, int]:
-    """The (cols, rows) grid of `dynamic_preprocess` for a `width` x `height` image: cols/rows closest to
-    width/height; on an exact tie a later grid wins only if `width*height > 0.5 * image_size**2 * cols * rows`."""
+    """The (cols, rows) grid of `dynamic_preprocess` for a `width` x `height` image, with the official tie rule."""
     if width <= 0 or height <= 0:
         raise ValueError(f"image must have a positive size, got {width}x{height}")
     _check_tiling(min_num, max_num, image_size)
@@ -138,8 +122,7 @@ def tile_boxes(cols: int, rows: int, image_size: int) -> list[tuple[int, int, in
 
 def dynamic_preprocess(image: Image.Image, min_num: int = 1, max_num: int = 12, image_size: int = 448,
                        use_thumbnail: bool = False) -> list[Image.Image]:
-    """The image (made RGB by `to_rgb`) resized bicubic to the `tile_grid` grid and cut into cols*rows tiles of
-    image_size^2, row-major, plus the whole image as a last tile with `use_thumbnail` and more than one tile."""
+    """RGB tiles [image_size^2] of the image resized to its `tile_grid`, row-major, + a thumbnail if asked and > 1."""
     _check_pil(image)
     _check_tiling(min_num, max_num, image_size, use_thumbnail)
     cols, rows = tile_grid(image.width, image.height, min_num, max_num, image_size)
@@ -152,15 +135,12 @@ def dynamic_preprocess(image: Image.Image, min_num: int = 1, max_num: int = 12, 
 
 
 def image_to_tensor(image: Image.Image, image_size: int = 448) -> torch.Tensor:
-    """RGB (`to_rgb`), bicubic resize to image_size^2, /255 and ImageNet normalisation in float32 -> [3, S, S],
-    bit-exact with torchvision's `Resize((S, S), BICUBIC) + ToTensor() + Normalize(mean, std)`."""
+    """RGB, bicubic, ImageNet-normalised float32 [3, S, S], bit-exact with torchvision's Resize+ToTensor+Normalize."""
     _check_pil(image)
     _check_tiling(size=image_size)
     image = (image if image.mode == "RGB" else to_rgb(image)).resize((image_size, image_size), Image.Resampling.BICUBIC)
-    pixels = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True))  # [S, S, 3]
-    pixels = pixels.permute(2, 0, 1).contiguous().to(torch.float32).div(255)
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
+    pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous().to(torch.float32).div(255)
+    mean, std = (torch.tensor(values, dtype=torch.float32).view(3, 1, 1) for values in (IMAGENET_MEAN, IMAGENET_STD))
     return pixels.sub(mean).div(std)
 
 
@@ -177,8 +157,7 @@ def _open_image(image: ImageInput) -> Image.Image:
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"a numpy image must be a uint8 [H, W, 3] RGB array, got dtype {image.dtype} and shape "
-                             f"{tuple(image.shape)}; make a PIL image yourself (PIL.Image.fromarray) so that its mode "
-                             "is explicit")
+                             f"{tuple(image.shape)}; make a PIL image (PIL.Image.fromarray) with an explicit mode")
         image = Image.fromarray(np.ascontiguousarray(image))
     if isinstance(image, Image.Image):
         return _checked_rgb(image, f"the PIL image (mode {image.mode!r}, size {image.width}x{image.height})")
@@ -197,13 +176,8 @@ def _open_image(image: ImageInput) -> Image.Image:
 
 def load_image(image: ImageInput, input_size: int = 448, max_num: int = 12, min_num: int = 1,
                use_thumbnail: bool = True) -> torch.Tensor:
-    """Official InternVL2 `load_image`: dynamic tiles (+ thumbnail) -> float32 [N, 3, S, S].
-
-    `image`: a PIL image, an image file path or a uint8 [H, W, 3] RGB array (other arrays are refused: their
-    channel order and range are not self-describing); RGB by `to_rgb`, EXIF orientation not applied (as
-    official). Checked before the image is read: `input_size` in 1..MAX_INPUT_SIZE (1792), 1 <= min_num <=
-    max_num <= MAX_TILES (40), a bool `use_thumbnail`.
-    """
+    """Official InternVL2 `load_image`: dynamic tiles (+ thumbnail) -> float32 [N, 3, S, S]. `image`: a PIL image,
+    a file path or a uint8 [H, W, 3] RGB array; RGB by `to_rgb`, EXIF orientation not applied (as official)."""
     _check_tiling(min_num, max_num, input_size, use_thumbnail, size_name="input_size")
     tiles = dynamic_preprocess(_open_image(image), min_num, max_num, input_size, use_thumbnail)
     return torch.stack([image_to_tensor(tile, input_size) for tile in tiles])
@@ -211,18 +185,15 @@ def load_image(image: ImageInput, input_size: int = 448, max_num: int = 12, min_
 
 def _frame_range(bound: Sequence[float] | None, fps: float, max_frame: int, first_idx: int = 0) -> tuple[int, int]:
     """(start_idx, end_idx): `bound` seconds rounded to frames (half-to-even), clipped to [first_idx, max_frame]."""
-    start, end = -100000, 100000
-    if bound is not None and len(bound) > 0:
-        if len(bound) != 2:
-            raise ValueError(f"bound must be (start_seconds, end_seconds), got {len(bound)} values")
-        start, end = bound[0], bound[1]
+    if bound is not None and len(bound) not in (0, 2):
+        raise ValueError(f"bound must be (start_seconds, end_seconds), got {len(bound)} values")
+    start, end = (bound[0], bound[1]) if bound is not None and len(bound) > 0 else (-100000, 100000)
     return max(first_idx, round(start * fps)), min(round(end * fps), max_frame)
 
 
 def get_index(bound: Sequence[float] | None, fps: float, max_frame: int, first_idx: int = 0,
               num_segments: int = 32) -> np.ndarray:
-    """Official segment-middle frame sampling: [num_segments] int64 frame indices in [first_idx, max_frame],
-    within `bound = (start_s, end_s)` if given; repeats frames when the range has fewer frames than segments."""
+    """Official segment-middle sampling: [num_segments] int64 frame indices in [first_idx, max_frame] within `bound`."""
     if num_segments < 1:
         raise ValueError(f"num_segments must be >= 1, got {num_segments}")
     start_idx, end_idx = _frame_range(bound, fps, max_frame, first_idx)
@@ -231,11 +202,9 @@ def get_index(bound: Sequence[float] | None, fps: float, max_frame: int, first_i
 
 
 def _check_bound(bound: Any) -> None:
-    if bound is None:
-        return
-    if isinstance(bound, (str, bytes)) or not hasattr(bound, "__len__"):
+    if bound is not None and (isinstance(bound, (str, bytes)) or not hasattr(bound, "__len__")):
         raise ValueError(f"bound must be None or (start_seconds, end_seconds), got {_type_name(bound)} {bound!r}")
-    if len(bound) == 0:
+    if bound is None or len(bound) == 0:
         return
     if len(bound) != 2:
         raise ValueError(f"bound must be (start_seconds, end_seconds), got {len(bound)} values: {bound!r}")
@@ -256,8 +225,7 @@ def _where(bound: Any) -> str:
 
 
 def _sample_indices(path: str, bound: Any, fps: float, num_frames: int, num_segments: int) -> np.ndarray:
-    """`get_index` over the video's frames, refusing an empty video and a bound that starts after the last frame;
-    one that ends after it is clipped to the last frame (as the official code does) with a logged warning."""
+    """`get_index` over the video's frames; a bound ending after the last frame is clipped (as official), warned."""
     if num_frames < 1:
         raise ValueError(f"video file {path!r} has 0 frames")
     if not (math.isfinite(fps) and fps > 0):
@@ -274,8 +242,7 @@ def _sample_indices(path: str, bound: Any, fps: float, num_frames: int, num_segm
 
 
 def _warn_if_repeated(path: str, bound: Any, fps: float, num_frames: int, indices: np.ndarray) -> None:
-    distinct = len(np.unique(indices))
-    if distinct < len(indices):
+    if (distinct := len(np.unique(indices))) < len(indices):
         start_idx, end_idx = _frame_range(bound, fps, num_frames - 1)
         logger.warning(f"video file {path!r}: {_where(bound)} has {end_idx - start_idx + 1} frames ({start_idx}.."
                        f"{end_idx}) and num_segments={len(indices)} repeats frames: the official sampling gives "
@@ -283,8 +250,7 @@ def _warn_if_repeated(path: str, bound: Any, fps: float, num_frames: int, indice
 
 
 def _check_decord_input(av: Any, path: str) -> None:
-    """Refuse what decord 0.6 misreads, found with PyAV: a display rotation (garbled [W, H, 4] frames) and a
-    container other than DECORD_CONTAINERS (on AVI it returns wrong frames)."""
+    """Refuse what decord 0.6 misreads (found with PyAV): a display rotation, a container not in DECORD_CONTAINERS."""
     try:
         with av.open(path) as container:
             if not container.streams.video:
@@ -330,10 +296,8 @@ class _SeekMiss(RuntimeError):
 
 
 class _PtsIndex(NamedTuple):
-    """`pts` [F] ascending (frame i has pts[i]); `keyframes` [K]: ascending frame positions, keyframes[0] == 0."""
-
-    pts: tuple[int, ...]
-    keyframes: tuple[int, ...]
+    pts: tuple[int, ...]  # [F] ascending: frame i has pts[i]
+    keyframes: tuple[int, ...]  # [K] ascending frame positions, keyframes[0] == 0
 
 
 def _pyav_stream_info(av: Any, path: str) -> tuple[int, float]:
@@ -352,11 +316,8 @@ def _pyav_stream_info(av: Any, path: str) -> tuple[int, float]:
 
 
 def _pyav_index(av: Any, path: str) -> _PtsIndex | None:
-    """The `_PtsIndex` of the first video stream from one demux pass, or None when it cannot be trusted: trusted
-    when every packet has a pts, all differ, none is discard or corrupt, the first packet is a keyframe holding
-    the earliest pts and the keyframes' pts grow in decode order (not so: raw streams, some AVI files)."""
-    pts: list[int] = []
-    key_pts: list[int] = []
+    """The `_PtsIndex` of the first video stream, or None if its packets' pts cannot be trusted (raw streams, AVI)."""
+    pts, key_pts = [], []  # every packet's pts, the keyframes' pts (decode order)
     with av.open(path) as container:
         for packet in container.demux(container.streams.video[0]):
             if packet.size == 0 and packet.pts is None:
@@ -370,30 +331,21 @@ def _pyav_index(av: Any, path: str) -> _PtsIndex | None:
     if (not pts or len(set(pts)) < len(pts) or not key_pts or key_pts[0] != pts[0] or pts[0] != ordered[0]
             or any(later <= earlier for earlier, later in zip(key_pts, key_pts[1:]))):
         return None
-    position = {value: i for i, value in enumerate(ordered)}
-    return _PtsIndex(tuple(ordered), tuple(position[value] for value in key_pts))
+    return _PtsIndex(tuple(ordered), tuple(bisect.bisect_left(ordered, value) for value in key_pts))
 
 
 def _plan_seeks(targets: Sequence[int], keyframes: Sequence[int], seek_cost: int) -> list[int | None]:
-    """For each target frame [T] (ascending), the keyframe to seek to before decoding it, or None to decode on.
-    With the decoder before frame `nxt`, decoding on to target t costs t - nxt + 1 frames and seeking to the last
-    keyframe k <= t costs seek_cost + t - k + 1, so the reader seeks when k > nxt + seek_cost. Both leave the
-    decoder before t + 1: choosing per target gives the cheapest plan, never dearer than sequential decoding.
-    """
-    plan: list[int | None] = []
-    nxt = 0
-    for target in targets:
-        key = keyframes[bisect.bisect_right(keyframes, target) - 1]
-        plan.append(key if key > nxt + seek_cost else None)
-        nxt = target + 1
-    return plan
+    """Per ascending target t, the keyframe k <= t to seek to, or None to decode on from frame `nxt`: seeking costs
+    seek_cost + t - k + 1 frames, decoding on t - nxt + 1, both end before t + 1, so per-target choice is cheapest."""
+    starts = [0] + [target + 1 for target in targets[:-1]]  # `nxt` before each target
+    keys = [keyframes[bisect.bisect_right(keyframes, target) - 1] for target in targets]
+    return [key if key > nxt + seek_cost else None for key, nxt in zip(keys, starts)]
 
 
 def _pyav_decode(av: Any, path: str, targets: Sequence[int], index: _PtsIndex | None = None,
                  plan: Sequence[int | None] | None = None) -> tuple[dict[int, np.ndarray], int]:
-    """({target: RGB [H, W, 3] uint8}, frames decoded) for ascending `targets`; without `index` frame i is the
-    i-th frame out. With it, seeks follow `plan` to the keyframe's pts (at or before it, skipping earlier frames)
-    and every frame must carry the pts the index predicts (`_SeekMiss`)."""
+    """({target: RGB [H, W, 3] uint8}, frames decoded) for ascending `targets`; with `index`, seeks follow `plan`
+    and every frame must carry the pts the index predicts (`_SeekMiss`), else frame i is the i-th frame out."""
     frames: dict[int, np.ndarray] = {}
     with av.open(path) as container:
         stream = container.streams.video[0]
@@ -444,12 +396,11 @@ def _pyav_sample(av: Any, path: str, index: _PtsIndex | None, indices: np.ndarra
 
 
 def _read_frames_pyav(path: str, bound: Any, num_segments: int, strategy: str = "auto") -> list[np.ndarray]:
-    """Sampled RGB frames [H, W, 3] uint8 read with PyAV, pixels as stored (no display rotation applied). `strategy`
-    'auto' seeks where `_plan_seeks` says so; 'sequential' and 'seek' (seek cost 0, `_SeekMiss` raised, for tests)
-    force one. A stream reporting more frames than it holds is sampled over those it holds."""
+    """Sampled RGB frames [H, W, 3] uint8 read with PyAV, pixels as stored. `strategy` 'auto' seeks where `_plan_seeks`
+    says so; 'sequential' and 'seek' (seek cost 0, `_SeekMiss` raised) force one."""
     if strategy not in PYAV_STRATEGIES:
         raise ValueError(f"strategy must be one of {PYAV_STRATEGIES}, got strategy={strategy!r}")
-    try:
+    try:  # optional: transformers' remote-code import scan skips imports under try
         import av
     except ImportError as err:
         raise ImportError("backend='pyav' needs the av (PyAV) package: pip install av") from err
@@ -499,22 +450,11 @@ def load_video_frames(video_path: str | os.PathLike, bound: Sequence[float] | No
 def load_video(video_path: str | os.PathLike, bound: Sequence[float] | None = None, input_size: int = 448,
                max_num: int = 1, num_segments: int = 32, use_thumbnail: bool = False,
                backend: str | None = None) -> tuple[torch.Tensor, list[int]]:
-    """Official `load_video`: sampled frames -> dynamic tiles -> (pixel_values [T', 3, S, S], tiles per frame).
-
-    With the default `max_num=1`, T' = T = num_segments. `backend` None or "pyav": PyAV, seeking where
-    `_plan_seeks` finds it cheaper, with the frames of sequential decoding (display rotation not applied).
-    "decord" (optional) only when asked for: it then refuses (ValueError) the videos decord 0.6 misreads, found
-    with PyAV: rotated ones (garbled frames), containers other than MP4/MOV and Matroska/WebM (wrong on AVI).
-    Checked before decoding: `num_segments` an int >= 1 (a range with fewer frames repeats some, as official, with
-    one logged warning); `bound` None / empty or (start_s, end_s) with finite 0 <= start < end starting before the
-    last frame (one ending after the video is clipped with a warning, as official); `input_size` in
-    1..MAX_INPUT_SIZE, `max_num` in 1..MAX_TILES, a bool `use_thumbnail`.
-    """
+    """Official `load_video`: sampled frames -> dynamic tiles -> (pixel_values [T', 3, S, S], tiles per frame),
+    T' = num_segments with max_num=1. `backend` None / "pyav": PyAV (no display rotation); "decord" only when asked,
+    refusing what decord 0.6 misreads. Repeated frames and a `bound` past the end are warned about, as official."""
     _check_tiling(1, max_num, input_size, use_thumbnail, size_name="input_size")
-    pixel_values, num_patches_list = [], []
-    for frame in load_video_frames(video_path, bound, num_segments, backend):
-        tiles = dynamic_preprocess(Image.fromarray(frame), max_num=max_num, image_size=input_size,
-                                   use_thumbnail=use_thumbnail)
-        pixel_values.extend(image_to_tensor(tile, input_size) for tile in tiles)
-        num_patches_list.append(len(tiles))
-    return torch.stack(pixel_values), num_patches_list
+    frames = load_video_frames(video_path, bound, num_segments, backend)
+    tiles = [dynamic_preprocess(Image.fromarray(frame), 1, max_num, input_size, use_thumbnail) for frame in frames]
+    pixel_values = torch.stack([image_to_tensor(tile, input_size) for frame_tiles in tiles for tile in frame_tiles])
+    return pixel_values, [len(frame_tiles) for frame_tiles in tiles]
