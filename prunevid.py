@@ -1,12 +1,10 @@
 # Copyright 2025 The PVC-InternVL authors. Licensed under the Apache License, Version 2.0.
 """PruneVid (Huang et al., arXiv 2412.16117) for PVC-InternVL: training-free video token reduction.
 
-Stage 1 (`merge_video_tokens`), before the LLM: DPC-kNN temporal segmentation of one video, temporal averaging of
-static tokens and DPC-kNN spatial merging. Stage 2 (`pruned_generate`), inside a native transformers causal LM:
-after layer `selected_layer`, only the top `alpha` of every Stage-1 group by the attention of the text after the
-video stay in the hidden states and KV cache, and transformers' own `generate` decodes on the pruned cache.
-As the official code (Visual-AI/PruneVid @ b12600c, see the design notes), plus per-row segmentation and
-pruning, left padding, and visual tokens given by an explicit mask.
+Stage 1 (`merge_video_tokens`), before the LLM: DPC-kNN temporal segmentation, temporal averaging of static tokens,
+DPC-kNN spatial merging. Stage 2 (`pruned_generate`), inside a native causal LM: after layer `selected_layer`, each
+Stage-1 group keeps its top `alpha` by the attention of the text after the video, in the hidden states and KV cache.
+As the official code (Visual-AI/PruneVid @ b12600c), plus per-row segmentation and pruning, and left padding.
 """
 
 import copy
@@ -51,14 +49,7 @@ def stage1_min_frames(k: int, temporal_segment_ratio: float) -> int:
     return t
 
 
-def can_merge(num_frames: int, k: int, temporal_segment_ratio: float) -> bool:
-    """Whether Stage 1 can run on a video of `num_frames` frames (see `stage1_min_frames`)."""
-    return num_frames >= stage1_min_frames(k, temporal_segment_ratio)
-
-
 # ----------------------------------------------------------------------------------------------------- Stage 1
-
-
 @torch.no_grad()
 def cluster_dpc_knn(x: torch.Tensor, num_clusters: int, k: int, noise: torch.Tensor | None = None):
     """DPC-kNN clustering of `x [B, N, C]` into K = `num_clusters` clusters, `k` neighbours (self included), in
@@ -181,10 +172,8 @@ def merge_video_tokens(features: torch.Tensor, *, tau: float, temporal_segment_r
     num_frames = features.shape[0]
     min_frames = stage1_min_frames(k, temporal_segment_ratio)
     if num_frames < min_frames:
-        raise ValueError(
-            f"PruneVid stage 1 needs at least {min_frames} frames (k={k}, "
-            f"temporal_segment_ratio={temporal_segment_ratio}), got T={num_frames}"
-        )
+        raise ValueError(f"PruneVid stage 1 needs at least {min_frames} frames (k={k}, "
+                         f"temporal_segment_ratio={temporal_segment_ratio}), got T={num_frames}")
     noise = noise_fn(0, (1, num_frames)) if noise_fn is not None else None
     raw, index_down = cluster_dpc_knn(features.mean(dim=1)[None], int(num_frames * temporal_segment_ratio), k, noise)
     calls = [(raw, index_down)]
@@ -211,17 +200,15 @@ def merge_video_tokens(features: torch.Tensor, *, tau: float, temporal_segment_r
         dynamic_sizes.append(width * per_frame)
         frame_counts += [n_static + per_frame] + [per_frame] * (width - 1)
         groups += [n_static] + [per_frame] * width
-    return Stage1Result(
-        torch.cat(out, dim=0), static_sizes, dynamic_sizes, widths, frame_counts, groups,
-        raw_labels=raw[0].tolist(), refined_labels=refined[0].tolist(), dpc_calls=calls,
-    )
+    return Stage1Result(torch.cat(out, dim=0), static_sizes, dynamic_sizes, widths, frame_counts, groups,
+                        raw_labels=raw[0].tolist(), refined_labels=refined[0].tolist(), dpc_calls=calls)
 
 
 def merge_sample(frames: torch.Tensor, settings) -> Stage1Result | None:
     """Stage 1 on one video sample ``(T, L, D)`` with the ``PruneVidConfig`` settings, or None when it has too few
     frames. The DPC tie-break noise comes from a generator seeded per sample, so a sample gives the same tokens
     alone or in any batch (upstream draws unseeded global noise)."""
-    if not can_merge(frames.shape[0], settings.k, settings.temporal_segment_ratio):
+    if frames.shape[0] < stage1_min_frames(settings.k, settings.temporal_segment_ratio):
         return None
     generator = torch.Generator().manual_seed(0)
     noise = lambda call_index, shape: torch.rand(shape, generator=generator).to(frames.device)  # noqa: E731
@@ -229,8 +216,6 @@ def merge_sample(frames: torch.Tensor, settings) -> Stage1Result | None:
 
 
 # ----------------------------------------------------------------------------------------------------- Stage 2
-
-
 def text_to_visual_scores(q: torch.Tensor, k: torch.Tensor, visual_mask: torch.Tensor, query_mask: torch.Tensor,
                           key_mask: torch.Tensor | None = None) -> list[torch.Tensor]:
     """Per-row scores `[V_b]` of the visual tokens: max over heads and query rows of softmax(q k^T / sqrt(D)), from
@@ -239,8 +224,6 @@ def text_to_visual_scores(q: torch.Tensor, k: torch.Tensor, visual_mask: torch.T
     cast back (upcasting q and k first changes which tokens bf16 keeps)."""
     batch, num_heads, _, head_dim = q.shape
     num_kv = k.shape[1]
-    if num_heads % num_kv:
-        raise ValueError(f"query heads {num_heads} are not a multiple of key heads {num_kv}")
     scores: list[torch.Tensor] = []
     for b in range(batch):
         vis = visual_mask[b].nonzero().flatten()
@@ -295,16 +278,10 @@ def llm_prefill_flops(n_tokens_per_layer: list[int], hidden: int, intermediate: 
 def _head_norm(attn: torch.nn.Module, name: str, states: torch.Tensor, head_dim: int) -> torch.Tensor:
     """Apply the attention module's per-head `q_norm` / `k_norm` (Qwen3) to `[B, S, heads, D]` states, if any."""
     norm = getattr(attn, name, None)
-    if norm is None:
-        return states
-    weight = getattr(norm, "weight", None)
-    width = weight.numel() if isinstance(weight, torch.Tensor) else None
-    if width != head_dim:
-        raise ValueError(
-            f"PruneVid stage 2 supports a per-head {name} (weight of size head_dim={head_dim}, as in Qwen3); "
-            f"{type(attn).__name__}.{name} has a weight of size {width}"
-        )
-    return norm(states)
+    if norm is not None and norm.weight.numel() != head_dim:
+        raise ValueError(f"PruneVid stage 2 supports a per-head {name} (weight of size head_dim={head_dim}, as in "
+                         f"Qwen3); {type(attn).__name__}.{name} has a weight of size {norm.weight.numel()}")
+    return states if norm is None else norm(states)
 
 
 def _pre_rope_qk(attn: torch.nn.Module, x: torch.Tensor, num_heads: int, num_kv: int, head_dim: int):
@@ -324,14 +301,11 @@ def _pre_rope_qk(attn: torch.nn.Module, x: torch.Tensor, num_heads: int, num_kv:
 
 def _check_sliding_window(config, total_len: int) -> None:
     """Refuse sliding-window attention that would cut into the sequence (slots differ from positions after pruning)."""
-    window = getattr(config, "sliding_window", None)
-    layer_types = getattr(config, "layer_types", None)
+    window, layer_types = getattr(config, "sliding_window", None), getattr(config, "layer_types", None)
     uses_window = any(t != "full_attention" for t in layer_types) if layer_types is not None else window is not None
     if uses_window and window is not None and total_len > window:
-        raise ValueError(
-            f"PruneVid stage 2 does not support sliding-window attention cutting into the sequence: "
-            f"window {window} < {total_len} tokens"
-        )
+        raise ValueError(f"PruneVid stage 2 does not support sliding-window attention cutting into the sequence: "
+                         f"window {window} < {total_len} tokens")
 
 
 _MASK_PARAMETERS = frozenset(inspect.signature(create_causal_mask).parameters)
@@ -380,15 +354,11 @@ def _pruned_prefill(
             last_visual = torch.where(visual_mask, positions, -1).amax(dim=-1, keepdim=True)  # [B, 1]
             query_mask = real & (positions[None] > last_visual)  # the text after the video
             scores = text_to_visual_scores(q, k, visual_mask, query_mask, key_mask=real)
-        hidden = layer(
-            hidden, attention_mask=mask, position_ids=position_ids, use_cache=True, position_embeddings=pos_emb,
-            **{CACHE_ARG: cache},
-        )
+        hidden = layer(hidden, attention_mask=mask, position_ids=position_ids, use_cache=True,
+                       position_embeddings=pos_emb, **{CACHE_ARG: cache})
 
-    index_lists = [  # sorted absolute positions to keep, per row
-        build_index_list(real[b], visual_mask[b], select_kept_tokens(scores[b], list(group_sizes[b]), alpha))
-        for b in range(len(scores))
-    ]
+    index_lists = [build_index_list(real[b], visual_mask[b], select_kept_tokens(scores[b], list(group_sizes[b]), alpha))
+                   for b in range(len(scores))]  # sorted absolute positions to keep, per row
     index, pruned_mask = (t.to(hidden.device) for t in left_pad(index_lists, pad_id=0))  # pad slots point at 0
     hidden = hidden.gather(1, index[:, :, None].expand(-1, -1, hidden.shape[-1]))
     pruned_pos = position_ids.gather(1, index)
@@ -399,38 +369,30 @@ def _pruned_prefill(
     for layer in model.layers[selected_layer + 1 : config.num_hidden_layers]:
         # position_ids=None: gapped ids would look like packed sequences to flash-attention; RoPE comes
         # from position_embeddings, computed from the real (gapped) ids.
-        hidden = layer(
-            hidden, attention_mask=mask, position_ids=None, use_cache=True, position_embeddings=pos_emb,
-            **{CACHE_ARG: cache},
-        )
+        hidden = layer(hidden, attention_mask=mask, position_ids=None, use_cache=True, position_embeddings=pos_emb,
+                       **{CACHE_ARG: cache})
     logits = lm.lm_head(model.norm(hidden[:, -1:]))[:, -1]
     return logits, pruned_mask, index_lists, real.sum(dim=-1)
 
 
 class _PrunedForward:
-    """Stands in for `language_model.forward` during one `generate` call (set on a shallow copy of the model).
-
-    The first call, generate's prefill, runs the pruned prefill of the (possibly beam-expanded) prompt into the
-    cache generate passes; every later call is the model's own forward on the pruned cache, with a mask sized to
-    that cache and positions that continue from the unpruned prompt length.
-    """
+    """Stands in for `language_model.forward` during one `generate` call (set on a shallow copy of the model): the
+    first call (the prefill) runs `_pruned_prefill` on the (beam-expanded) prompt into generate's cache; later calls
+    run the model's own forward on the pruned cache, with positions that continue from the unpruned prompt length."""
 
     def __init__(self, lm: torch.nn.Module, visual_mask: torch.Tensor, group_sizes: list[list[int]],
                  selected_layer: int, alpha: float) -> None:
         self.lm, self.visual_mask, self.group_sizes = lm, visual_mask, group_sizes
         self.selected_layer, self.alpha = selected_layer, alpha
         self.__wrapped__ = lm.forward  # generate inspects the forward's signature
-        self.expand = 1
         # Set by the prefill, one entry per generate row: the pruned prompt's 2-D mask `[B, L]` (left padded), the
         # kept positions and the real prompt lengths `[B]`, from which the decode positions continue.
-        self.pruned_mask, self.index_lists, self.full_len = None, [], None
+        self.expand, self.pruned_mask, self.index_lists, self.full_len = 1, None, [], None
 
     def __call__(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, **kwargs):
         cache = kwargs.pop(CACHE_ARG, None)
         if not isinstance(cache, DynamicCache):
-            raise RuntimeError(
-                f"PruneVid stage 2: generate did not pass the pruned DynamicCache to the model as `{CACHE_ARG}`"
-            )
+            raise RuntimeError(f"PruneVid stage 2: generate did not pass the pruned DynamicCache as `{CACHE_ARG}`")
         if self.pruned_mask is not None:
             return self._decode(input_ids, inputs_embeds, cache, kwargs)
         device = inputs_embeds.device
@@ -455,10 +417,8 @@ class _PrunedForward:
         _check_sliding_window(self.lm.config, int(positions.max()) + 1)
         if "cache_position" in kwargs:  # transformers 4.x: slots in the (pruned) cache, not positions
             kwargs["cache_position"] = torch.arange(cached, cached + steps, device=new.device)
-        return self.__wrapped__(
-            input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=positions,
-            **{CACHE_ARG: cache}, **kwargs,
-        )
+        return self.__wrapped__(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=mask,
+                                position_ids=positions, **{CACHE_ARG: cache}, **kwargs)
 
     def stats(self) -> dict:
         """Per-row token and FLOPs accounting of the pruned prefill (one entry per input row)."""
@@ -470,37 +430,29 @@ class _PrunedForward:
         return {
             "visual_tokens_in": n_visual,
             "visual_tokens_kept": [v - (f - p) for v, f, p in zip(n_visual, n_full, n_pruned)],
-            "prefill_len_full": n_full,
-            "prefill_len_pruned": n_pruned,
-            "prefill_flops": [
-                llm_prefill_flops([f] * (layer + 1) + [p] * (num_layers - layer - 1), hidden, inter)
-                for f, p in zip(n_full, n_pruned)
-            ],
+            "prefill_len_full": n_full, "prefill_len_pruned": n_pruned,
+            "prefill_flops": [llm_prefill_flops([f] * (layer + 1) + [p] * (num_layers - layer - 1), hidden, inter)
+                              for f, p in zip(n_full, n_pruned)],
             "prefill_flops_unpruned": [llm_prefill_flops([f] * num_layers, hidden, inter) for f in n_full],
-            "selected_layer": layer,
-            "alpha": self.alpha,
+            "selected_layer": layer, "alpha": self.alpha,
         }
 
 
 # Options that would make generate call the model in ways a pruned cache cannot serve.
 _REFUSED_GENERATE_KWARGS = ("cache", "past_key_values", "assistant_model", "custom_generate", "prefill_chunk_size")
 # Generation modes that call the model once per new token and only reorder the cache, and settings that select others.
-_STAGE2_GENERATION_MODES = (
-    GenerationMode.GREEDY_SEARCH, GenerationMode.SAMPLE, GenerationMode.BEAM_SEARCH, GenerationMode.BEAM_SAMPLE,
-)
-_MODE_OPTIONS = (
-    "prompt_lookup_num_tokens", "assistant_early_exit", "penalty_alpha", "dola_layers", "num_beam_groups",
-    "constraints", "force_words_ids",
-)
+_STAGE2_GENERATION_MODES = (GenerationMode.GREEDY_SEARCH, GenerationMode.SAMPLE, GenerationMode.BEAM_SEARCH,
+                            GenerationMode.BEAM_SAMPLE)
+_MODE_OPTIONS = ("prompt_lookup_num_tokens", "assistant_early_exit", "penalty_alpha", "dola_layers", "num_beam_groups",
+                 "constraints", "force_words_ids")
 
 
 def _generation_options(lm: torch.nn.Module, generation_config, kwargs: dict) -> tuple[GenerationConfig, dict]:
     """One `GenerationConfig` (`generation_config` or the model's, updated with the settings among `kwargs`) and
     the other `kwargs` (`streamer`, ...); raises `ValueError` naming any option that stage 2 cannot honour."""
     if generation_config is not None and not isinstance(generation_config, GenerationConfig):
-        raise ValueError(
-            f"generation_config must be a transformers.GenerationConfig or None, got {type(generation_config).__name__}"
-        )
+        raise ValueError("generation_config must be a transformers.GenerationConfig or None, "
+                         f"got {type(generation_config).__name__}")
     for name in _REFUSED_GENERATE_KWARGS:
         if kwargs.get(name) is not None:
             raise ValueError(f"PruneVid stage 2 does not support the generation option {name}; leave it unset")
@@ -515,17 +467,14 @@ def _generation_options(lm: torch.nn.Module, generation_config, kwargs: dict) ->
     )
     for name, bad, allowed in checks:
         if bad:
-            raise ValueError(
-                f"PruneVid stage 2 does not support the generation option {name}={getattr(config, name)!r}; "
-                f"use {allowed}, or switch PruneVid off for this call"
-            )
+            raise ValueError("PruneVid stage 2 does not support the generation option "
+                             f"{name}={getattr(config, name)!r}; use {allowed}, or switch PruneVid off for this call")
     mode = config.get_generation_mode()
     if mode not in _STAGE2_GENERATION_MODES:
         named = [name for name in _MODE_OPTIONS if getattr(config, name, None) not in (None, False, 1, [])]
-        raise ValueError(
-            f"PruneVid stage 2 supports greedy search, sampling and beam search, but the generation options "
-            f"{named or list(_MODE_OPTIONS)} select {mode.value}; leave them unset or switch PruneVid off for this call"
-        )
+        raise ValueError(f"PruneVid stage 2 supports greedy search, sampling and beam search, but the generation "
+                         f"options {named or list(_MODE_OPTIONS)} select {mode.value}; leave them unset or switch "
+                         "PruneVid off for this call")
     return config, others
 
 
@@ -535,34 +484,23 @@ def _check_stage2_inputs(lm, inputs_embeds, attention_mask, visual_mask, group_s
     config, num_layers = lm.config, lm.config.num_hidden_layers
     batch, seq_len = inputs_embeds.shape[:2]
     if attention_mask.shape != (batch, seq_len) or visual_mask.shape != (batch, seq_len):
-        raise ValueError(
-            f"attention_mask {tuple(attention_mask.shape)} and visual_mask {tuple(visual_mask.shape)} must be "
-            f"{(batch, seq_len)}"
-        )
+        raise ValueError(f"attention_mask {tuple(attention_mask.shape)} and visual_mask {tuple(visual_mask.shape)} "
+                         f"must be {(batch, seq_len)}")
     if len(group_sizes) != batch:
         raise ValueError(f"group_sizes has {len(group_sizes)} rows for a batch of {batch}")
     if not 0 <= selected_layer < num_layers:
         raise ValueError(f"selected_layer must lie in [0, {num_layers - 1}], got {selected_layer}")
     if not 0.0 < alpha <= 1.0:
         raise ValueError(f"alpha must lie in (0, 1], got {alpha}")
-    visual_mask = visual_mask.bool() & attention_mask.bool()
-    for b in range(batch):
-        n_visual = int(visual_mask[b].sum())
-        if sum(group_sizes[b]) != n_visual:
-            raise ValueError(f"row {b}: group sizes sum to {sum(group_sizes[b])} but it has {n_visual} visual tokens")
     if config.model_type not in PRUNEVID_STAGE2_MODEL_TYPES:
-        raise ValueError(
-            f"PruneVid stage 2 supports language models of type {list(PRUNEVID_STAGE2_MODEL_TYPES)}, got "
-            f"{config.model_type!r}; switch stage 2 off (prunevid enable_stage2=False) for this backbone"
-        )
+        raise ValueError(f"PruneVid stage 2 supports language models of type {list(PRUNEVID_STAGE2_MODEL_TYPES)}, "
+                         f"got {config.model_type!r}; switch stage 2 off (prunevid enable_stage2=False) for it")
     attn = lm.model.layers[selected_layer].self_attn
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     scaling = getattr(attn, "scaling", None)
     if scaling is not None and not math.isclose(float(scaling), head_dim**-0.5, rel_tol=1e-6):
-        raise ValueError(
-            f"PruneVid stage 2 scores with 1/sqrt(head_dim) = {head_dim**-0.5:.6g}, but {type(attn).__name__} "
-            f"scales attention by {scaling}; this backbone is not supported"
-        )
+        raise ValueError(f"PruneVid stage 2 scores with 1/sqrt(head_dim) = {head_dim**-0.5:.6g}, but "
+                         f"{type(attn).__name__} scales attention by {scaling}; this backbone is not supported")
     _check_sliding_window(config, int(attention_mask.sum(-1).max()))
 
 
@@ -574,14 +512,12 @@ def pruned_generate(
 ) -> tuple[torch.LongTensor | GenerateDecoderOnlyOutput | GenerateBeamDecoderOnlyOutput, dict]:
     """`language_model.generate(inputs_embeds=..., ...)` with PruneVid Stage 2; returns `(output, stats)`.
 
-    `inputs_embeds [B, S, D]`, `attention_mask [B, S]` (0 for left padding), `visual_mask [B, S]` and per row the
-    Stage-1 `group_sizes` in visual-position order. Layers 0..selected_layer run on the full prompt; then each row
-    keeps its text and the top int(n * alpha) of every group, in the hidden states and the KV cache, and decoding
-    continues at the positions after the unpruned prompt. `generation_config` and `kwargs` go to `generate`, whose
-    output is returned (its cache is the pruned one: do not continue from it); options a pruned cache cannot serve
-    (`use_cache=False`, `cache_implementation`, `past_key_values`, assisted, contrastive or DoLa decoding,
-    `output_attentions`, `output_hidden_states`) raise `ValueError`. `stats` (empty unless `return_stats`) has
-    per input row the visual tokens in and kept, the prefill lengths and FLOPs, plus `selected_layer` and `alpha`.
+    `inputs_embeds [B, S, D]`, `attention_mask [B, S]` (0 for left padding), `visual_mask [B, S]`, and per row the
+    Stage-1 `group_sizes` in visual-position order. After layer `selected_layer` each row keeps its text and the top
+    int(n * alpha) of every group; decoding continues at the positions after the unpruned prompt. `generation_config`
+    and `kwargs` go to `generate` (the output's cache is the pruned one: do not continue from it); options a pruned
+    cache cannot serve raise `ValueError`. `stats` (empty unless `return_stats`): per input row the visual tokens in
+    and kept, the prefill lengths and FLOPs, plus `selected_layer` and `alpha`.
     """
     _check_stage2_inputs(language_model, inputs_embeds, attention_mask, visual_mask, group_sizes, selected_layer, alpha)
     generation_config, others = _generation_options(language_model, generation_config, kwargs)
@@ -589,8 +525,6 @@ def pruned_generate(
     stage2 = _PrunedForward(language_model, visual_mask, group_sizes, selected_layer, alpha)
     model = copy.copy(language_model)  # shares every module and parameter; only `forward` differs
     model.forward = stage2
-    output = model.generate(
-        inputs_embeds=inputs_embeds, attention_mask=attention_mask, generation_config=generation_config,
-        **{CACHE_ARG: DynamicCache()}, **others,
-    )
+    output = model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                            generation_config=generation_config, **{CACHE_ARG: DynamicCache()}, **others)
     return output, (stage2.stats() if return_stats else {})

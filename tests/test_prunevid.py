@@ -346,8 +346,10 @@ def test_stage1_too_few_frames_raises():
         pv.merge_video_tokens(torch.randn(6, 20, 8), **STAGE1)
     assert "7" in str(err.value)
     assert pv.stage1_min_frames(7, 0.25) == 7 and pv.stage1_min_frames(3, 0.25) == 4
-    assert pv.can_merge(7, 7, 0.25) and not pv.can_merge(6, 7, 0.25)
-    assert pv.can_merge(4, 3, 0.25) and not pv.can_merge(3, 3, 0.25)
+    assert pv.stage1_min_frames(1, 0.1) == 10 and pv.stage1_min_frames(2, 1.0) == 2
+    assert STAGE1["k"] == 7 and STAGE1["temporal_segment_ratio"] == 0.25  # merge_sample below relies on these
+    assert pv.merge_sample(torch.randn(6, 20, 8), PruneVidConfig()) is None
+    assert pv.merge_sample(torch.randn(7, 20, 8), PruneVidConfig()).features.shape[1] == 8
 
 
 @pytest.mark.parametrize(
@@ -717,7 +719,7 @@ def test_stage2_bad_inputs_raise():
     lm = _tiny_lm("llama")
     embeds, visual = _prompt(3, [5, 5], 4, seed=0)
     mask = torch.ones(1, embeds.shape[1], dtype=torch.long)
-    with pytest.raises(ValueError, match="9"):
+    with pytest.raises(ValueError, match="group sizes sum to 9 but there are 10 visual scores"):
         pv.pruned_generate(lm, embeds, mask, visual[None], [[5, 4]], 1, 0.4, max_new_tokens=3, eos_token_id=None, pad_token_id=0)
     with pytest.raises(ValueError, match="selected_layer.*4"):
         pv.pruned_generate(lm, embeds, mask, visual[None], [[5, 5]], 4, 0.4, max_new_tokens=3, eos_token_id=None, pad_token_id=0)
