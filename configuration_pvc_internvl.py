@@ -1,10 +1,7 @@
 """Configuration of PVC-InternVL: InternViT (+ PVC temporal modules) -> pixel shuffle -> mlp1 -> native LLM.
 
-Three config classes: :class:`PVCInternVisionConfig` (the encoder), :class:`PruneVidConfig` (training-free token
-pruning, off by default) and :class:`PVCInternVLConfig` (the composite, with any native causal-LM config). Each
-setting is declared once, a :class:`Setting` in its class's table; the ``__init__`` signature, the ``Args`` of
-the docstring and the checks follow from it, for a config.json, keyword arguments, the converter's ``--set`` and
-per-call PruneVid overrides alike. Values are never coerced (``"false"`` is not a bool, 2.9 is not an int).
+Each setting is declared once, a :class:`Setting` in its class's table; the ``__init__`` signature, the ``Args`` of
+the docstring and the checks follow. Values are never coerced (``"false"`` is not a bool, 2.9 is not an int).
 """
 
 from __future__ import annotations
@@ -42,8 +39,7 @@ class DataFlag(IntEnum):
     VIDEO = 3  # a video: one tile per frame, one numbered <image> line per frame (conversation.build_video_prompt)
 
 
-# Native causal LMs of official InternVL2 checkpoints, by architecture; the converter reads these (InternLM2 is
-# converted to llama), and an llm_config without model_type is resolved through this table.
+# Native causal LMs of official InternVL2 checkpoints (InternLM2 is converted to llama); resolves a missing model_type.
 LLM_ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2", "Phi3ForCausalLM": "phi3",
                      "MistralForCausalLM": "mistral"}
 # Language-model types whose decoder layers PruneVid stage 2 runs layer by layer (prunevid.py).
@@ -51,31 +47,24 @@ PRUNEVID_STAGE2_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "phi3")
 
 
 def tokens_per_tile(flag: int, num_image_token: int, image_repeat_time: int, video_repeat_time: int) -> int:
-    """LLM tokens one image tile (flags 1 and 2) or one video frame (flag 3) costs: tokens per encoded frame
-    times the frames each tile (``image_repeat_time``) or video frame (``video_repeat_time``) becomes."""
+    """LLM tokens one image tile (flags 1 and 2) or one video frame (flag 3) costs: tokens per frame x repeats."""
     repeat = video_repeat_time if int(flag) == DataFlag.VIDEO else image_repeat_time
     return num_image_token * int(repeat)
 
 
-# ------------------------------------------------------------------------------------------- settings
 _KIND_NAMES = {bool: "a bool (True/False)", int: "an int", float: "a finite number", str: "a str",
                list: "a list of ints", dict: "a dict or config object"}
-_ANNOTATIONS = {bool: "bool", int: "int", float: "float", str: "str", list: "list[int]", dict: "dict"}
 _INVALID = object()
-
-# Keys transformers itself writes into a config.json or passes to ``__init__`` while loading, on top of
-# those of ``PretrainedConfig().to_dict()`` (which differ between transformers 4 and 5).
-_TRANSFORMERS_WRITTEN_KEYS = frozenset(
-    {"auto_map", "architectures", "transformers_version", "model_type", "dtype", "torch_dtype", "_name_or_path",
-     "name_or_path", "_commit_hash", "attn_implementation", "_attn_implementation", "_attn_implementation_autoset",
-     "experts_implementation", "output_attentions", "num_labels", "tie_word_embeddings"}
-)
 
 
 @functools.cache
 def transformers_config_keys() -> frozenset[str]:
-    """Attribute names every config of the installed transformers may carry besides its own fields."""
-    return frozenset(PretrainedConfig().to_dict()) | _TRANSFORMERS_WRITTEN_KEYS
+    """Attribute names any config may carry besides its own: ``PretrainedConfig()``'s and those loading adds."""
+    written = {"auto_map", "architectures", "transformers_version", "model_type", "dtype", "torch_dtype",
+               "_name_or_path", "name_or_path", "_commit_hash", "attn_implementation", "_attn_implementation",
+               "_attn_implementation_autoset", "experts_implementation", "output_attentions", "num_labels",
+               "tie_word_embeddings"}
+    return frozenset(PretrainedConfig().to_dict()) | written
 
 
 def _as_kind(kind: type, value: Any) -> Any:
@@ -132,30 +121,19 @@ class Setting:
 
     @property
     def annotation(self) -> str:
-        return _ANNOTATIONS[self.kind] + (" | None" if self.default is None else "")
-
-    def doc_line(self, name: str) -> str:
-        """The setting's line in the ``Args`` section of its class docstring."""
-        rule = f"; {self.describe(6)}" if self.choices or self.low is not None else ""
-        return f"    {name} (`{self.annotation}`, default {self.default!r}): {self.doc}{rule}."
-
-    def allows(self, value: Any) -> bool:
-        """Whether a value already of the right kind is among the choices and inside the bounds."""
-        if self.choices and value not in self.choices:
-            return False
-        if self.low is not None and not (value > self.low if self.low_open else value >= self.low):
-            return False
-        return self.high is None or value <= self.high
+        return ("list[int]" if self.kind is list else self.kind.__name__) + (" | None" if self.default is None else "")
 
     def check(self, section: str, name: str, value: Any) -> Any:
         """The value (ints as ``int``, numbers as ``float``); ``ValueError`` naming setting, value, type and rule."""
         if value is None and self.default is None:
             return None
         checked = _as_kind(self.kind, value)
-        if checked is _INVALID or not self.allows(checked):
-            raise ValueError(
-                f"{section} setting {name!r} must be {self.describe()}, got {_shown(value)} ({type(value).__name__})"
-            )
+        ok = checked is not _INVALID and (not self.choices or checked in self.choices)
+        if ok and self.low is not None:
+            ok = checked > self.low if self.low_open else checked >= self.low
+        if not ok or (self.high is not None and checked > self.high):
+            raise ValueError(f"{section} setting {name!r} must be {self.describe()}, got {_shown(value)} "
+                             f"({type(value).__name__})")
         return checked
 
 
@@ -170,18 +148,18 @@ def check_settings(section: str, values: Mapping[str, Any], specs: Mapping[str, 
 
 
 def declared(settings: dict[str, Setting]):
-    """Class decorator: the config class reads ``settings``, its ``__init__`` signature and the ``Args`` of its
-    docstring are generated from them."""
+    """Class decorator: ``cls.SETTINGS``, the ``__init__`` signature and the docstring's ``Args`` from ``settings``."""
 
     def apply(cls: type) -> type:
         cls.SETTINGS = settings
-        keyword = inspect.Parameter.POSITIONAL_OR_KEYWORD
-        params = [inspect.Parameter("self", keyword)]
+        param = functools.partial(inspect.Parameter, kind=inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        params = [param(name, default=spec.default, annotation=spec.annotation) for name, spec in settings.items()]
+        varkw = inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)
+        cls.__init__.__signature__ = inspect.Signature([param("self"), *params, varkw])
+        lines = []
         for name, spec in settings.items():
-            params.append(inspect.Parameter(name, keyword, default=spec.default, annotation=spec.annotation))
-        params.append(inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD))
-        cls.__init__.__signature__ = inspect.Signature(params)
-        lines = [spec.doc_line(name) for name, spec in settings.items()]
+            rule = f"; {spec.describe(6)}" if spec.choices or spec.low is not None else ""
+            lines.append(f"    {name} (`{spec.annotation}`, default {spec.default!r}): {spec.doc}{rule}.")
         cls.__doc__ = inspect.cleandoc(cls.__doc__) + "\n\nArgs:\n" + "\n".join(lines) + "\n"
         return cls
 
@@ -189,8 +167,7 @@ def declared(settings: dict[str, Setting]):
 
 
 def _apply_settings(config: PretrainedConfig, section: str, args: tuple, kwargs: dict) -> tuple[dict, dict]:
-    """Bind an ``__init__`` call of a ``@declared`` config: check every declared setting and set it on ``config``.
-    Returns the sub-config arguments (settings of kind ``dict``, unchecked) and the other keyword arguments."""
+    """Check and set the declared settings of an ``__init__`` call; returns the sub-configs (unchecked) and extras."""
     cls = type(config)
     bound = cls.__init__.__signature__.bind(config, *args, **kwargs)
     bound.apply_defaults()
@@ -201,14 +178,10 @@ def _apply_settings(config: PretrainedConfig, section: str, args: tuple, kwargs:
     extra = dict(bound.arguments["kwargs"])
     model_type = extra.pop("model_type", cls.model_type)
     if model_type != cls.model_type:
-        raise ValueError(
-            f"{section} model_type must be {cls.model_type!r}, got {_shown(model_type)}; official InternVL2 / PVC "
-            "checkpoints are converted with conversion/convert_checkpoint.py first"
-        )
-    generic = transformers_config_keys()
-    for key in extra:  # kept as attributes and written back, as by every transformers config
-        close = "" if key in cls.SETTINGS or key in generic else _did_you_mean(key, cls.SETTINGS)
-        if close:
+        raise ValueError(f"{section} model_type must be {cls.model_type!r}, got {_shown(model_type)}; official "
+                         "InternVL2 / PVC checkpoints are converted with conversion/convert_checkpoint.py first")
+    for key in [key for key in extra if key not in transformers_config_keys()]:  # kept and written back
+        if close := _did_you_mean(key, cls.SETTINGS):
             logger.warning(f"{section} has an unknown setting {key!r}{close}; it is kept as an extra attribute and "
                            "changes nothing")
     return subs, extra
@@ -224,12 +197,10 @@ def _check_dtype(kwargs: Mapping[str, Any]) -> None:
             continue
         name = value.removeprefix("torch.") if isinstance(value, str) else None
         if name is None or not isinstance(getattr(torch, name, None), torch.dtype):
-            raise ValueError(
-                f"config {key} {_shown(value)} is not a torch dtype; use 'bfloat16', 'float16' or 'float32'"
-            )
+            raise ValueError(f"config {key} {_shown(value)} is not a torch dtype; use 'bfloat16', 'float16' or "
+                             "'float32'")
 
 
-# ---------------------------------------------------------------------------------------- vision encoder
 _LAYER_LIST = "None = every layer; negative indices count from the end"
 VISION_SETTINGS = {
     "num_channels": Setting(int, 3, "input channels", low=1),
@@ -266,8 +237,7 @@ VISION_SETTINGS = {
 
 @declared(VISION_SETTINGS)
 class PVCInternVisionConfig(PretrainedConfig):
-    """InternViT configuration (300M style: LayerNorm + qkv bias; 6B style: RMSNorm + qk-normalisation) with the
-    PVC temporal extension (temporal attention and AdaLN in chosen layers)."""
+    """InternViT (300M: LayerNorm + qkv bias; 6B: RMSNorm + qk-norm) with PVC's temporal attention and AdaLN."""
 
     model_type = "pvc_intern_vit"
     base_config_key = "vision_config"  # its section in the composite config.json
@@ -286,8 +256,7 @@ class PVCInternVisionConfig(PretrainedConfig):
         self.adaln_layer_ids()
 
     def _layer_ids(self, name: str) -> list[int]:
-        """Sorted non-negative indices of the layers that setting ``name`` lists (None = every layer; negative
-        indices count from the end); empty without temporal modules."""
+        """Sorted non-negative indices of the layers setting ``name`` lists; empty without temporal modules."""
         layers, count = getattr(self, name), self.num_hidden_layers
         if not self.use_temporal_modules:
             return []
@@ -296,21 +265,14 @@ class PVCInternVisionConfig(PretrainedConfig):
                 raise ValueError(f"{name} contains layer {index}, but the vision model has {count} layers")
         return list(range(count)) if layers is None else sorted({index % count for index in layers})
 
-    def temporal_layer_ids(self) -> list[int]:
-        """Indices of the layers with temporal attention (T-MHA)."""
-        return self._layer_ids("temporal_attn_layers")
-
-    def adaln_layer_ids(self) -> list[int]:
-        """Indices of the layers whose norms are time-conditioned (AdaLN)."""
-        return self._layer_ids("adaln_layers")
+    temporal_layer_ids = functools.partialmethod(_layer_ids, "temporal_attn_layers")  # layers with T-MHA
+    adaln_layer_ids = functools.partialmethod(_layer_ids, "adaln_layers")  # layers with time-conditioned norms
 
 
-# ---------------------------------------------------------------------------------------------- PruneVid
 PRUNEVID_SETTINGS = {
     "enabled": Setting(bool, False, "the switch; off, the model is bit-identical to one without PruneVid"),
     "tau": Setting(float, 0.8, "a location is static iff its mean cosine similarity > tau", low=-1, high=1),
-    "temporal_segment_ratio": Setting(float, 0.25, "temporal clusters = int(frames * ratio)", low=0, high=1,
-                                      low_open=True),
+    "temporal_segment_ratio": Setting(float, 0.25, "time clusters = int(frames * ratio)", low=0, high=1, low_open=True),
     "cluster_ratio": Setting(float, 0.5, "spatial DPC-kNN clusters = int(n * ratio)", low=0, high=1, low_open=True),
     "k": Setting(int, 7, "DPC-kNN neighbours (self included); stage 1 needs at least k frames", low=1),
     "min_tokens_to_cluster": Setting(int, 14, "a token group is merged only if larger than this", low=0),
@@ -333,77 +295,55 @@ class PruneVidConfig(PretrainedConfig):
         super().__init__(**kwargs)
 
     def validate_settings(self, num_llm_layers: int | None = None) -> None:
-        """Check the current values (they may have been assigned after construction) and, when
-        ``num_llm_layers`` is given, that ``selected_layer`` is a layer of the language model."""
-        check_settings("prunevid", self.settings(), PRUNEVID_SETTINGS)
-        if num_llm_layers is not None and self.selected_layer >= num_llm_layers:
-            raise ValueError(
-                f"prunevid selected_layer {self.selected_layer} is beyond the language model, which has "
-                f"{num_llm_layers} layers (valid: 0..{num_llm_layers - 1})"
-            )
+        """When enabled, ``selected_layer`` must be a layer of a language model of ``num_llm_layers`` layers."""
+        if self.enabled and num_llm_layers is not None and self.selected_layer >= num_llm_layers:
+            raise ValueError(f"prunevid selected_layer {self.selected_layer} is beyond the language model, which has "
+                             f"{num_llm_layers} layers (valid: 0..{num_llm_layers - 1})")
 
     def settings(self) -> dict[str, Any]:
         """The PruneVid settings as a plain dict."""
         return {name: getattr(self, name) for name in PRUNEVID_SETTINGS}
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``prunevid`` section of config.json: the settings plus any extra keys it was given (none of the
-        generic model attributes: PruneVid configures a procedure, not a model)."""
-        generic = transformers_config_keys()
-        extra = {k: v for k, v in vars(self).items() if not k.startswith("_") and k not in generic}
+        """The ``prunevid`` section of config.json: the settings and extra keys, no generic model attributes."""
+        extra = {k: v for k, v in vars(self).items() if not k.startswith("_") and k not in transformers_config_keys()}
         stamp = {k: v for k, v in super().to_dict().items() if k in ("model_type", "transformers_version")}
         return {**extra, **self.settings(), **stamp}
 
     def merged(self, overrides: Mapping[str, Any] | None, num_llm_layers: int | None = None) -> PruneVidConfig:
-        """A validated copy with per-call ``overrides`` applied (unknown keys and bad values raise
-        ``ValueError``); ``selected_layer`` is checked against ``num_llm_layers`` when the result is enabled."""
+        """A checked copy with per-call ``overrides`` applied, its ``selected_layer`` checked when enabled."""
         if overrides is not None and not isinstance(overrides, Mapping):
-            raise ValueError(
-                f"prunevid overrides must be a dict of settings such as {{'enabled': True}}, got "
-                f"{_shown(overrides)} ({type(overrides).__name__})"
-            )
+            raise ValueError(f"prunevid overrides must be a dict of settings such as {{'enabled': True}}, got "
+                             f"{_shown(overrides)} ({type(overrides).__name__})")
         out = PruneVidConfig(**{**self.settings(), **check_settings("prunevid", overrides or {}, PRUNEVID_SETTINGS)})
-        out.validate_settings(num_llm_layers if out.enabled else None)
+        out.validate_settings(num_llm_layers)
         return out
 
 
-# -------------------------------------------------------------------------------------- language model
-def _llm_model_type(llm_config: Mapping[str, Any]) -> str:
-    """The transformers ``model_type`` of an LLM config dict (its ``model_type``, else its architecture)."""
-    model_type = llm_config.get("model_type")
-    if model_type is None:
-        architectures = llm_config.get("architectures")
-        known = isinstance(architectures, (list, tuple)) and architectures and architectures[0] in LLM_ARCHITECTURES
-        if not known:
-            raise ValueError(
-                f"llm_config has no model_type and no architectures list naming a known language model (got "
-                f"architectures={_shown(architectures)}); set model_type (e.g. "
-                f"{', '.join(map(repr, LLM_ARCHITECTURES.values()))}) or architectures ({', '.join(LLM_ARCHITECTURES)})"
-            )
-        model_type = LLM_ARCHITECTURES[architectures[0]]
-    if model_type == "internlm2":
-        raise ValueError(
-            "llm_config is an InternLM2 config; this package runs InternLM2 weights as a native "
-            "LlamaForCausalLM. Convert the checkpoint with conversion/convert_checkpoint.py first."
-        )
-    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
-        raise ValueError(f"llm_config model_type {_shown(model_type)} is not a transformers model type")
-    return model_type
-
-
 def _build_llm_config(llm_config: Mapping[str, Any] | PretrainedConfig | None) -> PretrainedConfig:
-    """Build a native transformers config (llama, qwen2, phi3, ...) from a dict or config (None = Llama)."""
+    """Build a native transformers config (llama, qwen2, phi3, ...) from a dict or config (None = Llama); a dict
+    without ``model_type`` is resolved by its first architecture."""
     if isinstance(llm_config, PretrainedConfig):
         return llm_config
-    if llm_config is None:
-        llm_config = {"model_type": "llama"}
+    llm_config = {"model_type": "llama"} if llm_config is None else llm_config
     if not isinstance(llm_config, Mapping):
-        raise ValueError(
-            f"config setting 'llm_config' must be a dict or a transformers PretrainedConfig, got "
-            f"{_shown(llm_config)} ({type(llm_config).__name__})"
-        )
-    model_type = _llm_model_type(llm_config)
-    llm_config = {key: value for key, value in llm_config.items() if key != "model_type"}
+        raise ValueError(f"config setting 'llm_config' must be a dict or a transformers PretrainedConfig, got "
+                         f"{_shown(llm_config)} ({type(llm_config).__name__})")
+    llm_config = dict(llm_config)
+    model_type, architectures = llm_config.pop("model_type", None), llm_config.get("architectures")
+    if model_type is None:
+        known = isinstance(architectures, (list, tuple)) and architectures and architectures[0] in LLM_ARCHITECTURES
+        if not known:
+            raise ValueError(f"llm_config has no model_type and no architectures list naming a known language model "
+                             f"(got architectures={_shown(architectures)}); set model_type (e.g. "
+                             f"{', '.join(map(repr, LLM_ARCHITECTURES.values()))}) or architectures "
+                             f"({', '.join(LLM_ARCHITECTURES)})")
+        model_type = LLM_ARCHITECTURES[architectures[0]]
+    if model_type == "internlm2":
+        raise ValueError("llm_config is an InternLM2 config; this package runs InternLM2 weights as a native "
+                         "LlamaForCausalLM. Convert the checkpoint with conversion/convert_checkpoint.py first.")
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+        raise ValueError(f"llm_config model_type {_shown(model_type)} is not a transformers model type")
     config_class = CONFIG_MAPPING[model_type]
     if "rope_parameters" in llm_config and not hasattr(config_class(), "rope_parameters"):  # transformers 4
         rope_parameters = llm_config.pop("rope_parameters")
@@ -426,24 +366,20 @@ def _check_rope_type(llm_config: Mapping[str, Any]) -> None:
                              f"({type(rope).__name__})")
         rope_type = rope.get("rope_type", rope.get("type", "default"))
         if rope_type != "default" and rope_type not in ROPE_INIT_FUNCTIONS:
-            raise ValueError(
-                f"llm_config {key} names the rotary embedding type {_shown(rope_type)}, which transformers does not "
-                f"implement; known: default, {', '.join(sorted(ROPE_INIT_FUNCTIONS))}"
-            )
+            known = ", ".join(sorted(ROPE_INIT_FUNCTIONS))
+            raise ValueError(f"llm_config {key} names the rotary embedding type {_shown(rope_type)}, which "
+                             f"transformers does not implement; known: default, {known}")
 
 
 def _legacy_rope(rope_parameters: dict | None) -> dict[str, Any]:
     """``rope_parameters`` (transformers 5) as the ``rope_theta`` / ``rope_scaling`` pair of transformers 4."""
     rope = dict(rope_parameters or {})
-    out: dict[str, Any] = {}
-    if "rope_theta" in rope:
-        out["rope_theta"] = rope.pop("rope_theta")
+    out = {"rope_theta": rope.pop("rope_theta")} if "rope_theta" in rope else {}
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     out["rope_scaling"] = None if rope_type == "default" else {**rope, "rope_type": rope_type, "type": rope_type}
     return out
 
 
-# ------------------------------------------------------------------------------------------- composite
 CONFIG_SETTINGS = {
     "vision_config": Setting(dict, None, "the InternViT encoder (a dict or PVCInternVisionConfig)"),
     "llm_config": Setting(dict, None, f"a native causal-LM config ({', '.join(LLM_ARCHITECTURES.values())}, ...)"),
@@ -463,9 +399,8 @@ CONFIG_SETTINGS = {
     "max_dynamic_patch": Setting(int, 6, "most tiles per image, thumbnail excluded", low=1, high=MAX_TILES),
     "image_repeat_time": Setting(int, 1, "frames of the static clip each image tile becomes (PVC: 4)", low=1),
     "video_repeat_time": Setting(int, 1, "how many times each video frame is repeated (PVC: 1)", low=1),
-    "tile_repeat_way": Setting(str, None, "order of repeated tiles' frames in the prompt: tile_major ([tile1 "
-                                          "f1..fR][tile2 f1..fR]..., also None) or frame_major ([all tiles f1]...)",
-                               choices=("tile_major", "frame_major")),
+    "tile_repeat_way": Setting(str, None, "order of repeated tiles: tile_major ([t1 f1..fR][t2 f1..fR]..., also "
+                                          "None) or frame_major ([all f1]...)", choices=("tile_major", "frame_major")),
     "mlp_add_ops": Setting(str, None, "extra projector operations; only None is supported"),
     "max_clip_frames": Setting(int, None, "cut a video into clips of at most this many frames (None = one)", low=1),
     "vision_chunk_frames": Setting(int, None, "encode a clip this many frames at a time, temporal layers reading the "
@@ -474,23 +409,6 @@ CONFIG_SETTINGS = {
     "system_message": Setting(str, None, "replaces the template's system message"),
     "prunevid": Setting(dict, None, "PruneVid settings (a dict or PruneVidConfig; off by default)"),
 }
-
-
-def _require_sections(config_dict: Any) -> None:
-    """A config.json must hold both sub-configs as JSON objects (``PVCInternVLConfig()`` alone may not)."""
-    if not isinstance(config_dict, Mapping):
-        raise ValueError(f"a PVC-InternVL config must be a dict (a JSON object), got {type(config_dict).__name__}")
-    for key, what in (("vision_config", "the InternViT encoder"), ("llm_config", "the language model")):
-        if key not in config_dict:
-            raise ValueError(
-                f"config.json has no {key!r} section ({what}); a PVC-InternVL config.json needs both "
-                "'vision_config' and 'llm_config' (official checkpoints: run conversion/convert_checkpoint.py)"
-            )
-        if not isinstance(config_dict[key], Mapping):
-            raise ValueError(
-                f"config.json {key!r} must be a JSON object (dict), got {_shown(config_dict[key])} "
-                f"({type(config_dict[key]).__name__})"
-            )
 
 
 def _sub_config(name: str, value: Any, config_class: type) -> dict[str, Any]:
@@ -506,12 +424,8 @@ def _sub_config(name: str, value: Any, config_class: type) -> dict[str, Any]:
 
 @declared(CONFIG_SETTINGS)
 class PVCInternVLConfig(PretrainedConfig):
-    """Composite configuration of a PVC-InternVL (or plain InternVL2) chat model.
-
-    With ``use_temporal=False``, ``image_repeat_time=1``, ``video_repeat_time=1`` and ``downsample_ratio=0.5``
-    the model is exactly InternVL2. ``PVCInternVLConfig()`` builds the defaults (transformers calls it
-    internally), but a config.json read with ``from_dict`` / ``from_pretrained`` must hold both
-    ``vision_config`` and ``llm_config``."""
+    """Composite configuration of a PVC-InternVL chat model; InternVL2 exactly with ``use_temporal=False``, both
+    repeat times 1 and ``downsample_ratio=0.5``. ``from_dict`` / ``from_pretrained`` need both sub-configs."""
 
     model_type = "pvc_internvl"
     sub_configs = {"vision_config": PVCInternVisionConfig, "llm_config": AutoConfig, "prunevid": PruneVidConfig}
@@ -529,17 +443,23 @@ class PVCInternVLConfig(PretrainedConfig):
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs) -> PVCInternVLConfig:
-        """Like ``PretrainedConfig.from_dict`` (used by ``from_pretrained``), but a config.json must hold
-        ``vision_config`` and ``llm_config``."""
-        _require_sections(config_dict)
+        """``PretrainedConfig.from_dict`` (used by ``from_pretrained``) of a dict holding both sub-configs."""
+        if not isinstance(config_dict, Mapping):
+            raise ValueError(f"a PVC-InternVL config must be a dict (a JSON object), got {type(config_dict).__name__}")
+        for key, what in (("vision_config", "the InternViT encoder"), ("llm_config", "the language model")):
+            if key not in config_dict:
+                raise ValueError(f"config.json has no {key!r} section ({what}); a PVC-InternVL config.json needs "
+                                 "both 'vision_config' and 'llm_config' (official checkpoints: run "
+                                 "conversion/convert_checkpoint.py)")
+            if not isinstance(config_dict[key], Mapping):
+                raise ValueError(f"config.json {key!r} must be a JSON object (dict), got {_shown(config_dict[key])} "
+                                 f"({type(config_dict[key]).__name__})")
         return super().from_dict(config_dict, **kwargs)
 
     @classmethod
     def from_json_file(cls, json_file: str | os.PathLike) -> PVCInternVLConfig:
         """Like ``PretrainedConfig.from_json_file``, but the file must hold ``vision_config`` and ``llm_config``."""
-        config_dict = cls._dict_from_json_file(json_file)
-        _require_sections(config_dict)
-        return cls(**config_dict)
+        return cls.from_dict(cls._dict_from_json_file(json_file))
 
     def _validate(self) -> None:
         """The rules that involve several fields (each field alone is checked by ``CONFIG_SETTINGS``)."""
@@ -557,22 +477,19 @@ class PVCInternVLConfig(PretrainedConfig):
             (abs(scale - round(scale)) > 1e-6 or grid % round(scale) != 0,
              f"downsample_ratio {self.downsample_ratio} must be 1/k for an integer k dividing the patch grid side "
              f"{grid} (image size {self.image_size} / patch size {patch})"),
-            (not -(layers + 1) <= self.select_layer < layers + 1,
-             f"select_layer {self.select_layer} is out of range for a vision model with {layers} layers (hidden "
-             f"states 0..{layers})"),
+            (not -(layers + 1) <= self.select_layer <= layers, f"select_layer {self.select_layer} is out of range for "
+             f"a vision model with {layers} layers (hidden states 0..{layers})"),
             (None not in (context_id, vocab_size) and context_id >= vocab_size,
              f"img_context_token_id {context_id} is outside the language model's vocabulary (vocab_size {vocab_size})"),
         )
         for failed, message in rules:
             if failed:
                 raise ValueError(message)
-        llm_layers = getattr(self.llm_config, "num_hidden_layers", None)
-        self.prunevid.validate_settings(llm_layers if self.prunevid.enabled else None)
+        self.prunevid.validate_settings(getattr(self.llm_config, "num_hidden_layers", None))
 
     @property
     def text_config(self) -> PretrainedConfig:
-        """The language model's config under the name transformers gives it (``get_text_config()``, generation,
-        the cache classes); the official InternVL2 name, and the one config.json holds, is ``llm_config``."""
+        """``llm_config`` (the official name, in config.json) under the name transformers looks for."""
         return self.llm_config
 
     @text_config.setter
@@ -601,8 +518,7 @@ class PVCInternVLConfig(PretrainedConfig):
 
     @property
     def max_context_length(self) -> int:
-        """Longest prompt the language model accepts: max_position_embeddings, times the rope scaling
-        factor for dynamic / linear / yarn / longrope scaling."""
+        """Longest prompt the LLM accepts: max_position_embeddings x the factor of dynamic/linear/yarn/longrope rope."""
         max_positions = int(getattr(self.llm_config, "max_position_embeddings", 0) or 0)
         rope = getattr(self.llm_config, "rope_parameters", None) or getattr(self.llm_config, "rope_scaling", None) or {}
         rope_type = rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else "default"
@@ -611,9 +527,7 @@ class PVCInternVLConfig(PretrainedConfig):
         return max_positions
 
     def to_json_string(self, use_diff: bool = True) -> str:
-        """``PretrainedConfig.to_json_string``, plus the transformers-4 ``rope_theta`` / ``rope_scaling`` keys beside
-        ``rope_parameters`` in ``llm_config``, so a config.json written on transformers 5 reads the same on 4.57
-        (transformers 5 folds them back into ``rope_parameters`` on load)."""
+        """With transformers-4 ``rope_theta`` / ``rope_scaling`` beside ``rope_parameters``, readable on 4.57 too."""
         data = json.loads(super().to_json_string(use_diff=use_diff))
         llm = data.get("llm_config") or {}
         if llm.get("rope_parameters") is not None:
@@ -622,8 +536,5 @@ class PVCInternVLConfig(PretrainedConfig):
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     def to_dict(self) -> dict[str, Any]:
-        output = super().to_dict()
-        output["vision_config"] = self.vision_config.to_dict()
-        output["llm_config"] = self.llm_config.to_dict()
-        output["prunevid"] = self.prunevid.to_dict()
-        return output
+        subs = {name: getattr(self, name).to_dict() for name in ("vision_config", "llm_config", "prunevid")}
+        return {**super().to_dict(), **subs}
