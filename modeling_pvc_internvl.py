@@ -13,11 +13,12 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from torch import nn
-from transformers import AutoModelForCausalLM, GenerationConfig, GenerationMixin, PreTrainedModel
+from transformers import AutoModelForCausalLM, BitsAndBytesConfig, GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutput, CausalLMOutputWithPast
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .chat import PVCInternVLChatMixin
 from .configuration_pvc_internvl import DataFlag, PVCInternVisionConfig, PVCInternVLConfig
@@ -30,10 +31,7 @@ from .prunevid import CACHE_ARG
 from .media import load_image  # noqa: F401
 from .processing import PVCInternVLProcessor  # noqa: F401
 
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-
-# ============================================================================================ attention
 def eager_attention_forward(
     module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None,
     scaling: float, dropout: float = 0.0, **kwargs: Any,
@@ -85,19 +83,16 @@ def zero_linear(in_features: int, out_features: int) -> nn.Linear:
     return linear
 
 
-# =========================================================================================== embeddings
 class PVCInternVisionEmbeddings(nn.Module):
     """Patch embedding + CLS token + learned absolute position embedding (bicubically resized)."""
 
     def __init__(self, config: PVCInternVisionConfig):
         super().__init__()
         self.embed_dim = config.hidden_size
-        self.image_size = config.image_size
-        self.patch_size = config.patch_size
+        self.grid = config.image_size // config.patch_size  # position embeddings: a grid x grid table (+ CLS)
         self.class_embedding = nn.Parameter(torch.randn(1, 1, self.embed_dim))
         self.patch_embedding = nn.Conv2d(config.num_channels, self.embed_dim, config.patch_size, config.patch_size)
-        self.num_patches = (self.image_size // self.patch_size) ** 2
-        self.position_embedding = nn.Parameter(torch.randn(1, self.num_patches + 1, self.embed_dim))
+        self.position_embedding = nn.Parameter(torch.randn(1, self.grid**2 + 1, self.embed_dim))
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``(N, 3, H, W)`` -> ``(N, 1 + (H / patch) * (W / patch), C)``."""
@@ -105,13 +100,11 @@ class PVCInternVisionEmbeddings(nn.Module):
         patches = self.patch_embedding(pixel_values.to(dtype))  # (N, C, h, w)
         batch, _, height, width = patches.shape
         patches = patches.flatten(2).transpose(1, 2)
-        grid = self.image_size // self.patch_size
-        pos = self.position_embedding[:, 1:, :].float().reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
+        pos = self.position_embedding[:, 1:, :].float().reshape(1, self.grid, self.grid, -1).permute(0, 3, 1, 2)
         pos = F.interpolate(pos, size=(height, width), mode="bicubic", align_corners=False)
         pos = pos.reshape(1, -1, height * width).permute(0, 2, 1)  # (1, h * w, C)
         position = torch.cat([self.position_embedding[:, :1, :], pos.to(dtype)], dim=1)
-        cls = self.class_embedding.expand(batch, 1, -1).to(dtype)
-        return torch.cat([cls, patches], dim=1) + position.to(dtype)
+        return torch.cat([self.class_embedding.expand(batch, 1, -1).to(dtype), patches], dim=1) + position.to(dtype)
 
 
 class TimeEmbedder(nn.Module):
@@ -120,8 +113,8 @@ class TimeEmbedder(nn.Module):
     def __init__(self, config: PVCInternVisionConfig):
         super().__init__()
         self.config = config
-        hidden = config.hidden_size
-        self.mlp = nn.Sequential(nn.Linear(config.time_embed_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        dim = config.hidden_size
+        self.mlp = nn.Sequential(nn.Linear(config.time_embed_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, frame_index: torch.Tensor, clip_len: int) -> torch.Tensor:
         """``frame_index`` ``(N,)`` are 0-based positions inside clips of ``clip_len`` frames."""
@@ -130,15 +123,14 @@ class TimeEmbedder(nn.Module):
         half = config.time_embed_dim // 2
         steps = torch.arange(half, dtype=torch.float32, device=t.device)
         args = t[:, None] * torch.exp(-math.log(config.time_embed_max_period) * steps / half)[None]
-        cos, sin = torch.cos(args), torch.sin(args)
-        parts = [cos, sin] if config.time_embed_order == "cos_sin" else [sin, cos]
+        parts = [torch.cos(args), torch.sin(args)] if config.time_embed_order == "cos_sin" else [torch.sin(args), torch.cos(args)]
         return self.mlp(torch.cat(parts, dim=-1).to(self.mlp[0].weight.dtype))
 
 
 class _MultiHeadAttention(nn.Module):
-    """Shared setup of the spatial and temporal attention: heads, scale, fused qkv split."""
+    """Shared setup of the spatial and temporal attention: heads, scale, fused ``qkv``, output ``proj``."""
 
-    def __init__(self, config: PVCInternVisionConfig):
+    def __init__(self, config: PVCInternVisionConfig, qkv_bias: bool, zero_proj: bool):
         super().__init__()
         self.config = config
         self.embed_dim = config.hidden_size
@@ -146,6 +138,8 @@ class _MultiHeadAttention(nn.Module):
         self.head_dim = self.embed_dim // self.num_heads
         self.scale = self.head_dim**-0.5
         self.is_causal, self.num_key_value_groups = False, 1  # read by the attention kernels
+        self.qkv = nn.Linear(self.embed_dim, 3 * self.embed_dim, bias=qkv_bias)
+        self.proj = (zero_linear if zero_proj else nn.Linear)(self.embed_dim, self.embed_dim)
 
     def _split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(N, S, C)`` -> q, k, v, each ``(N, H, S, D)``."""
@@ -157,13 +151,11 @@ class InternAttention(_MultiHeadAttention):
     """Spatial multi-head self-attention over the tokens of one frame (fused qkv, optional qk-norm)."""
 
     def __init__(self, config: PVCInternVisionConfig):
-        super().__init__(config)
-        self.qkv = nn.Linear(self.embed_dim, 3 * self.embed_dim, bias=config.qkv_bias)
+        super().__init__(config, qkv_bias=config.qkv_bias, zero_proj=False)
         self.qk_normalization = config.qk_normalization
         if self.qk_normalization:
             self.q_norm = InternRMSNorm(self.embed_dim, eps=config.layer_norm_eps)
             self.k_norm = InternRMSNorm(self.embed_dim, eps=config.layer_norm_eps)
-        self.proj = nn.Linear(self.embed_dim, self.embed_dim)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """``(N, S, C)`` -> ``(N, S, C)``."""
@@ -172,8 +164,7 @@ class InternAttention(_MultiHeadAttention):
         if self.qk_normalization:
             q = self.q_norm(q.transpose(1, 2).flatten(-2)).view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
             k = self.k_norm(k.transpose(1, 2).flatten(-2)).view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
-        attention = attention_function(self.config._attn_implementation)
-        out, _ = attention(self, q, k, v, None, scaling=self.scale, dropout=0.0)
+        out, _ = attention_function(self.config._attn_implementation)(self, q, k, v, None, scaling=self.scale, dropout=0.0)
         return self.proj(out.reshape(batch, seq, self.embed_dim))
 
 
@@ -182,10 +173,8 @@ class TemporalAttention(_MultiHeadAttention):
     of the frames of its clip (earlier ones only when ``temporal_causal``). ``proj`` starts at zero."""
 
     def __init__(self, config: PVCInternVisionConfig):
-        super().__init__(config)
+        super().__init__(config, qkv_bias=True, zero_proj=True)
         self.norm = make_norm(config) if config.temporal_attn_norm else None
-        self.qkv = nn.Linear(self.embed_dim, 3 * self.embed_dim, bias=True)
-        self.proj = zero_linear(self.embed_dim, self.embed_dim)
 
     def forward(self, hidden_states: torch.Tensor, clip_len: int, store: TemporalKV | None = None) -> torch.Tensor:
         """``(n_clips * t, S, C)`` (``t`` = ``clip_len`` new frames of every clip, consecutive) -> the residual
@@ -202,17 +191,13 @@ class TemporalAttention(_MultiHeadAttention):
             k, v = store.append(k, v)  # (n_clips * S', H, P + t, D)
         mask = None
         if self.config.temporal_causal and clip_len > 1:
-            num_past = k.shape[2] - clip_len
-            rows = torch.arange(clip_len, device=x.device)[:, None] + num_past
+            rows = torch.arange(k.shape[2] - clip_len, k.shape[2], device=x.device)[:, None]  # the new frames
             mask = torch.arange(k.shape[2], device=x.device)[None, :] <= rows  # (t, P + t)
         # a masked call: eager or SDPA (kernels such as flash attention take no explicit mask)
         attention = attention_function("eager" if self.config._attn_implementation == "eager" else "sdpa")
         out, _ = attention(self, q, k, v, mask, scaling=self.scale, dropout=0.0)  # (n_clips * S', t, H, D)
         out = out.reshape(n_clips, spatial, clip_len, dim).transpose(1, 2)
-        out = self.proj(out.reshape(frames, spatial, dim))
-        if start:
-            out = torch.cat([out.new_zeros(frames, start, dim), out], dim=1)
-        return out
+        return F.pad(self.proj(out.reshape(frames, spatial, dim)), (0, 0, start, 0))  # CLS (if skipped): no update
 
 
 class InternMLP(nn.Module):
@@ -226,16 +211,14 @@ class InternMLP(nn.Module):
         return self.fc2(self.act(self.fc1(hidden_states)))
 
 
-# ================================================================================================ layer
 class PVCInternVisionLayer(nn.Module):
     """InternViT block with optional PVC parts:
     ``x += ls1 * Attn(AdaLN1(x, e))``; ``x += TMHA(x)`` (temporal layers); ``x += ls2 * MLP(AdaLN2(x, e))``,
     ``AdaLN(x, e) = norm(x) * (1 + scale(e)) + shift(e)``. ``adaLN_modulation`` (SiLU -> zero Linear(C, n * C))
     gives ``[shift1, scale1, shift2, scale2]`` (n = 4) or, with gates ``x * (1 + gate)`` on the branches,
-    ``[shift1, scale1, gate1, shift2, scale2, gate2]`` (n = 6).
-    """
+    ``[shift1, scale1, gate1, shift2, scale2, gate2]`` (n = 6)."""
 
-    def __init__(self, config: PVCInternVisionConfig, drop_path_rate: float, temporal: bool, adaln: bool):
+    def __init__(self, config: PVCInternVisionConfig, index: int):
         super().__init__()
         self.embed_dim = config.hidden_size
         self.attn = InternAttention(config)
@@ -244,11 +227,11 @@ class PVCInternVisionLayer(nn.Module):
         self.norm2 = make_norm(config)
         self.ls1 = nn.Parameter(config.initializer_factor * torch.ones(self.embed_dim))
         self.ls2 = nn.Parameter(config.initializer_factor * torch.ones(self.embed_dim))
-        self.drop_path_rate = drop_path_rate
-        self.temporal_attn = TemporalAttention(config) if temporal else None
+        self.drop_path_rate = config.drop_path_rate * index / max(config.num_hidden_layers - 1, 1)  # linear in depth
+        self.temporal_attn = TemporalAttention(config) if index in config.temporal_layer_ids() else None
         self.num_modulations = config.adaln_num_modulations
         self.adaLN_modulation = None
-        if adaln:
+        if index in config.adaln_layer_ids():
             self.adaLN_modulation = nn.Sequential(nn.SiLU(), zero_linear(self.embed_dim, self.num_modulations * self.embed_dim))
 
     def _modulations(self, time_emb: torch.Tensor | None) -> list[torch.Tensor | None]:
@@ -271,8 +254,7 @@ class PVCInternVisionLayer(nn.Module):
         """``x * (1 + scale) + shift`` (a gate has no shift); ``x`` when there is no modulation."""
         if scale is None:
             return x
-        x = x * (1 + scale)
-        return x if shift is None else x + shift
+        return x * (1 + scale) if shift is None else x * (1 + scale) + shift
 
     def forward(
         self, hidden_states: torch.Tensor, time_emb: torch.Tensor | None = None, clip_len: int = 1,
@@ -290,7 +272,6 @@ class PVCInternVisionLayer(nn.Module):
         return hidden_states
 
 
-# ======================================================================================== vision model
 class PVCInternVisionPreTrainedModel(PreTrainedModel):
     config_class = PVCInternVisionConfig
     base_model_prefix = "vision_model"
@@ -328,24 +309,19 @@ def init_module(module: nn.Module, std: float, layer_scale: float = 1.0) -> None
 
 class TemporalKV:
     """Keys/values of the frames encoded so far in chunked encoding, in buffers sized for the whole clip on
-    first use (growing never copies). One store serves every temporal layer in turn (``reset`` before each)."""
+    first use (growing never copies). One store serves every temporal layer in turn (``length = 0`` before each)."""
 
     def __init__(self, capacity: int):
         self.capacity = capacity
         self.length = 0
         self.keys = self.values = None  # (N, H, capacity, D), made on the first append
 
-    def reset(self) -> None:
-        self.length = 0
-
     def append(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store ``(N, H, t, D)`` new keys/values; return views of all stored ones ``(N, H, P + t, D)``."""
         if self.keys is None:
             shape = (*keys.shape[:2], self.capacity, keys.shape[3])
             self.keys, self.values = keys.new_empty(shape), values.new_empty(shape)
-        end = self.length + keys.shape[2]
-        if end > self.capacity:
-            raise ValueError(f"temporal cache holds {self.capacity} frames, got frame {end}")
+        end = self.length + keys.shape[2]  # encode's spans never pass the capacity (the clip length)
         self.keys[:, :, self.length : end] = keys
         self.values[:, :, self.length : end] = values
         self.length = end
@@ -378,14 +354,9 @@ class PVCInternVisionModel(PVCInternVisionPreTrainedModel):
     def __init__(self, config: PVCInternVisionConfig):
         super().__init__(config)
         self.embeddings = PVCInternVisionEmbeddings(config)
-        temporal_ids = set(config.temporal_layer_ids())
-        adaln_ids = set(config.adaln_layer_ids())
-        rates = [config.drop_path_rate * i / max(config.num_hidden_layers - 1, 1) for i in range(config.num_hidden_layers)]
         self.encoder = nn.Module()
-        self.encoder.layers = nn.ModuleList(
-            PVCInternVisionLayer(config, rates[i], i in temporal_ids, i in adaln_ids) for i in range(config.num_hidden_layers)
-        )
-        self.time_embedder = TimeEmbedder(config) if adaln_ids else None
+        self.encoder.layers = nn.ModuleList(PVCInternVisionLayer(config, i) for i in range(config.num_hidden_layers))
+        self.time_embedder = TimeEmbedder(config) if config.adaln_layer_ids() else None
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
@@ -397,20 +368,15 @@ class PVCInternVisionModel(PVCInternVisionPreTrainedModel):
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
         """Encode whole clips ``(n_clips * clip_len, 3, H, W)`` with the first ``num_layers`` blocks (all if None)
         -> the last hidden state ``(n_clips * clip_len, S, C)`` and, if asked, all (embeddings, block 1, ...).
-
-        With ``chunk_frames`` the blocks run one after the other, each on ``chunk_frames`` frames of every clip at
-        a time; a temporal layer writes each chunk's keys/values into a store the later chunks read. Same
-        result, but the memory that grows with the clip is about 3 hidden states per frame instead of about 11.
-        """
+        With ``chunk_frames`` each block runs on ``chunk_frames`` frames of every clip at a time (temporal layers
+        read the earlier chunks' keys/values from a store): same result, about 3 instead of 11 hidden states/frame."""
         if pixel_values.shape[0] % clip_len != 0:
             raise ValueError(f"{pixel_values.shape[0]} frames do not split into clips of {clip_len} frames")
         n_clips = pixel_values.shape[0] // clip_len
         layers = self.encoder.layers[: len(self.encoder.layers) if num_layers is None else num_layers]
         spans = frame_spans(clip_len, chunk_frames)
         pixels = pixel_values.view(n_clips, clip_len, *pixel_values.shape[1:])
-        hidden = over_spans(  # (n_clips, clip_len, S, C)
-            spans, lambda start, end: self.embeddings(pixels[:, start:end].flatten(0, 1)).unflatten(0, (n_clips, -1))
-        )
+        hidden = over_spans(spans, lambda s, e: self.embeddings(pixels[:, s:e].flatten(0, 1)).unflatten(0, (n_clips, -1)))
         per_frame = None  # (clip_len, C) time embedding of each position in a clip
         if self.time_embedder is not None:
             per_frame = self.time_embedder(torch.arange(clip_len, device=hidden.device), clip_len).to(hidden.dtype)
@@ -419,13 +385,12 @@ class PVCInternVisionModel(PVCInternVisionPreTrainedModel):
         snapshot = (lambda h: h.flatten(0, 1).clone()) if chunked else (lambda h: h.flatten(0, 1))  # buffer reused
         states = [snapshot(hidden)] if output_hidden_states else None
         for layer in layers:
-            layer_store = store if layer.temporal_attn is not None else None
-            if layer_store is not None:
-                layer_store.reset()
+            if store is not None:  # only temporal layers use it; each writes its keys/values from frame 0
+                store.length = 0
 
-            def step(start: int, end: int, layer=layer, layer_store=layer_store) -> torch.Tensor:
+            def step(start: int, end: int, layer=layer) -> torch.Tensor:
                 time_emb = None if per_frame is None else per_frame[start:end].repeat(n_clips, 1)
-                out = layer(hidden[:, start:end].flatten(0, 1), time_emb, end - start, layer_store)
+                out = layer(hidden[:, start:end].flatten(0, 1), time_emb, end - start, store)
                 return out.unflatten(0, (n_clips, -1))
 
             hidden = over_spans(spans, step, out=hidden if chunked else None)
@@ -438,19 +403,15 @@ class PVCInternVisionModel(PVCInternVisionPreTrainedModel):
     ) -> BaseModelOutput | tuple:
         """Encode whole clips at once. ``pixel_values`` ``(n_clips * clip_len, 3, H, W)``."""
         last, states = self.encode(pixel_values, clip_len, output_hidden_states=output_hidden_states)
-        if not return_dict:
-            return (last, states)
-        return BaseModelOutput(last_hidden_state=last, hidden_states=states)
+        return BaseModelOutput(last_hidden_state=last, hidden_states=states) if return_dict else (last, states)
 
 
-# ======================================================================================= chat model
 class PVCInternVLPreTrainedModel(PreTrainedModel):
     config_class = PVCInternVLConfig
     base_model_prefix = ""
     main_input_name = "input_ids"
-    _no_split_modules = [
-        "PVCInternVisionLayer", "LlamaDecoderLayer", "Qwen2DecoderLayer", "Phi3DecoderLayer", "MistralDecoderLayer"
-    ]
+    _no_split_modules = ["PVCInternVisionLayer", "LlamaDecoderLayer", "Qwen2DecoderLayer", "Phi3DecoderLayer",
+                         "MistralDecoderLayer"]
     _skip_keys_device_placement = "past_key_values"
     _supports_sdpa = True
     _supports_flash_attn = True
@@ -465,18 +426,14 @@ class PVCInternVLPreTrainedModel(PreTrainedModel):
         try:
             model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
         except SafetensorError as err:
-            raise ValueError(
-                f"the checkpoint {pretrained_model_name_or_path} has an unreadable weights file "
-                f"{_damaged_safetensors(pretrained_model_name_or_path)} ({err}); it is truncated or damaged: download "
-                "or convert it again"
-            ) from err
+            raise ValueError(f"the checkpoint {pretrained_model_name_or_path} has an unreadable weights file "
+                             f"{_damaged_safetensors(pretrained_model_name_or_path)} ({err}); it is truncated or damaged: "
+                             "download or convert it again") from err
         missing = _untied_missing_keys(model, info.get("missing_keys") or [])
         if missing:
             shown = ", ".join(missing[:12]) + (f", ... ({len(missing) - 12} more)" if len(missing) > 12 else "")
-            raise ValueError(
-                f"the checkpoint {pretrained_model_name_or_path} lacks {len(missing)} weights of the model: {shown}; "
-                "convert official checkpoints with conversion/convert_checkpoint.py"
-            )
+            raise ValueError(f"the checkpoint {pretrained_model_name_or_path} lacks {len(missing)} weights of the model: "
+                             f"{shown}; convert official checkpoints with conversion/convert_checkpoint.py")
         return model
 
     @torch.no_grad()
@@ -529,8 +486,7 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
         (i, j) concatenates the k x k block at rows i*k.., columns j*k..; ``"v1"`` leaves the grid transposed."""
         n, w, h, c = x.shape
         r = self.config.downsample_ratio
-        x = x.view(n, w, int(h * r), int(c / r))
-        x = x.permute(0, 2, 1, 3).contiguous()
+        x = x.view(n, w, int(h * r), int(c / r)).permute(0, 2, 1, 3).contiguous()
         x = x.view(n, int(h * r), int(w * r), int(c / (r * r)))
         if self.config.ps_version == "v2":
             x = x.permute(0, 2, 1, 3).contiguous()
@@ -550,18 +506,15 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
         depth = self.config.select_layer % (self.config.vision_config.num_hidden_layers + 1)  # blocks to run
         hidden, _ = self.vision_model.encode(frames, clip_len, depth, chunk_frames)
         hidden = hidden.view(n_clips, clip_len, *hidden.shape[1:])
-        return over_spans(
-            frame_spans(clip_len, chunk_frames),
-            lambda start, end: self.project_frames(hidden[:, start:end].flatten(0, 1)).unflatten(0, (n_clips, -1)),
-        )
+        spans = frame_spans(clip_len, chunk_frames)
+        return over_spans(spans, lambda s, e: self.project_frames(hidden[:, s:e].flatten(0, 1)).unflatten(0, (n_clips, -1)))
 
     def _check_pixels(self, pixel_values: Any) -> None:
         check_pixel_values(pixel_values, self.config.image_size)
 
     def _clip_plan(self, layout: SampleLayout) -> list[tuple[list[int], int]]:
-        """The sample's clips as ``(frame indices into the sample, repeat)``: every image tile is a static clip
-        of ``image_repeat_time`` frames; video frames (each ``video_repeat_time`` times) form one clip, or
-        clips of ``max_clip_frames``."""
+        """The sample's clips as ``(frame indices into the sample, repeat)``: each image tile a static clip of
+        ``image_repeat_time`` frames; the video one clip (or clips of ``max_clip_frames``), ``video_repeat_time``."""
         if layout.flag != DataFlag.VIDEO:
             return [([i], self.config.image_repeat_time) for i in range(layout.size)]
         limit = self.config.max_clip_frames or layout.size
@@ -609,10 +562,8 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
         return torch.cat(self.encode_samples(pixel_values, layouts, chunk_frames), dim=0)
     def _require_context_id(self) -> int:
         if self.config.img_context_token_id is None:
-            raise ValueError(
-                f"config.img_context_token_id is not set; set it to the tokenizer's id of {IMG_CONTEXT_TOKEN} "
-                f"(model.config.img_context_token_id = tokenizer.convert_tokens_to_ids('{IMG_CONTEXT_TOKEN}'))"
-            )
+            raise ValueError(f"config.img_context_token_id is not set; set it to the tokenizer's id of {IMG_CONTEXT_TOKEN} "
+                             f"(model.config.img_context_token_id = tokenizer.convert_tokens_to_ids('{IMG_CONTEXT_TOKEN}'))")
         return int(self.config.img_context_token_id)
 
     def merge_visual_tokens(self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
@@ -620,9 +571,8 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
         mask = input_ids == self._require_context_id()
         num_slots = int(mask.sum())
         if num_slots != visual.shape[0]:
-            raise ValueError(
-                f"the prompt has {num_slots} {IMG_CONTEXT_TOKEN} tokens but the images give {visual.shape[0]} visual tokens"
-            )
+            raise ValueError(f"the prompt has {num_slots} {IMG_CONTEXT_TOKEN} tokens but the images give "
+                             f"{visual.shape[0]} visual tokens")
         visual = visual.to(inputs_embeds.device, inputs_embeds.dtype)
         return inputs_embeds.masked_scatter(mask.unsqueeze(-1).to(inputs_embeds.device), visual)
 
@@ -636,9 +586,7 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
             if input_ids is None:  # the slots hold the IMG_CONTEXT_TOKEN embedding
                 input_ids = self._slot_ids(inputs_embeds)
             if image_flags is not None:
-                keep = image_flags.reshape(-1) == 1
-                if not bool(keep.all()):
-                    pixel_values = pixel_values[keep.to(pixel_values.device)]
+                pixel_values = pixel_values[(image_flags.reshape(-1) == 1).to(pixel_values.device)]
             visual = self.extract_feature(pixel_values, *layout)
             return self.merge_visual_tokens(input_ids, inputs_embeds, visual.reshape(-1, visual.shape[-1]))
         if visual_embeds is None or input_ids is None:
@@ -649,17 +597,14 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
         if not bool(counts.any()):
             return inputs_embeds
         if visual_embeds.shape[0] != input_ids.shape[0] or int(counts.max()) > visual_embeds.shape[1]:
-            raise ValueError(
-                f"visual_embeds {tuple(visual_embeds.shape)} do not fit the {IMG_CONTEXT_TOKEN} slots of the rows "
-                f"{counts.tolist()}"
-            )
+            raise ValueError(f"visual_embeds {tuple(visual_embeds.shape)} do not fit the {IMG_CONTEXT_TOKEN} slots of the "
+                             f"rows {counts.tolist()}")
         slot = torch.arange(visual_embeds.shape[1], device=counts.device)[None]
         taken = slot >= visual_embeds.shape[1] - counts[:, None]
         return self.merge_visual_tokens(input_ids, inputs_embeds, visual_embeds[taken.to(visual_embeds.device)])
 
     def _reset_dynamic_rope(self) -> None:
-        """Dynamic-NTK rotary embeddings keep the frequencies of the longest input seen; a new prompt starts
-        from the original ones."""
+        """A new prompt starts from the original dynamic-NTK rotary frequencies (they keep the longest input's)."""
         for module in self.language_model.modules():
             if hasattr(module, "original_inv_freq") and hasattr(module, "max_seq_len_cached"):
                 if module.max_seq_len_cached != getattr(module, "original_max_seq_len", module.max_seq_len_cached):
@@ -676,14 +621,11 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
         visual_embeds: torch.Tensor | None = None, cache: Any = None, logits_to_keep: int | torch.Tensor = 0, **kwargs,
     ) -> CausalLMOutputWithPast:
         """Official-compatible forward: visual tokens replace the ``IMG_CONTEXT_TOKEN`` embeddings, then the LLM.
-
         ``image_flags`` ``(num_tiles, 1)``: tiles flagged 0 are dropped (the official training padding).
         ``visual_embeds`` ``(B, V, D)``: encoded visual tokens, row ``b`` for prompt row ``b`` (from ``generate``).
-        The KV cache comes as ``past_key_values`` or (transformers >= 5.24) ``cache``.
-        """
-        inputs_embeds = self._input_embeddings(
-            input_ids, inputs_embeds, pixel_values, image_flags, (data_flag, split_sizes, num_patches_list), visual_embeds
-        )
+        The KV cache comes as ``past_key_values`` or (transformers >= 5.24) ``cache``."""
+        layout = (data_flag, split_sizes, num_patches_list)
+        inputs_embeds = self._input_embeddings(input_ids, inputs_embeds, pixel_values, image_flags, layout, visual_embeds)
         if cache is not None and past_key_values is not None:
             raise ValueError("give the KV cache as cache or as past_key_values, not both")
         cache = cache if cache is not None else past_key_values
@@ -697,17 +639,11 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
             **{name: value for name, value in flags.items() if value is not None},  # None: the config decides
             **kwargs,
         )
-        if return_dict is False:
-            return outputs.to_tuple()
-        return CausalLMOutputWithPast(
-            loss=outputs.loss, logits=outputs.logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions,
-            **{CACHE_ARG: getattr(outputs, CACHE_ARG)},
-        )
+        return outputs.to_tuple() if return_dict is False else outputs
 
 
 def _legacy_quantization_flags(kwargs: dict) -> dict:
     """The official ``load_in_8bit`` / ``load_in_4bit`` (gone in transformers 5) as a ``quantization_config``."""
-    kwargs = dict(kwargs)
     flags = {name: kwargs.pop(name) for name in ("load_in_8bit", "load_in_4bit") if name in kwargs}
     for name, value in flags.items():
         if value is not None and not isinstance(value, bool):
@@ -721,16 +657,12 @@ def _legacy_quantization_flags(kwargs: dict) -> dict:
         raise ValueError(f"give quantization_config or {enabled[0]}=True, not both")
     if importlib.util.find_spec("bitsandbytes") is None:
         raise ImportError(f"{enabled[0]}=True needs the bitsandbytes package (pip install bitsandbytes) and a CUDA GPU")
-    from transformers import BitsAndBytesConfig
-
     kwargs["quantization_config"] = BitsAndBytesConfig(**{enabled[0]: True})
     return kwargs
 
 
 def _damaged_safetensors(folder: Any) -> str:
     """The first ``*.safetensors`` file of a local checkpoint folder whose header cannot be read (or "")."""
-    from safetensors import safe_open
-
     for path in sorted(Path(str(folder)).glob("*.safetensors")) if Path(str(folder)).is_dir() else []:
         try:
             with safe_open(str(path), framework="pt"):
