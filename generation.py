@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,8 @@ from .layout import SampleLayout, left_pad, sample_layouts
 from .prunevid import CACHE_ARG, STAGE2_SETTINGS, llm_prefill_flops, merge_sample, pruned_generate
 
 logger = logging.get_logger(__name__)
+# transformers 5 tells prepare_inputs_for_generation which step is the first (is_first_iteration); 4.x does not
+_MARKS_FIRST_ITERATION = "is_first_iteration" in inspect.signature(GenerationMixin.prepare_inputs_for_generation).parameters
 
 
 @dataclass
@@ -323,8 +326,9 @@ class PVCInternVLGenerationMixin:
         """``GenerationMixin``'s inputs, plus ``visual_embeds`` on the steps that see the prompt: the first one, and
         every step when the cache is off."""
         inputs = super().prepare_inputs_for_generation(input_ids, *args, inputs_embeds=inputs_embeds, **kwargs)
-        first = kwargs.get("is_first_iteration")
-        if first is None:  # transformers 4.x: the first step starts at position 0 or after a prefix cache (> 1 id)
+        if _MARKS_FIRST_ITERATION:
+            first = bool(kwargs.get("is_first_iteration"))
+        else:  # transformers 4.x: the first step starts at position 0 or after a prefix cache (> 1 id)
             position = kwargs.get("cache_position")
             first = position is None or int(position[0]) == 0 or position.shape[0] > 1
         if visual_embeds is not None and (first or not kwargs.get("use_cache", True)):

@@ -17,6 +17,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig, GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput, CausalLMOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
@@ -211,7 +212,7 @@ class InternMLP(nn.Module):
         return self.fc2(self.act(self.fc1(hidden_states)))
 
 
-class PVCInternVisionLayer(nn.Module):
+class PVCInternVisionLayer(GradientCheckpointingLayer):
     """InternViT block with optional PVC parts:
     ``x += ls1 * Attn(AdaLN1(x, e))``; ``x += TMHA(x)`` (temporal layers); ``x += ls2 * MLP(AdaLN2(x, e))``,
     ``AdaLN(x, e) = norm(x) * (1 + scale(e)) + shift(e)``. ``adaLN_modulation`` (SiLU -> zero Linear(C, n * C))
@@ -279,6 +280,7 @@ class PVCInternVisionPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["PVCInternVisionLayer"]
     _supports_sdpa = True
     _supports_flash_attn = True
+    supports_gradient_checkpointing = True
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -381,6 +383,9 @@ class PVCInternVisionModel(PVCInternVisionPreTrainedModel):
         if self.time_embedder is not None:
             per_frame = self.time_embedder(torch.arange(clip_len, device=hidden.device), clip_len).to(hidden.dtype)
         chunked = len(spans) > 1
+        if chunked and self.training and any(layer.gradient_checkpointing for layer in layers):
+            raise ValueError("chunk_frames (chunked clip encoding) is for inference; gradient checkpointing recomputes "
+                             "the blocks, so train without chunk_frames")
         store = TemporalKV(clip_len) if chunked else None
         snapshot = (lambda h: h.flatten(0, 1).clone()) if chunked else (lambda h: h.flatten(0, 1))  # buffer reused
         states = [snapshot(hidden)] if output_hidden_states else None
@@ -415,6 +420,8 @@ class PVCInternVLPreTrainedModel(PreTrainedModel):
     _skip_keys_device_placement = "past_key_values"
     _supports_sdpa = True
     _supports_flash_attn = True
+    _can_compile_fullgraph = True
+    supports_gradient_checkpointing = True
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any):
@@ -603,13 +610,20 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
         taken = slot >= visual_embeds.shape[1] - counts[:, None]
         return self.merge_visual_tokens(input_ids, inputs_embeds, visual_embeds[taken.to(visual_embeds.device)])
 
-    def _reset_dynamic_rope(self) -> None:
-        """A new prompt starts from the original dynamic-NTK rotary frequencies (they keep the longest input's)."""
-        for module in self.language_model.modules():
-            if hasattr(module, "original_inv_freq") and hasattr(module, "max_seq_len_cached"):
-                if module.max_seq_len_cached != getattr(module, "original_max_seq_len", module.max_seq_len_cached):
-                    module.register_buffer("inv_freq", module.original_inv_freq.to(module.inv_freq.device), persistent=False)
-                    module.max_seq_len_cached = module.original_max_seq_len
+    def _reset_dynamic_rope(self, cache: Any = None) -> None:
+        """A new prompt (no cache, or an empty one) starts from the original dynamic-NTK rotary frequencies
+        (transformers keeps the longest input's). Python attributes are checked first, so a model without grown
+        frequencies never reads the cache length (a compiled forward stays free of data-dependent branches)."""
+        grown = [
+            module for module in self.language_model.modules()
+            if hasattr(module, "original_inv_freq") and hasattr(module, "max_seq_len_cached")
+            and module.max_seq_len_cached != getattr(module, "original_max_seq_len", module.max_seq_len_cached)
+        ]
+        if not grown or (cache.get_seq_length() if hasattr(cache, "get_seq_length") else (cache[0][0].shape[-2] if cache else 0)):
+            return
+        for module in grown:
+            module.register_buffer("inv_freq", module.original_inv_freq.to(module.inv_freq.device), persistent=False)
+            module.max_seq_len_cached = module.original_max_seq_len
 
     def forward(
         self, input_ids: torch.LongTensor | None = None, pixel_values: torch.Tensor | None = None,
@@ -629,9 +643,7 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
         if cache is not None and past_key_values is not None:
             raise ValueError("give the KV cache as cache or as past_key_values, not both")
         cache = cache if cache is not None else past_key_values
-        length = cache.get_seq_length() if hasattr(cache, "get_seq_length") else (cache[0][0].shape[-2] if cache else 0)
-        if not length:  # a new prompt (no cache, or an empty one)
-            self._reset_dynamic_rope()
+        self._reset_dynamic_rope(cache)
         flags = {"use_cache": use_cache, "output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
         outputs = self.language_model(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, labels=labels,

@@ -398,3 +398,34 @@ def _switch_attention(model, implementation: str) -> None:
     if version.parse(transformers.__version__).major < 5:
         model.config.vision_config._attn_implementation = implementation
         model.language_model.config._attn_implementation = implementation
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    """gradient_checkpointing_enable() recomputes the vision blocks and the LLM layers in the backward pass
+    (each block runs twice per step) and leaves the loss and every gradient unchanged."""
+    from tests.tiny import pixels
+
+    model = tiny_model(pvc=True, temporal_random=True).train()
+    context = model.config.img_context_token_id
+    ids = torch.tensor([[1] + [context] * (4 * model.config.tokens_per_tile(3)) + [5, 6, 8]])
+    inputs = dict(input_ids=ids, pixel_values=pixels(4), data_flag=[3], split_sizes=[4], labels=ids)
+    runs = []
+    block = model.vision_model.encoder.layers[0]
+    block.attn.register_forward_hook(lambda *_: runs.append(1))  # a part of the block: it runs again when recomputed
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        runs.clear()
+        loss = model(**inputs).loss
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, len(runs)
+
+    loss, grads, plain_runs = step()
+    model.gradient_checkpointing_enable()
+    assert block.gradient_checkpointing and model.language_model.is_gradient_checkpointing
+    ckpt_loss, ckpt_grads, ckpt_runs = step()
+    assert (plain_runs, ckpt_runs) == (1, 2)
+    assert torch.allclose(loss, ckpt_loss)
+    assert grads.keys() == ckpt_grads.keys() and any("temporal_attn" in n for n in grads)
+    for name, grad in grads.items():
+        assert torch.allclose(grad, ckpt_grads[name], atol=1e-6), name

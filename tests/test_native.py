@@ -413,3 +413,50 @@ def test_prunevid_leaves_calls_without_a_video_alone(model, processor, media):
     embeds = model.get_input_embeddings()(video["input_ids"])
     with pytest.raises(ValueError, match="PruneVid re-lays and prunes the prompt"):
         model.generate(**video, inputs_embeds=embeds, prunevid=PRUNEVID, **GEN)
+
+
+@pytest.mark.parametrize("kind", ["image", "video"])
+def test_static_cache_generation_equals_dynamic_cache_generation(model, processor, media, kind):
+    inputs = processor.apply_chat_template(conversation(kind, media, "what is here"), add_generation_prompt=True,
+                                           tokenize=True, return_dict=True)
+    dynamic = model.generate(**inputs, max_new_tokens=5, do_sample=False, eos_token_id=None)
+    static = model.generate(**inputs, max_new_tokens=5, do_sample=False, eos_token_id=None,
+                            cache_implementation="static", return_dict_in_generate=True)
+    assert type(static.past_key_values if hasattr(static, "past_key_values") else static.cache).__name__ == "StaticCache"
+    assert torch.equal(static.sequences, dynamic)
+
+
+def test_decode_steps_see_no_visual_tokens(model, processor, media):
+    """Only the prompt step merges visual tokens; a decode step (one new id) gets none, so a compiled forward of the
+    decode steps has no data-dependent branch."""
+    inputs = processor.apply_chat_template(conversation("image", media, "what"), add_generation_prompt=True,
+                                           tokenize=True, return_dict=True)
+    seen = []
+    hook = model.register_forward_pre_hook(
+        lambda _, args, kwargs: seen.append((kwargs["input_ids"].shape[1], kwargs.get("visual_embeds") is not None)),
+        with_kwargs=True)
+    try:
+        model.generate(**inputs, max_new_tokens=4, do_sample=False, eos_token_id=None)
+    finally:
+        hook.remove()
+    assert seen == [(inputs["input_ids"].shape[1], True)] + [(1, False)] * 3
+
+
+def test_compiled_static_cache_generation_equals_eager(model, processor, media):
+    """transformers compiles the decode steps of a static cache (fullgraph, forced on CPU here)."""
+    from transformers import CompileConfig
+
+    inputs = processor.apply_chat_template(conversation("image", media, "what"), add_generation_prompt=True,
+                                           tokenize=True, return_dict=True)
+    eager = model.generate(**inputs, max_new_tokens=4, do_sample=False, eos_token_id=None)
+    config = CompileConfig(fullgraph=True, dynamic=False)
+    config._compile_all_devices = True  # transformers compiles on accelerators only unless told
+    torch.compiler.reset()
+    try:
+        compiled = model.generate(**inputs, max_new_tokens=4, do_sample=False, eos_token_id=None,
+                                  cache_implementation="static", compile_config=config)
+        assert hasattr(model, "_compiled_call"), "the decode steps were not compiled"
+    finally:
+        model.__dict__.pop("_compiled_call", None)
+        torch.compiler.reset()
+    assert torch.equal(compiled, eager)
