@@ -18,8 +18,7 @@ logger = logging.get_logger(__name__)
 
 
 class PVCInternVLChatMixin:
-    """The official InternVL2 / PVC ``chat`` / ``batch_chat``: thin wrappers, processor -> ``generate`` -> decode.
-    Prompt text lives in the processor; these only map the official arguments onto it."""
+    """``chat`` / ``batch_chat``: processor -> ``generate`` -> decode; prompt text lives in the processor."""
 
     def _chat_processor(self, tokenizer: Any, image_tokens: tuple[str, str, str]) -> PVCInternVLProcessor:
         if image_tokens != (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN):
@@ -37,78 +36,48 @@ class PVCInternVLChatMixin:
         return processor
 
     def chat(
-        self,
-        tokenizer: Any,
-        pixel_values: torch.Tensor | None,
-        question: str,
-        generation_config: GenerationConfig | dict | None = None,
-        history: list | None = None,
-        return_history: bool = False,
-        num_patches_list: Any = None,
-        IMG_START_TOKEN: str = IMG_START_TOKEN,
-        IMG_END_TOKEN: str = IMG_END_TOKEN,
-        IMG_CONTEXT_TOKEN: str = IMG_CONTEXT_TOKEN,
-        verbose: bool = False,
-        data_flag: Any = None,
-        split_sizes: Any = None,
-        prunevid: dict | None = None,
-        return_stats: bool = False,
+        self, tokenizer: Any, pixel_values: torch.Tensor | None, question: str,
+        generation_config: GenerationConfig | dict | None = None, history: list | None = None,
+        return_history: bool = False, num_patches_list: Any = None, IMG_START_TOKEN: str = IMG_START_TOKEN,
+        IMG_END_TOKEN: str = IMG_END_TOKEN, IMG_CONTEXT_TOKEN: str = IMG_CONTEXT_TOKEN, verbose: bool = False,
+        data_flag: Any = None, split_sizes: Any = None, prunevid: dict | None = None, return_stats: bool = False,
     ):
-        """Answer ``question`` about one sample (an image, several images, a video, or text only).
-
-        The official InternVL2 / PVC signature: processor -> ``generate`` -> decode. ``data_flag``: ``[1]`` one
-        image, ``[2]`` several images (``num_patches_list`` = tiles per ``<image>``), ``[3]`` a video
+        """Answer ``question`` about one sample (an image, several images, a video, or text only). ``data_flag``:
+        ``[1]`` one image, ``[2]`` several images (``num_patches_list`` = tiles per ``<image>``), ``[3]`` a video
         (``conversation.build_video_prompt``). Returns the answer, plus the updated history with ``return_history``
-        and the token / FLOPs accounting with ``return_stats``.
-        """
+        and the :class:`CallStats` with ``return_stats``."""
         processor = self._chat_processor(tokenizer, (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN))
         if not isinstance(question, str):
             raise ValueError(f"question must be a string, got {type(question).__name__} (use batch_chat for several)")
-        if pixel_values is not None and data_flag is None and is_video_prompt(question):
-            logger.warning(
-                "chat() got a video prompt (build_video_prompt) without data_flag, so it answers it as an image "
-                "sample; pass data_flag=[3] for a video, as the official evaluation scripts do"
-            )
-        if pixel_values is not None and num_patches_list is not None and data_flag is None and split_sizes is None:
-            split_sizes = [pixel_values.shape[0]]
+        if pixel_values is not None:
+            self._check_pixels(pixel_values)
+            if data_flag is None and is_video_prompt(question):
+                logger.warning(
+                    "chat() got a video prompt (build_video_prompt) without data_flag, so it answers it as an image "
+                    f"sample; pass data_flag=[{int(DataFlag.VIDEO)}] for a video, as the official evaluation scripts do"
+                )
+            if num_patches_list is not None and data_flag is None and split_sizes is None:
+                split_sizes = [pixel_values.shape[0]]
         inputs, stored = processor.chat_inputs(
-            [question], self._checked_pixels(pixel_values), [history], data_flag, split_sizes, num_patches_list,
-            self.system_message,
+            [question], pixel_values, [history], data_flag, split_sizes, num_patches_list, self.system_message
         )
-        if len(inputs["input_ids"]) != 1:
-            raise ValueError("chat answers one sample; use batch_chat for several")
         response, stats = self._answer(processor, inputs, generation_config, prunevid, verbose)
         history = list(history or []) + [(stored[0], response[0])]
-        result = (response[0], history) if return_history else response[0]
-        if return_stats:
-            return (*result, stats) if return_history else (result, stats)
-        return result
+        result = (response[0], history) if return_history else (response[0],)
+        result += (stats,) if return_stats else ()
+        return result if len(result) > 1 else result[0]
 
     def batch_chat(
-        self,
-        tokenizer: Any,
-        pixel_values: torch.Tensor | None,
-        questions: list[str],
-        generation_config: GenerationConfig | dict | None = None,
-        num_patches_list: Any = None,
-        history: list | None = None,
-        return_history: bool = False,
-        IMG_START_TOKEN: str = IMG_START_TOKEN,
-        IMG_END_TOKEN: str = IMG_END_TOKEN,
-        IMG_CONTEXT_TOKEN: str = IMG_CONTEXT_TOKEN,
-        verbose: bool = False,
-        image_counts: Any = None,
-        data_flag: Any = None,
-        split_sizes: Any = None,
-        prunevid: dict | None = None,
+        self, tokenizer: Any, pixel_values: torch.Tensor | None, questions: list[str],
+        generation_config: GenerationConfig | dict | None = None, num_patches_list: Any = None,
+        history: list | None = None, return_history: bool = False, IMG_START_TOKEN: str = IMG_START_TOKEN,
+        IMG_END_TOKEN: str = IMG_END_TOKEN, IMG_CONTEXT_TOKEN: str = IMG_CONTEXT_TOKEN, verbose: bool = False,
+        image_counts: Any = None, data_flag: Any = None, split_sizes: Any = None, prunevid: dict | None = None,
         return_stats: bool = False,
     ):
-        """Answer one question per sample, all samples in one left-padded batch.
-
-        ``split_sizes`` gives the tiles / frames per sample (default: ``num_patches_list``, one image per
-        question); ``num_patches_list`` is flat (one entry per ``<image>`` across the batch) or one list per
-        sample; ``data_flag`` has one entry per sample (default: all images).
-        """
+        """Answer one question per sample, all samples in one left-padded batch. ``split_sizes``: tiles / frames per
+        sample (default: ``num_patches_list``, one image per question); ``num_patches_list``: flat (one entry per
+        ``<image>``) or one list per sample; ``data_flag``: one entry per sample (default: all images)."""
         if history is not None or return_history:
             raise ValueError("batch_chat does not support multi-turn history; use chat for each sample")
         if image_counts is not None:
@@ -120,19 +89,19 @@ class PVCInternVLChatMixin:
             if split_sizes is None and num_patches_list is None:
                 raise ValueError("batch_chat needs num_patches_list or split_sizes to split pixel_values per question")
             if split_sizes is None:
-                split_sizes = [sum(p) if isinstance(p, (list, tuple)) else p for p in _listed(num_patches_list)]
+                patches = num_patches_list.tolist() if torch.is_tensor(num_patches_list) else num_patches_list
+                split_sizes = [sum(p) if isinstance(p, (list, tuple)) else p for p in patches]
             if data_flag is None:  # one image sample per entry of split_sizes
-                data_flag = [int(DataFlag.IMAGE)] * len(_listed(split_sizes))
+                data_flag = [int(DataFlag.IMAGE)] * len(split_sizes)
+            self._check_pixels(pixel_values)
         inputs, _ = processor.chat_inputs(
-            list(questions), self._checked_pixels(pixel_values), None, data_flag, split_sizes, num_patches_list,
-            self.system_message,
+            list(questions), pixel_values, None, data_flag, split_sizes, num_patches_list, self.system_message
         )
         responses, stats = self._answer(processor, inputs, generation_config, prunevid, verbose)
         return (responses, stats) if return_stats else responses
 
     def _answer(self, processor, inputs, generation_config, prunevid, verbose) -> tuple[list[str], Any]:
-        """generate -> decode for the chat wrappers. The answer stops at the template separator, as in the official
-        ``chat`` (``generate`` adds it to the checkpoint's stop ids)."""
+        """generate -> decode; the answer stops at the template separator, as in the official ``chat``."""
         if verbose:
             for row in processor.tokenizer.batch_decode(inputs["input_ids"], skip_special_tokens=False):
                 logger.info(row.replace(IMG_CONTEXT_TOKEN * max(self.num_image_token, 1), "<IMG_CONTEXT*L>"))
@@ -145,13 +114,3 @@ class PVCInternVLChatMixin:
         ids, stats = self.generate(**inputs.to(device), generation_config=settings, prunevid=prunevid, return_stats=True)
         sequences = ids.sequences if hasattr(ids, "sequences") else ids
         return processor.decode_answers(sequences[:, inputs["input_ids"].shape[1] :]), stats
-
-    def _checked_pixels(self, pixel_values: Any) -> torch.Tensor | None:
-        if pixel_values is not None:
-            self._check_pixels(pixel_values)
-        return pixel_values
-
-
-def _listed(value: Any) -> list:
-    """A list from a list / tuple / tensor (``batch_chat``'s ``num_patches_list``)."""
-    return value.tolist() if torch.is_tensor(value) else list(value)

@@ -405,7 +405,7 @@ CONFIG_SETTINGS = {
     "max_clip_frames": Setting(int, None, "cut a video into clips of at most this many frames (None = one)", low=1),
     "vision_chunk_frames": Setting(int, None, "encode a clip this many frames at a time, temporal layers reading the "
                                               "earlier frames' keys/values (exact, less memory; None = all)", low=1),
-    "img_context_token_id": Setting(int, None, "token id of <IMG_CONTEXT>", low=0),
+    "img_context_token_id": Setting(int, None, "token id of the image-context token (conversation.IMG_CONTEXT_TOKEN)", low=0),
     "system_message": Setting(str, None, "replaces the template's system message"),
     "prunevid": Setting(dict, None, "PruneVid settings (a dict or PruneVidConfig; off by default)"),
 }

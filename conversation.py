@@ -1,9 +1,5 @@
-"""The one home of every fixed prompt text: templates, media placeholders, image tokens, media prefixes.
-
-The templates use the MPT separator style: every message is ``role + text + sep``, no newline after the
-separator, and the prompt ends with the assistant role. Each :class:`ConversationTemplate` also generates
-its Jinja chat template (for ``apply_chat_template``), which renders byte-identical prompts.
-"""
+"""The one home of every fixed prompt text: templates (MPT separator style, each also as a Jinja chat template that
+renders byte-identical prompts), media placeholders, image tokens, media prefixes."""
 
 from __future__ import annotations
 
@@ -39,8 +35,7 @@ def build_multi_image_prompt(num_images: int) -> str:
 
 
 def media_prefix(count: int, video: bool = False) -> str:
-    """What the official code prepends to a question about media without ``<image>``: one line per frame / image
-    (a single image gets a bare ``<image>`` line)."""
+    """Official prefix of a question about media without ``<image>``: a line per frame / image, bare for one image."""
     if video:
         return build_video_prompt(count)
     return build_multi_image_prompt(count) if count > 1 else IMAGE_PLACEHOLDER + "\n"
@@ -68,17 +63,13 @@ class ConversationTemplate:
         system = self.system_message if system_message is None else system_message
         parts = [self.system_template.format(system_message=system) + self.sep]
         for old_question, old_answer in history:
-            parts.append(self.user_role + old_question + self.sep)
-            parts.append(self.assistant_role + old_answer + self.sep)
-        parts.append(self.user_role + question + self.sep)
-        parts.append(self.assistant_role)
-        return "".join(parts)
+            parts += [self.user_role + old_question + self.sep, self.assistant_role + old_answer + self.sep]
+        return "".join(parts) + self.user_role + question + self.sep + self.assistant_role
 
     @property
     def jinja(self) -> str:
-        """The Jinja chat template rendering what :meth:`render` renders, for transformers' message format: a
-        leading ``system`` message replaces the default one; an ``image`` item becomes ``<image>\n`` (after
-        ``image_prefix(k)`` when the message has several), a ``video`` item ``<video>``."""
+        """:meth:`render` as Jinja for transformers' messages: a leading ``system`` message replaces the default one;
+        an ``image`` item becomes ``<image>\n`` (after ``image_prefix(k)`` if several), a ``video`` item ``<video>``."""
         system_prefix, system_suffix = self.system_template.split("{system_message}")
         image_before, image_after = IMAGE_PREFIX.split("{}")
         lit = lambda text: json.dumps(text, ensure_ascii=False)  # noqa: E731 - a Jinja string literal
@@ -88,29 +79,22 @@ class ConversationTemplate:
             "{%- if messages[0]['content'] is string -%}{%- set system = messages[0]['content'] -%}"
             "{%- else -%}{%- set system = messages[0]['content'] | selectattr('type', 'equalto', 'text')"
             " | map(attribute='text') | join('') -%}{%- endif -%}"
-            "{%- set messages = messages[1:] -%}"
-            "{%- endif -%}"
+            "{%- set messages = messages[1:] -%}{%- endif -%}"
             "{{- " + lit(system_prefix) + " + system + " + lit(system_suffix + self.sep) + " -}}"
             "{%- for message in messages -%}"
             "{%- if message['role'] == 'user' -%}{{- " + lit(self.user_role) + " -}}"
             "{%- elif message['role'] == 'assistant' -%}{{- " + lit(self.assistant_role) + " -}}"
             "{%- else -%}{{- raise_exception('roles must be user or assistant after an optional first system "
             "message, got ' + message['role']) -}}{%- endif -%}"
-            "{%- if message['content'] is string -%}{{- message['content'] -}}"
-            "{%- else -%}"
+            "{%- if message['content'] is string -%}{{- message['content'] -}}{%- else -%}"
             "{%- set num_images = message['content'] | selectattr('type', 'equalto', 'image') | list | length -%}"
-            "{%- set seen = namespace(images=0) -%}"
-            "{%- for item in message['content'] -%}"
+            "{%- set seen = namespace(images=0) -%}{%- for item in message['content'] -%}"
             "{%- if item['type'] == 'image' -%}{%- set seen.images = seen.images + 1 -%}"
             "{%- if num_images > 1 -%}{{- '" + image_before + "' ~ seen.images ~ '" + image_after + "' -}}{%- endif -%}"
             "{{- " + lit(IMAGE_PLACEHOLDER + "\n") + " -}}"
             "{%- elif item['type'] == 'video' -%}{{- " + lit(VIDEO_PLACEHOLDER) + " -}}"
-            "{%- elif item['type'] == 'text' -%}{{- item['text'] -}}"
-            "{%- endif -%}"
-            "{%- endfor -%}"
-            "{%- endif -%}"
-            "{{- " + lit(self.sep) + " -}}"
-            "{%- endfor -%}"
+            "{%- elif item['type'] == 'text' -%}{{- item['text'] -}}{%- endif -%}{%- endfor -%}{%- endif -%}"
+            "{{- " + lit(self.sep) + " -}}{%- endfor -%}"
             "{%- if add_generation_prompt -%}{{- " + lit(self.assistant_role) + " -}}{%- endif -%}"
         )
 

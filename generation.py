@@ -1,11 +1,5 @@
 """Generation for PVC-InternVL: media encoded once per call (or once for many prompts), PruneVid around the
-language model, and ``GenerationMixin``'s contract (every row is its prompt followed by its new ids).
-
-A call goes through these steps once each: the sample layouts are checked against the prompt, the media are
-encoded (:class:`EncodedMedia`, with PruneVid stage 1 applied to the video samples), the prompt is re-laid to
-the merged token counts, and ``GenerationMixin.generate`` decodes (PruneVid stage 2: ``prunevid.pruned_generate``
-on the language model). :class:`CallStats` is the per-call accounting, filled along the way.
-"""
+language model, and ``GenerationMixin``'s contract (every row is its prompt followed by its new ids)."""
 
 from __future__ import annotations
 
@@ -51,25 +45,18 @@ class CallStats:
 
 @dataclass
 class EncodedMedia:
-    """The visual tokens of a call's samples, from :meth:`PVCInternVLGenerationMixin.encode_media`: pass it as
-    ``visual_features`` to ``generate`` / ``prefill`` with prompts built for the same media, and nothing is
-    decoded, encoded or merged again.
-
-    ``samples[i]``: sample ``i``'s tokens in slot order, ``(blocks, L, D)``, or ``(n, 1, D)`` after PruneVid
-    stage 1; ``frame_counts[i]``: tokens per frame after stage 1 (None where the sample was not merged);
-    ``groups[i]``: stage-2 token groups (empty for samples PruneVid does not prune).
-    """
+    """The visual tokens of a call's samples (:meth:`~PVCInternVLGenerationMixin.encode_media`): pass it as
+    ``visual_features`` to ``generate`` / ``prefill`` with prompts built for the same media."""
 
     layouts: list[SampleLayout] | None  # None: a bare (blocks, L, D) tensor given as visual_features
-    samples: list[torch.Tensor]
-    frame_counts: list[list[int] | None]
-    groups: list[list[int]]
+    samples: list[torch.Tensor]  # per sample, in slot order: (blocks, L, D), or (n, 1, D) after PruneVid stage 1
+    frame_counts: list[list[int] | None]  # tokens per frame after stage 1 (None where not merged)
+    groups: list[list[int]]  # stage-2 token groups (empty where PruneVid does not prune)
     prunevid: PruneVidConfig
     stats: CallStats
 
     @property
     def pruned(self) -> bool:
-        """Whether PruneVid acts on these media (it is on and there is a video sample)."""
         return self.prunevid.enabled and any(layout.is_video for layout in self.layouts or [])
 
     def tokens(self) -> torch.Tensor:
@@ -88,9 +75,8 @@ class PVCInternVLGenerationMixin:
         self, pixel_values: torch.Tensor, data_flag: Any = None, split_sizes: Any = None, num_patches_list: Any = None,
         prunevid: dict | None = None, input_ids: torch.LongTensor | None = None, attention_mask: Any = None,
     ) -> EncodedMedia:
-        """Encode media once for several prompts: the vision encoder, then PruneVid stage 1 on the video samples
-        when PruneVid is on (``config.prunevid`` with the ``prunevid`` overrides). ``model.encode_media(
-        **processor(videos=path))`` works: a prompt given with the media is checked against their layout."""
+        """Encode media once for several prompts (vision encoder, then PruneVid stage 1 on the videos when it is on);
+        ``model.encode_media(**processor(videos=path))`` works, the prompt checked against the media."""
         self._check_pixels(pixel_values)
         layouts = sample_layouts(pixel_values.shape[0], data_flag, split_sizes, num_patches_list)
         if input_ids is not None:
@@ -99,6 +85,7 @@ class PVCInternVLGenerationMixin:
         return self._encode(pixel_values, layouts, self._prunevid_settings(prunevid))
 
     def _encode(self, pixel_values: torch.Tensor, layouts: list[SampleLayout], settings: PruneVidConfig) -> EncodedMedia:
+        """The vision encoder, then PruneVid stage 1 on each video sample when PruneVid is on."""
         samples = self.encode_samples(pixel_values, layouts)
         tokens = [int(s.shape[0] * s.shape[1]) for s in samples]
         stats = CallStats(
@@ -108,36 +95,37 @@ class PVCInternVLGenerationMixin:
             visual_tokens=tokens, visual_tokens_after_stage1=list(tokens), stage1_applied=[False] * len(layouts),
         )
         media = EncodedMedia(layouts, samples, [None] * len(layouts), [[] for _ in layouts], settings, stats)
-        if media.pruned:
-            for index, layout in enumerate(layouts):
-                if layout.is_video:
-                    self._stage1(media, index)
+        for index, layout in enumerate(layouts if media.pruned else []):
+            if not layout.is_video:
+                continue
+            frames = samples[index].reshape(layout.size, -1, samples[index].shape[-1])  # (T, video_repeat_time * L, D)
+            merged = merge_sample(frames, settings) if settings.enable_stage1 else None
+            if merged is None:  # one stage-2 group per frame
+                if settings.enable_stage1:
+                    logger.warning(
+                        f"PruneVid stage 1 skipped for sample {index}: it has {layout.size} frames, fewer than the "
+                        f"{settings.k} it needs (k={settings.k}, "
+                        f"temporal_segment_ratio={settings.temporal_segment_ratio})"
+                    )
+                media.groups[index] = [frames.shape[1]] * layout.size
+                continue
+            samples[index] = merged.features.unsqueeze(1)
+            media.frame_counts[index] = merged.frame_token_counts
+            media.groups[index] = merged.group_sizes
+            stats.visual_tokens_after_stage1[index] = int(merged.features.shape[0])
+            stats.stage1_applied[index] = True
         return media
-
-    def _stage1(self, media: EncodedMedia, index: int) -> None:
-        """PruneVid stage 1 on video sample ``index`` of ``media`` (in place); without it, one group per frame."""
-        layout, settings = media.layouts[index], media.prunevid
-        frames = media.samples[index]
-        frames = frames.reshape(layout.size, -1, frames.shape[-1])  # (T, video_repeat_time * L, D)
-        merged = merge_sample(frames, settings) if settings.enable_stage1 else None
-        if merged is None:
-            if settings.enable_stage1:
-                logger.warning(
-                    f"PruneVid stage 1 skipped for sample {index}: it has {layout.size} frames, fewer than the "
-                    f"{settings.k} it needs (k={settings.k}, temporal_segment_ratio={settings.temporal_segment_ratio})"
-                )
-            media.groups[index] = [frames.shape[1]] * layout.size
-            return
-        media.samples[index] = merged.features.unsqueeze(1)
-        media.frame_counts[index] = merged.frame_token_counts
-        media.groups[index] = merged.group_sizes
-        media.stats.visual_tokens_after_stage1[index] = int(merged.features.shape[0])
-        media.stats.stage1_applied[index] = True
 
     def _call_media(self, input_ids, pixel_values, visual_features, layout, prunevid, gen_config) -> EncodedMedia | None:
         """The encoded media of a call, checked against the prompt: encoded now from ``pixel_values``, or given."""
         if pixel_values is not None and visual_features is not None:
             raise ValueError("give pixel_values or precomputed visual_features, not both")
+        if pixel_values is not None:
+            self._check_pixels(pixel_values)
+            layouts = sample_layouts(pixel_values.shape[0], *layout)
+            check_slots(self.config, input_ids, layouts, self._require_context_id())
+        elif any(value is not None for value in layout):
+            raise ValueError("data_flag / split_sizes / num_patches_list were given without pixel_values")
         if isinstance(visual_features, EncodedMedia):
             base = visual_features.prunevid
             settings = self._prunevid_settings(prunevid, base)
@@ -147,39 +135,23 @@ class PVCInternVLGenerationMixin:
                     f"the media were encoded with PruneVid {base.settings()}; prunevid={prunevid} changes {changed}, "
                     f"which stage 1 used: pass them to encode_media (per call, only {list(STAGE2_SETTINGS)} may change)"
                 )
-            self._checked_layouts(input_ids, None, *layout)  # no layout beside encoded media
-            media = copy.copy(visual_features)
-            media.prunevid = settings
-            media.stats = copy.deepcopy(visual_features.stats)
-            check_slots(self.config, input_ids, media.layouts, self._require_context_id())
-            return media
+            check_slots(self.config, input_ids, visual_features.layouts, self._require_context_id())
+            return dataclasses.replace(visual_features, prunevid=settings, stats=copy.deepcopy(visual_features.stats))
         settings = self._prunevid_settings(prunevid)
-        layouts = self._checked_layouts(input_ids, pixel_values, *layout)
         if visual_features is not None:  # (blocks, L, D) for the prompt's slots, without a layout: no PruneVid
             if not torch.is_tensor(visual_features) or visual_features.ndim not in (2, 3):
                 raise ValueError(
                     "visual_features must be the EncodedMedia of encode_media or a (blocks, L, D) tensor, got "
                     f"{tuple(visual_features.shape) if torch.is_tensor(visual_features) else type(visual_features).__name__}"
                 )
-            tokens = int(visual_features.shape[0] * (visual_features.shape[1] if visual_features.ndim == 3 else 1))
+            tokens = visual_features.shape[:-1].numel()  # blocks * L
             stats = CallStats(visual_tokens=[tokens], visual_tokens_after_stage1=[tokens])
             return EncodedMedia(None, [visual_features], [None], [[]], settings, stats)
-        if layouts is None:
+        if pixel_values is None:
             return None
         if not (settings.enabled and settings.enable_stage1 and any(layout.is_video for layout in layouts)):
             check_budget(self.config, input_ids.shape[1], gen_config)  # the prompt keeps its length: before the encoder
         return self._encode(pixel_values, layouts, settings)
-
-    def _checked_layouts(self, input_ids, pixel_values, data_flag, split_sizes, num_patches_list):
-        """The sample layouts of a call (None without pixel_values), checked against the prompt's slots."""
-        if pixel_values is None:
-            if data_flag is not None or split_sizes is not None or num_patches_list is not None:
-                raise ValueError("data_flag / split_sizes / num_patches_list were given without pixel_values")
-            return None
-        self._check_pixels(pixel_values)
-        layouts = sample_layouts(pixel_values.shape[0], data_flag, split_sizes, num_patches_list)
-        check_slots(self.config, input_ids, layouts, self._require_context_id())
-        return layouts
 
     def _llm_prompt(self, input_ids, attention_mask, media: EncodedMedia | None):
         """The ids and mask the language model sees (the video runs re-laid to the stage-1 token counts) and the
@@ -193,14 +165,12 @@ class PVCInternVLGenerationMixin:
                 f"PruneVid needs one sample per prompt row with media: {len(media.layouts)} samples for "
                 f"{len(rows_with_media)} rows"
             )
-        sample_of_row = dict(zip(rows_with_media, range(len(media.layouts))))
-        rows, groups = [], []
-        for row in range(input_ids.shape[0]):
-            ids = input_ids[row][attention_mask[row].bool()]
-            index = sample_of_row.get(row)
-            counts = media.frame_counts[index] if index is not None else None
-            rows.append(relayout_row(ids, context_id, counts) if counts is not None else ids)
-            groups.append(media.groups[index] if index is not None else [])
+        rows = [input_ids[row][attention_mask[row].bool()] for row in range(input_ids.shape[0])]
+        groups = [[] for _ in rows]
+        for index, row in enumerate(rows_with_media):
+            if media.frame_counts[index] is not None:
+                rows[row] = relayout_row(rows[row], context_id, media.frame_counts[index])
+            groups[row] = media.groups[index]
         padding = input_ids[~attention_mask.bool()]  # any row's padding: row 0 may be the longest prompt
         new_ids, new_mask = left_pad(rows, int(padding[0]) if padding.numel() else 0)
         return new_ids.to(input_ids.device), new_mask.to(attention_mask.device), groups
@@ -209,8 +179,7 @@ class PVCInternVLGenerationMixin:
     def prefill(self, input_ids: torch.LongTensor, visual_features: EncodedMedia, attention_mask: torch.Tensor | None = None):
         """The KV cache of a prompt prefix that holds all of ``visual_features``' slots (e.g. the system prompt and
         the video before the question), as the language model sees it; pass a copy of it as ``past_key_values``
-        to ``generate`` with each full prompt and the same ``visual_features``. PruneVid stage 2 prunes the cache
-        by the question, so it cannot serve a shared prefix and is refused."""
+        to ``generate`` with each full prompt and the same ``visual_features``."""
         if not isinstance(visual_features, EncodedMedia):
             raise ValueError(f"prefill needs the EncodedMedia of encode_media, got {type(visual_features).__name__}")
         if visual_features.pruned and visual_features.prunevid.enable_stage2:
@@ -220,41 +189,30 @@ class PVCInternVLGenerationMixin:
                 "prunevid={'enable_stage2': False}"
             )
         attention_mask = _checked_prompt(input_ids, attention_mask)
-        media = self._call_media(input_ids, None, visual_features, (None, None, None), None, None)
-        ids, mask, _ = self._llm_prompt(input_ids, attention_mask, media)
+        check_slots(self.config, input_ids, visual_features.layouts, self._require_context_id())
+        ids, mask, _ = self._llm_prompt(input_ids, attention_mask, visual_features)
         self._reset_dynamic_rope()
-        out = self(input_ids=ids, attention_mask=mask, visual_embeds=self._row_visual(ids, media.tokens()), use_cache=True,
-                   logits_to_keep=1)  # only the cache is wanted
+        out = self(input_ids=ids, attention_mask=mask, visual_embeds=self._row_visual(ids, visual_features.tokens()),
+                   use_cache=True, logits_to_keep=1)  # only the cache is wanted
         return getattr(out, CACHE_ARG)
 
     @torch.no_grad()
     def generate(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        pixel_values: torch.Tensor | None = None,
-        attention_mask: torch.LongTensor | None = None,
-        visual_features: EncodedMedia | torch.Tensor | None = None,
-        generation_config: GenerationConfig | dict | None = None,
-        data_flag: Any = None,
-        split_sizes: Any = None,
-        num_patches_list: Any = None,
-        prunevid: dict | None = None,
-        return_stats: bool = False,
-        **kwargs,
+        self, input_ids: torch.LongTensor | None = None, pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.LongTensor | None = None, visual_features: EncodedMedia | torch.Tensor | None = None,
+        generation_config: GenerationConfig | dict | None = None, data_flag: Any = None, split_sizes: Any = None,
+        num_patches_list: Any = None, prunevid: dict | None = None, return_stats: bool = False, **kwargs,
     ):
-        """``GenerationMixin.generate`` with the visual tokens in the prompt's ``IMG_CONTEXT_TOKEN`` slots: every decoding
-        strategy and cache option applies, and each row is its prompt followed by its new ids (also after PruneVid
-        stage 1 shortened the prompt the LLM sees; with ``inputs_embeds`` alone, the new ids only). PruneVid stage 2
-        decodes with ``prunevid.pruned_generate`` (greedy, sampling, beams).
-
+        """``GenerationMixin.generate`` with the visual tokens in the prompt's ``IMG_CONTEXT_TOKEN`` slots: each row is
+        its prompt followed by its new ids (also after PruneVid stage 1 shortened the prompt the LLM sees; with
+        ``inputs_embeds`` alone, the new ids only). PruneVid stage 2 decodes with ``prunevid.pruned_generate``.
         Settings: ``self.generation_config`` < ``generation_config`` (a ``GenerationConfig`` or a dict) < keyword
-        arguments, except ``eos_token_id``, which adds to the checkpoint's stop ids. Args:
+        arguments; ``eos_token_id`` adds to the checkpoint's stop ids. Args:
             input_ids, attention_mask: ``(B, T)``, left padded (``PVCInternVLProcessor`` output).
             pixel_values: ``(num_tiles, 3, S, S)``; or ``visual_features``: the :class:`EncodedMedia` of
                 :meth:`encode_media` (its stage-1 settings are kept) or a ``(blocks, L, D)`` tensor.
             data_flag, split_sizes, num_patches_list: the layout of the samples (``layout.sample_layouts``).
-            prunevid: per-call overrides of ``config.prunevid`` (e.g. ``{"enabled": True}``).
-            return_stats: also return the :class:`CallStats` of this call.
+            prunevid: per-call overrides of ``config.prunevid``; return_stats: also return the :class:`CallStats`.
         """
         gen_config, model_kwargs = self._generation_config(generation_config, kwargs)
         embeds = model_kwargs.pop("inputs_embeds", None)  # the caller's prompt embeddings, if any
@@ -289,18 +247,14 @@ class PVCInternVLGenerationMixin:
         return (output, stats) if return_stats else output
 
     def _generate_dense(self, ids, mask, visual, embeds, slots_only, gen_config, model_kwargs, stats):
-        """``GenerationMixin.generate`` on the prompt the LLM sees, the visual tokens passed on as ``visual_embeds``;
-        with embeddings alone (``slots_only``: ``ids`` only mark the slots) they are merged into the embeddings
-        (GenerationMixin's convention then: the new ids only)."""
+        """``GenerationMixin.generate`` on the prompt the LLM sees (``slots_only``: embeddings, ``ids`` mark slots)."""
         stats.visual_tokens_after_stage2 = list(stats.visual_tokens_after_stage1)
         llm = self.config.llm_config
         stats.prefill_flops = [llm_prefill_flops([int(n)] * llm.num_hidden_layers, llm.hidden_size,
                                                  llm.intermediate_size) for n in mask.sum(dim=1).tolist()]
-        if slots_only:
-            embeds = self.merge_visual_tokens(ids, embeds, visual) if visual is not None else embeds
-            return GenerationMixin.generate(self, inputs_embeds=embeds, attention_mask=mask, generation_config=gen_config,
-                                            **model_kwargs)
-        if visual is not None:
+        if slots_only:  # media always come with it; GenerationMixin then returns the new ids only
+            embeds, ids = self.merge_visual_tokens(ids, embeds, visual), None
+        elif visual is not None:
             model_kwargs["visual_embeds"] = self._row_visual(ids, visual)
         if embeds is not None:
             model_kwargs["inputs_embeds"] = embeds
@@ -314,17 +268,14 @@ class PVCInternVLGenerationMixin:
             self.language_model, embeds, mask, visual_mask=visual_mask & pruned_rows[:, None], group_sizes=groups,
             selected_layer=settings.selected_layer, alpha=settings.alpha, generation_config=gen_config, **model_kwargs,
         )
-        rows = media_rows(visual_mask)
-        stats.visual_tokens_after_stage2 = [
-            int(stage2["visual_tokens_kept"][row]) if groups[row] else before
-            for row, before in zip(rows, stats.visual_tokens_after_stage1)
-        ]
+        rows, kept = media_rows(visual_mask), stage2["visual_tokens_kept"]
+        stats.visual_tokens_after_stage2 = [int(kept[row]) if groups[row] else before
+                                            for row, before in zip(rows, stats.visual_tokens_after_stage1)]
         stats.prefill_flops = [float(f) for f in stage2["prefill_flops"]]
         return output
 
     def prepare_inputs_for_generation(self, input_ids, *args, inputs_embeds=None, visual_embeds=None, **kwargs):
-        """``GenerationMixin``'s inputs, plus ``visual_embeds`` on the steps that see the prompt: the first one, and
-        every step when the cache is off."""
+        """``GenerationMixin``'s inputs, plus ``visual_embeds`` on steps that see the prompt (all without a cache)."""
         inputs = super().prepare_inputs_for_generation(input_ids, *args, inputs_embeds=inputs_embeds, **kwargs)
         if _MARKS_FIRST_ITERATION:
             first = bool(kwargs.get("is_first_iteration"))
@@ -336,16 +287,14 @@ class PVCInternVLGenerationMixin:
         return inputs
 
     def _slot_ids(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
-        """``(B, T)`` ids marking the ``IMG_CONTEXT_TOKEN`` slots of prompt embeddings (the positions holding that token's
-        embedding) and -1 elsewhere, for callers that pass ``inputs_embeds`` without ``input_ids``."""
+        """``(B, T)``: ``IMG_CONTEXT_TOKEN``'s id where ``inputs_embeds`` holds its embedding, -1 elsewhere."""
         context_id = self._require_context_id()
         context = self.get_input_embeddings().weight[context_id].to(inputs_embeds.dtype)
         return torch.where((inputs_embeds == context).all(-1), context_id, -1)
 
     def _row_visual(self, input_ids: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
         """Visual tokens ``(n, D)`` in slot order -> ``(B, V, D)``, row ``b`` holding its slots' tokens last (zero
-        padded in front), so that ``GenerationMixin`` can repeat them per row for beams and samples, and a step that
-        sees only the end of a prompt (after a prefix cache) takes the last ones."""
+        padded in front): ``GenerationMixin`` repeats rows for beams, and a step after a prefix cache takes the last."""
         counts = (input_ids == self._require_context_id()).sum(dim=1).tolist()
         if sum(counts) != visual.shape[0]:
             raise ValueError(
@@ -361,7 +310,10 @@ class PVCInternVLGenerationMixin:
         """The call's ``GenerationConfig`` (model defaults < ``generation_config`` < keyword arguments) and the
         remaining keyword arguments (``streamer``, ``stopping_criteria``, ...), which are not generation settings."""
         settings = {**generation_settings(generation_config), **kwargs}
-        _check_lengths(settings)  # before GenerationConfig.update, which compares them with ints
+        for name in ("max_new_tokens", "max_length"):  # before GenerationConfig.update, which compares them with ints
+            value = settings.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         merged = copy.deepcopy(self.generation_config)
         model_kwargs = merged.update(**settings)
         model_kwargs.pop("transformers_version", None)
@@ -452,19 +404,9 @@ def _checked_prompt(input_ids: Any, attention_mask: Any) -> torch.Tensor:
     return attention_mask
 
 
-def _check_lengths(values: dict) -> None:
-    """``max_new_tokens`` / ``max_length`` must be positive integers (None leaves the default)."""
-    for name in ("max_new_tokens", "max_length"):
-        value = values.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
 def _after_prompt(output: Any, prompt_ids: torch.Tensor, seen_length: int = 0) -> Any:
-    """Ids ``(R, seen_length + N)`` whose first ``seen_length`` columns are the prompt the LLM saw (shorter after
-    PruneVid stage 1; 0 when only new ids were returned), or an output whose ``.sequences`` they are -> the
-    caller's prompt + the new ids, as ``GenerationMixin`` returns them for ``input_ids``. The ``R / B`` sequences
-    of a prompt (beams, samples) follow each other."""
+    """Ids ``(R, seen_length + N)`` (or an output's ``.sequences``), the first ``seen_length`` being the prompt the LLM
+    saw, -> the caller's prompt + the new ids, as ``GenerationMixin`` returns them for ``input_ids``."""
     sequences = output.sequences if hasattr(output, "sequences") else output
     prompt = prompt_ids.to(sequences.device).repeat_interleave(sequences.shape[0] // prompt_ids.shape[0], dim=0)
     full = torch.cat([prompt, sequences[:, seen_length:]], dim=1)
@@ -475,10 +417,6 @@ def _after_prompt(output: Any, prompt_ids: torch.Tensor, seen_length: int = 0) -
 
 
 def _id_list(ids: Any) -> list[int]:
-    """``eos_token_id`` as a list: None -> [], an int -> [it], a list or tensor -> its ids."""
-    if ids is None:
-        return []
-    if torch.is_tensor(ids):
-        return [int(i) for i in ids.reshape(-1).tolist()]
-    return [int(i) for i in ids] if isinstance(ids, (list, tuple)) else [int(ids)]
+    """``eos_token_id`` (None, an id, or a list or tensor of ids) as a list."""
+    return [] if ids is None else [int(i) for i in torch.as_tensor(ids).reshape(-1).tolist()]
 

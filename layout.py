@@ -1,13 +1,10 @@
 """The layout of a call: which tiles / frames of ``pixel_values`` belong to which sample, and how.
 
-The official InternVL2 / PVC interface describes a batch with three fields, which :func:`sample_layouts`
-validates once into one :class:`SampleLayout` per sample:
-
-* ``data_flag`` -- one :class:`DataFlag` per sample (1 image, 2 several images, 3 video; default one image);
-* ``split_sizes`` -- tiles (images) or frames (video) per sample, summing to ``pixel_values.shape[0]``
-  (may be omitted for one sample);
-* ``num_patches_list`` -- tiles per ``<image>`` placeholder: flat over the batch, or one list per sample
-  (default: one ``<image>`` per image sample, one per frame of a video).
+:func:`sample_layouts` validates the three official InternVL2 / PVC fields once into one :class:`SampleLayout` per
+sample: ``data_flag`` (one :class:`DataFlag` per sample: 1 image, 2 several images, 3 video; default one image),
+``split_sizes`` (tiles or frames per sample, summing to ``pixel_values.shape[0]``; may be omitted for one sample),
+``num_patches_list`` (tiles per ``<image>``: flat over the batch or one list per sample; default one ``<image>`` per
+image sample, one per frame of a video).
 """
 
 from __future__ import annotations
@@ -25,7 +22,6 @@ from .media import IMAGENET_MEAN, IMAGENET_STD
 @dataclass(frozen=True)
 class SampleLayout:
     """How one sample's tiles / frames become encoder clips and ``<image>`` slots."""
-
     flag: DataFlag
     start: int  # first tile / frame of the sample in pixel_values
     size: int  # tiles / frames of the sample
@@ -37,7 +33,6 @@ class SampleLayout:
 
 
 def _as_list(value: Any, name: str) -> list:
-    """A flat Python list from a list / tuple / tensor / numpy array (``ValueError`` for anything else)."""
     if hasattr(value, "tolist") and hasattr(value, "shape"):  # a tensor or numpy array
         return list(value.reshape(-1).tolist())
     if isinstance(value, (list, tuple)):
@@ -48,24 +43,10 @@ def _as_list(value: Any, name: str) -> list:
 
 
 def _positive_int(value: Any, name: str, index: int) -> int:
-    """``value`` as an int, or ``ValueError`` naming ``name[index]`` (bools, floats like 2.7, 0 and negatives refused)."""
     whole = isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())
     if isinstance(value, bool) or not whole or int(value) < 1:
         raise ValueError(f"{name}[{index}] must be a positive integer, got {value!r} ({type(value).__name__})")
     return int(value)
-
-
-def parse_data_flags(data_flag: Any) -> list[DataFlag]:
-    """``data_flag`` (int, list or tensor) as a list of :class:`DataFlag`; ``ValueError`` naming a bad entry."""
-    flags = []
-    for index, value in enumerate(_as_list(data_flag, "data_flag")):
-        whole = not isinstance(value, bool) and isinstance(value, numbers.Number) and float(value) == int(value)
-        if not whole or int(value) not in {int(f) for f in DataFlag}:
-            raise ValueError(f"data_flag[{index}] must be 1 (image), 2 (multi-image) or 3 (video), got {value!r}")
-        flags.append(DataFlag(int(value)))
-    if not flags:
-        raise ValueError("data_flag is empty; give one flag per sample (1 image, 2 multi-image, 3 video)")
-    return flags
 
 
 def _patches_per_sample(num_patches_list: Any, sizes: list[int], flags: list[DataFlag]) -> list[list[int]]:
@@ -76,9 +57,8 @@ def _patches_per_sample(num_patches_list: Any, sizes: list[int], flags: list[Dat
     if items and all(isinstance(item, (list, tuple)) for item in items):
         if len(items) != len(sizes):
             raise ValueError(f"num_patches_list has {len(items)} per-sample lists but there are {len(sizes)} samples")
-        per_sample = [
-            [_positive_int(v, f"num_patches_list[{s}]", i) for i, v in enumerate(item)] for s, item in enumerate(items)
-        ]
+        per_sample = [[_positive_int(v, f"num_patches_list[{s}]", i) for i, v in enumerate(item)]
+                      for s, item in enumerate(items)]
     elif any(isinstance(item, (list, tuple)) for item in items):
         raise ValueError("num_patches_list mixes numbers and lists; give a flat list or one list per sample")
     else:
@@ -90,14 +70,12 @@ def _patches_per_sample(num_patches_list: Any, sizes: list[int], flags: list[Dat
                 cursor += 1
             per_sample.append(flat[start:cursor])
         if cursor != len(flat):
-            raise ValueError(
-                f"num_patches_list has {len(flat)} entries summing to {sum(flat)}, but the samples hold {sum(sizes)} tiles"
-            )
+            raise ValueError(f"num_patches_list has {len(flat)} entries summing to {sum(flat)}, but the samples hold "
+                             f"{sum(sizes)} tiles")
     for index, (size, tiles) in enumerate(zip(sizes, per_sample)):
         if sum(tiles) != size:
-            raise ValueError(
-                f"num_patches_list of sample {index} sums to {sum(tiles)} but the sample has {size} tiles/frames"
-            )
+            raise ValueError(f"num_patches_list of sample {index} sums to {sum(tiles)} but the sample has {size} "
+                             "tiles/frames")
     return per_sample
 
 
@@ -105,7 +83,14 @@ def sample_layouts(num_tiles: int, data_flag: Any = None, split_sizes: Any = Non
                    num_patches_list: Any = None) -> list[SampleLayout]:
     """The layout of every sample of a call with ``num_tiles`` (``pixel_values.shape[0]``) tiles / frames, from
     the official fields described above (``ValueError`` naming the field and value that do not fit)."""
-    flags = [DataFlag.IMAGE] if data_flag is None else parse_data_flags(data_flag)
+    flags = []
+    for index, value in enumerate([DataFlag.IMAGE] if data_flag is None else _as_list(data_flag, "data_flag")):
+        whole = not isinstance(value, bool) and isinstance(value, numbers.Number) and float(value) == int(value)
+        if not whole or int(value) not in {int(f) for f in DataFlag}:
+            raise ValueError(f"data_flag[{index}] must be 1 (image), 2 (multi-image) or 3 (video), got {value!r}")
+        flags.append(DataFlag(int(value)))
+    if not flags:
+        raise ValueError("data_flag is empty; give one flag per sample (1 image, 2 multi-image, 3 video)")
     if split_sizes is None:
         if len(flags) != 1:
             raise ValueError(f"data_flag gives {len(flags)} samples but split_sizes was not given; give one size per sample")
@@ -120,10 +105,8 @@ def sample_layouts(num_tiles: int, data_flag: Any = None, split_sizes: Any = Non
     layouts, start = [], 0
     for index, (flag, size, tiles) in enumerate(zip(flags, sizes, _patches_per_sample(num_patches_list, sizes, flags))):
         if flag == DataFlag.VIDEO and any(t != 1 for t in tiles):
-            raise ValueError(
-                f"sample {index} is a video, which takes one tile per frame, but num_patches_list gives {tiles}; "
-                "load videos with max_num=1"
-            )
+            raise ValueError(f"sample {index} is a video, which takes one tile per frame, but num_patches_list gives "
+                             f"{tiles}; load videos with max_num=1")
         layouts.append(SampleLayout(flag, start, size, tuple(tiles)))
         start += size
     return layouts
@@ -144,14 +127,11 @@ def check_pixel_values(pixel_values: Any, size: int) -> None:
         raise ValueError(f"pixel_values must be normalised floats, got dtype {pixel_values.dtype} (raw 0-255 "
                          f"pixels?); {_LOAD_HINT}")
     if pixel_values.ndim != 4 or pixel_values.shape[1] != 3 or tuple(pixel_values.shape[2:]) != (size, size):
-        raise ValueError(
-            f"pixel_values must have shape (num_tiles, 3, {size}, {size}) for this model's image size "
-            f"{size}, got {tuple(pixel_values.shape)}"
-        )
+        raise ValueError(f"pixel_values must have shape (num_tiles, 3, {size}, {size}) for this model's image size "
+                         f"{size}, got {tuple(pixel_values.shape)}")
     if pixel_values.shape[0] == 0:
         raise ValueError("pixel_values holds 0 tiles; pass None for a text-only prompt")
-    bad = int((~torch.isfinite(pixel_values)).sum())
-    if bad:
+    if bad := int((~torch.isfinite(pixel_values)).sum()):
         raise ValueError(f"pixel_values has {bad} NaN/Inf values (of {pixel_values.numel()})")
     low, high = float(pixel_values.min()), float(pixel_values.max())
     if max(-low, high) > PIXEL_LIMIT:

@@ -30,13 +30,13 @@ PYAV_STRATEGIES = ("auto", "sequential", "seek")
 DECORD_CONTAINERS = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm")
 # One seek in decoded frames: 480p H.264, gop 250, 2 cores: seek + N frames 13 ms + N x 0.8 ms, 0.8-1 ms a frame.
 SEEK_COST_FRAMES = 16
+_NO_PYAV = ("load_video needs a video decoder: install PyAV (pip install av); backend='decord' needs it too, to check "
+            "the video for what decord misreads")
 
 
 def _check_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be an int >= 1, got {name}={value!r} ({type(value).__name__})")
-    if value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {name}={value}")
 
 
 def _check_tiling(min_num: Any = 1, max_num: Any = 1, size: Any = 448, use_thumbnail: Any = False,
@@ -184,7 +184,6 @@ def load_image(image: ImageInput, input_size: int = 448, max_num: int = 12, min_
 
 
 def _frame_range(bound: Sequence[float] | None, fps: float, max_frame: int, first_idx: int = 0) -> tuple[int, int]:
-    """(start_idx, end_idx): `bound` seconds rounded to frames (half-to-even), clipped to [first_idx, max_frame]."""
     if bound is not None and len(bound) not in (0, 2):
         raise ValueError(f"bound must be (start_seconds, end_seconds), got {len(bound)} values")
     start, end = (bound[0], bound[1]) if bound is not None and len(bound) > 0 else (-100000, 100000)
@@ -225,7 +224,6 @@ def _where(bound: Any) -> str:
 
 
 def _sample_indices(path: str, bound: Any, fps: float, num_frames: int, num_segments: int) -> np.ndarray:
-    """`get_index` over the video's frames; a bound ending after the last frame is clipped (as official), warned."""
     if num_frames < 1:
         raise ValueError(f"video file {path!r} has 0 frames")
     if not (math.isfinite(fps) and fps > 0):
@@ -249,8 +247,13 @@ def _warn_if_repeated(path: str, bound: Any, fps: float, num_frames: int, indice
                        f"{distinct} distinct frames, some of them several times; lower num_segments to avoid repeats")
 
 
-def _check_decord_input(av: Any, path: str) -> None:
-    """Refuse what decord 0.6 misreads (found with PyAV): a display rotation, a container not in DECORD_CONTAINERS."""
+def _read_frames_decord(path: str, bound: Any, num_segments: int) -> list[np.ndarray]:
+    """Sampled RGB frames [H, W, 3] uint8 read with decord (official reader settings), after refusing (with PyAV) what
+    decord 0.6 misreads: a display rotation, a container not in DECORD_CONTAINERS."""
+    try:  # optional: transformers' remote-code import scan skips imports under try
+        import av
+    except ImportError as err:
+        raise ImportError(_NO_PYAV) from err
     try:
         with av.open(path) as container:
             if not container.streams.video:
@@ -269,10 +272,6 @@ def _check_decord_input(av: Any, path: str) -> None:
     if getattr(frame, "rotation", 0):
         raise ValueError(f"backend='decord' refuses video file {path!r}: it has a {frame.rotation}-degree display "
                          f"rotation, which decord 0.6 decodes into garbled frames; {advice}")
-
-
-def _read_frames_decord(path: str, bound: Any, num_segments: int) -> list[np.ndarray]:
-    """Sampled RGB frames [H, W, 3] uint8 read with decord (official reader settings), without input checks."""
     try:
         import decord
     except ImportError as err:
@@ -373,8 +372,8 @@ def _pyav_decode(av: Any, path: str, targets: Sequence[int], index: _PtsIndex | 
 
 def _pyav_sample(av: Any, path: str, index: _PtsIndex | None, indices: np.ndarray,
                  strategy: str) -> tuple[list[np.ndarray] | None, int]:
-    """(frames at `indices`, or None and the frames the video holds if fewer than they need). With an `index`,
-    'auto' seeks if `_plan_seeks` does (decoding sequentially after a `_SeekMiss`), 'seek' always."""
+    """(frames at `indices`, or None and the frames the video holds if fewer than they need). With an `index` (none for
+    'sequential'), 'auto' seeks if `_plan_seeks` does (decoding sequentially after a `_SeekMiss`), 'seek' always."""
     wanted = sorted({int(idx) for idx in indices})
     if index is not None and wanted[-1] >= len(index.pts):
         return None, len(index.pts)
@@ -396,14 +395,13 @@ def _pyav_sample(av: Any, path: str, index: _PtsIndex | None, indices: np.ndarra
 
 
 def _read_frames_pyav(path: str, bound: Any, num_segments: int, strategy: str = "auto") -> list[np.ndarray]:
-    """Sampled RGB frames [H, W, 3] uint8 read with PyAV, pixels as stored. `strategy` 'auto' seeks where `_plan_seeks`
-    says so; 'sequential' and 'seek' (seek cost 0, `_SeekMiss` raised) force one."""
+    """Sampled RGB frames [H, W, 3] uint8 read with PyAV, pixels as stored; `strategy`: see `_pyav_sample`."""
     if strategy not in PYAV_STRATEGIES:
         raise ValueError(f"strategy must be one of {PYAV_STRATEGIES}, got strategy={strategy!r}")
     try:  # optional: transformers' remote-code import scan skips imports under try
         import av
     except ImportError as err:
-        raise ImportError("backend='pyav' needs the av (PyAV) package: pip install av") from err
+        raise ImportError(_NO_PYAV) from err
     try:
         num_frames, fps = _pyav_stream_info(av, path)
         index = None if strategy == "sequential" else _pyav_index(av, path)
@@ -433,16 +431,10 @@ def load_video_frames(video_path: str | os.PathLike, bound: Sequence[float] | No
     _check_bound(bound)
     if backend is not None and backend not in VIDEO_BACKENDS:
         raise ValueError(f"backend must be None or one of {VIDEO_BACKENDS}, got {backend!r}")
-    try:
-        import av
-    except ImportError as err:
-        raise ImportError("load_video needs a video decoder: install PyAV (pip install av); backend='decord' needs "
-                          "it too, to check the video for what decord misreads") from err
     path = os.fspath(video_path)
     if not os.path.isfile(path):
         raise ValueError(f"video file {path!r} does not exist or is not a file")
     if backend == "decord":
-        _check_decord_input(av, path)
         return _read_frames_decord(path, bound, num_segments)
     return _read_frames_pyav(path, bound, num_segments)
 

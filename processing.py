@@ -19,8 +19,7 @@ from .conversation import ConversationTemplate, build_video_prompt, get_template
 from .layout import SampleLayout, left_pad, sample_layouts
 from .media import build_target_ratios, load_image, load_video
 
-# The settings the checkpoint decides: `from_model_config` copies them from the model's config (the one mapping
-# config -> processor) and `save_pretrained` writes them beside the checkpoint.
+# The checkpoint's settings: `from_model_config` copies them from the model's config, `save_pretrained` writes them.
 MODEL_SETTINGS = ("image_size", "min_dynamic_patch", "max_dynamic_patch", "use_thumbnail", "template",
                   "num_image_token", "image_repeat_time", "video_repeat_time")
 _IMAGE_TOKENS = (IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN)
@@ -35,10 +34,8 @@ def pad_token_id(tokenizer: Any, *fallbacks: int | None) -> int:
     for token_id in (getattr(tokenizer, "pad_token_id", None), *fallbacks):
         if token_id is not None:
             return int(token_id)
-    raise ValueError(
-        f"the tokenizer {type(tokenizer).__name__} ({getattr(tokenizer, 'name_or_path', '')!r}) has no pad token and "
-        "no fallback id was given; set tokenizer.pad_token (for instance to its eos token)"
-    )
+    raise ValueError(f"the tokenizer {type(tokenizer).__name__} ({getattr(tokenizer, 'name_or_path', '')!r}) has no "
+                     "pad token and no fallback id was given; set tokenizer.pad_token (for instance to its eos token)")
 
 
 def _as_list(value: Any) -> list:
@@ -56,8 +53,7 @@ class PVCInternVLProcessor(ProcessorMixin):
 
     Args:
         tokenizer: the checkpoint's tokenizer (it must know the image tokens).
-        image_size, min_dynamic_patch, max_dynamic_patch, use_thumbnail, template, num_image_token,
-            image_repeat_time, video_repeat_time: the ``MODEL_SETTINGS``, documented in ``PVCInternVLConfig``.
+        image_size ... video_repeat_time: the ``MODEL_SETTINGS``, documented in ``PVCInternVLConfig``.
         num_segments: frames sampled from a video when a call does not say (the processor's own setting).
         chat_template: Jinja template; defaults to the one generated from ``template``.
     """
@@ -74,9 +70,7 @@ class PVCInternVLProcessor(ProcessorMixin):
     ):
         if tokenizer is None:
             raise ValueError("PVCInternVLProcessor needs a tokenizer, got None")
-        settings = dict(image_size=image_size, min_dynamic_patch=min_dynamic_patch, max_dynamic_patch=max_dynamic_patch,
-                        use_thumbnail=use_thumbnail, template=template, num_image_token=num_image_token,
-                        image_repeat_time=image_repeat_time, video_repeat_time=video_repeat_time)
+        settings = {name: value for name, value in dict(locals()).items() if name in (*MODEL_SETTINGS, "num_segments")}
         missing = [name for name in MODEL_SETTINGS if settings[name] is None]
         if missing:
             raise ValueError(
@@ -85,8 +79,8 @@ class PVCInternVLProcessor(ProcessorMixin):
                 "PVCInternVLProcessor.from_model_config(tokenizer, config)"
             )
         build_target_ratios(min_dynamic_patch, max_dynamic_patch)  # validates the range
-        counts = ("image_size", "num_image_token", "image_repeat_time", "video_repeat_time")
-        for name, value in [(name, settings[name]) for name in counts] + [("num_segments", num_segments)]:
+        for name in ("image_size", "num_image_token", "image_repeat_time", "video_repeat_time", "num_segments"):
+            value = settings[name]
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"PVCInternVLProcessor {name} must be a positive integer, got {value!r}")
         if not isinstance(use_thumbnail, bool):
@@ -94,7 +88,6 @@ class PVCInternVLProcessor(ProcessorMixin):
         default_chat_template = get_template(template).jinja  # validates the name
         for name, value in settings.items():
             setattr(self, name, value)
-        self.num_segments = num_segments
         super().__init__(tokenizer, chat_template=chat_template or default_chat_template, **kwargs)
         missing = [token for token in _IMAGE_TOKENS if token not in self.tokenizer.get_vocab()]
         if missing:
@@ -102,8 +95,7 @@ class PVCInternVLProcessor(ProcessorMixin):
 
     @classmethod
     def from_model_config(cls, tokenizer: Any, config: PVCInternVLConfig, **overrides: Any) -> "PVCInternVLProcessor":
-        """The processor of a model configuration: every ``MODEL_SETTINGS`` entry read from ``config``;
-        ``overrides`` replace any of them or set ``num_segments`` / ``chat_template``."""
+        """The processor of ``config``'s ``MODEL_SETTINGS``; ``overrides`` replace any, or set ``num_segments``."""
         settings = {name: getattr(config, name) for name in MODEL_SETTINGS}
         return cls(tokenizer, **{**settings, **overrides})
 
@@ -135,10 +127,8 @@ class PVCInternVLProcessor(ProcessorMixin):
         allowed = (IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER)
         found = sorted(t for t in protected if isinstance(t, str) and t.strip() and t in text and t not in allowed)
         if found:
-            raise ValueError(
-                f"{what} contains the special token(s) {', '.join(repr(t) for t in found)}; user text may not contain "
-                "control or image tokens (use <image> / <video> placeholders for media)"
-            )
+            raise ValueError(f"{what} contains the special token(s) {', '.join(repr(t) for t in found)}; user text may "
+                             "not contain control or image tokens (use <image> / <video> placeholders for media)")
 
     def expand_placeholders(self, text: str, layout: SampleLayout | None, what: str = "the prompt") -> str:
         """Replace every ``<image>`` of ``text``, in order, by the image tokens of its tiles; ``ValueError``
@@ -197,8 +187,7 @@ class PVCInternVLProcessor(ProcessorMixin):
         histories: Sequence[Sequence[tuple[str, str]] | None] | None = None, data_flag: Any = None,
         split_sizes: Any = None, num_patches_list: Any = None, system_message: str | None = None,
     ) -> tuple[BatchFeature, list[str]]:
-        """Model inputs for the official ``chat`` / ``batch_chat`` arguments (one question per sample), and the
-        questions as stored in the history."""
+        """Model inputs for the official ``chat`` / ``batch_chat`` arguments, and the questions as stored in history."""
         layouts: list[SampleLayout | None] = [None] * len(questions)
         if pixel_values is not None:
             layouts = sample_layouts(pixel_values.shape[0], data_flag, split_sizes, num_patches_list)
@@ -206,20 +195,19 @@ class PVCInternVLProcessor(ProcessorMixin):
                 raise ValueError(f"there are {len(questions)} questions but the layout describes {len(layouts)} samples")
         histories = list(histories) if histories is not None else [None] * len(questions)
         rendered = [self.chat_prompt(q, lay, h, system_message) for q, lay, h in zip(questions, layouts, histories)]
-        ids_and_mask = self.tokenize_prompts([prompt for prompt, _ in rendered])
-        return _model_inputs(*ids_and_mask, pixel_values, layouts), [question for _, question in rendered]
+        inputs = _model_inputs(*self.tokenize_prompts([prompt for prompt, _ in rendered]), pixel_values, layouts)
+        return inputs, [question for _, question in rendered]
 
     def __call__(
         self, text: str | Sequence[str] | None = None, images: Any = None, videos: Any = None,
         num_segments: int | Sequence[int | None] | None = None, bound: Sequence[float] | None = None,
         max_num: int | None = None, return_tensors: str | None = "pt", backend: str | None = None, **kwargs: Any,
     ) -> BatchFeature:
-        """Prompts (+ media) -> ``input_ids``, ``attention_mask`` and, with media, the official layout fields.
+        """Prompts (one or a batch) + media -> ``input_ids``, ``attention_mask`` and, with media, the layout fields.
 
-        ``text`` is one prompt or a batch. A prompt holds one ``<image>`` per image, or one ``<video>`` or one
-        ``<image>`` per frame for its video; without placeholders it gets the official prefix. ``images`` /
-        ``videos``: see :func:`_per_sample`; ``num_segments``: frames per video (one number, or one per prompt);
-        ``max_num`` overrides ``max_dynamic_patch`` for images.
+        A prompt holds one ``<image>`` per image, or one ``<video>`` or one ``<image>`` per frame for its video;
+        without placeholders it gets the official prefix. ``images`` / ``videos``: see :func:`_per_sample`;
+        ``num_segments``: frames per video (one, or one per prompt); ``max_num`` overrides ``max_dynamic_patch``.
         """
         # transformers' processor options: left padding to the longest prompt, no audio, nothing else
         if kwargs.pop("padding", True) not in (True, "longest"):
@@ -239,9 +227,8 @@ class PVCInternVLProcessor(ProcessorMixin):
         if len(segments) != len(texts):
             raise ValueError(f"num_segments has {len(segments)} entries for {len(texts)} prompts; give one per prompt")
         prompts, pixel_values, layouts, start = [], [], [], 0
-        for index, (prompt, sample_images, video, frames) in enumerate(zip(texts, images, videos, segments)):
-            prompt, pixels, layout = self._load_sample(index, prompt, sample_images, video, frames, bound, max_num,
-                                                       backend)
+        for index, sample in enumerate(zip(texts, images, videos, segments)):
+            prompt, pixels, layout = self._load_sample(index, *sample, bound, max_num, backend)
             if layout is not None:  # text-only prompts have no layout
                 layout = replace(layout, start=start)
                 start += layout.size
@@ -269,11 +256,9 @@ class PVCInternVLProcessor(ProcessorMixin):
             flag = DataFlag.VIDEO
             if VIDEO_PLACEHOLDER in prompt:
                 if prompt.count(VIDEO_PLACEHOLDER) != 1 or IMAGE_PLACEHOLDER in prompt:
-                    raise ValueError(
-                        f"prompt {index} has {prompt.count(VIDEO_PLACEHOLDER)} {VIDEO_PLACEHOLDER} and "
-                        f"{prompt.count(IMAGE_PLACEHOLDER)} {IMAGE_PLACEHOLDER} placeholders; a video takes one "
-                        f"{VIDEO_PLACEHOLDER}"
-                    )
+                    raise ValueError(f"prompt {index} has {prompt.count(VIDEO_PLACEHOLDER)} {VIDEO_PLACEHOLDER} and "
+                                     f"{prompt.count(IMAGE_PLACEHOLDER)} {IMAGE_PLACEHOLDER} placeholders; a video "
+                                     f"takes one {VIDEO_PLACEHOLDER}")
                 prompt = prompt.replace(VIDEO_PLACEHOLDER, build_video_prompt(len(tiles)))
         elif images:
             limit = self.max_dynamic_patch if max_num is None else max_num
@@ -292,23 +277,17 @@ class PVCInternVLProcessor(ProcessorMixin):
         return_tensors: str | None = None, continue_final_message: bool = False,
         processor_kwargs: dict | None = None, num_frames: int | None = None, **kwargs: Any,
     ):
-        """Render conversations in transformers' message format; with ``tokenize=True`` also load their media
-        (official preprocessing) and return the model inputs.
-
-        Content items: ``{"type": "text", "text": ...}``, ``{"type": "image", "image" | "path" | "url": ...}``,
-        ``{"type": "video", "path" | "video": ..., "num_frames": n}`` (n defaults to ``num_frames`` or
-        ``num_segments``). Text typed by the user may not contain control or image tokens.
-        """
+        """Render conversations in transformers' message format; with ``tokenize=True`` also load their media and
+        return the model inputs. Items: ``text``, ``image`` (``image`` / ``path`` / ``url``), ``video`` (``path`` /
+        ``video``, optional ``num_frames``, default ``num_frames`` or ``num_segments``)."""
         if not isinstance(conversation, (list, tuple)) or not conversation:
             raise ValueError("apply_chat_template needs a non-empty list of messages (or a list of such lists)")
         batched = isinstance(conversation[0], (list, tuple))
         conversations = [list(c) for c in conversation] if batched else [list(conversation)]
         media = [_conversation_media(c, self.check_user_text) for c in conversations]
-        template = chat_template or self.chat_template
-        rendered = [self.tokenizer.apply_chat_template(c, chat_template=template, tokenize=False,
-                                                       add_generation_prompt=add_generation_prompt,
-                                                       continue_final_message=continue_final_message)
-                    for c in conversations]
+        render = {"chat_template": chat_template or self.chat_template, "tokenize": False,
+                  "add_generation_prompt": add_generation_prompt, "continue_final_message": continue_final_message}
+        rendered = [self.tokenizer.apply_chat_template(c, **render) for c in conversations]
         if not tokenize:
             return rendered if batched else rendered[0]
         if not return_dict:
@@ -324,16 +303,12 @@ class PVCInternVLProcessor(ProcessorMixin):
     def decode_answers(self, generated_ids: torch.Tensor) -> list[str]:
         """New-token ids ``(B, T)`` -> answers: each row cut at its first stop id (the template separator),
         special tokens dropped, surrounding white space stripped."""
-        stop = set(self.stop_token_ids())
-        rows = []
-        for row in torch.as_tensor(generated_ids).tolist():
-            end = next((i for i, token in enumerate(row) if token in stop), len(row))
-            rows.append(row[:end])
+        (stop,) = self.stop_token_ids()
+        rows = [row[:row.index(stop)] if stop in row else row for row in torch.as_tensor(generated_ids).tolist()]
         return [text.strip() for text in self.tokenizer.batch_decode(rows, skip_special_tokens=True)]
 
     def post_process_image_text_to_text(self, generated_outputs, skip_special_tokens: bool = True, **kwargs):
-        """Decoding used by the ``image-text-to-text`` pipeline: prompt + answer ids -> text (the pipeline removes
-        the decoded prompt itself)."""
+        """For the ``image-text-to-text`` pipeline: prompt + answer ids -> text (the pipeline cuts the prompt)."""
         return self.tokenizer.batch_decode(generated_outputs, skip_special_tokens=skip_special_tokens, **kwargs)
 
     def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs: Any):
@@ -363,12 +338,7 @@ def _model_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_v
 
 
 def _per_sample(text: Any, images: Any, videos: Any) -> tuple[list[str], list[list], list]:
-    """The prompts, and the list of images and the video (or None) of each.
-
-    For a batch, ``images`` / ``videos`` are either one entry (an item, a list or None) per prompt, or one flat
-    list of items across the batch, given to the prompts in the order of their placeholders (``<image>`` /
-    ``<video>``), as transformers' processors do. An empty list is no media.
-    """
+    """The prompts, and the list of images and the video (or None) of each (shared out by :func:`_per_prompt`)."""
     batched = isinstance(text, (list, tuple))
     texts = list(text) if batched else ["" if text is None else text]
     for index, prompt in enumerate(texts):
@@ -388,17 +358,16 @@ def _per_sample(text: Any, images: Any, videos: Any) -> tuple[list[str], list[li
 
 def _per_prompt(name: str, values: list, placeholders: list[int]) -> list[list]:
     """The items of each prompt: a flat list as long as the batch's placeholder count is split in placeholder
-    order; otherwise ``values`` has one entry (an item, a list or None) per prompt."""
+    order (as transformers' processors do); otherwise ``values`` has one entry (an item, a list or None) per prompt."""
     if not values:
         return [[] for _ in placeholders]
     if sum(placeholders) == len(values) and not any(value is None or isinstance(value, (list, tuple)) for value in values):
         items = iter(values)
         return [[next(items) for _ in range(count)] for count in placeholders]
     if len(values) != len(placeholders):
-        raise ValueError(
-            f"{name} has {len(values)} entries for {len(placeholders)} prompts with {sum(placeholders)} placeholders; "
-            "give one entry (or None) per prompt, or one item per placeholder in prompt order"
-        )
+        raise ValueError(f"{name} has {len(values)} entries for {len(placeholders)} prompts with {sum(placeholders)} "
+                         "placeholders; give one entry (or None) per prompt, or one item per placeholder in "
+                         "prompt order")
     return [_as_list(value) for value in values]
 
 
@@ -431,9 +400,8 @@ def _conversation_media(conversation: list[dict], check_text: Any) -> dict:
             else:
                 raise ValueError(f"message {turn} has a content item of type {kind!r}; known: text, image, video")
     if len(videos) > 1 or (videos and images):
-        raise ValueError(
-            f"a conversation holds {len(images)} images and {len(videos)} videos; one sample is images or one video"
-        )
+        raise ValueError(f"a conversation holds {len(images)} images and {len(videos)} videos; one sample is images "
+                         "or one video")
     return {"images": images, "video": videos[0] if videos else None, "num_frames": num_frames}
 
 

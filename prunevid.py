@@ -4,8 +4,7 @@
 Stage 1 (`merge_video_tokens`), before the LLM: DPC-kNN temporal segmentation, temporal averaging of static tokens,
 DPC-kNN spatial merging. Stage 2 (`pruned_generate`), inside a native causal LM: after layer `selected_layer`, each
 Stage-1 group keeps its top `alpha` by the attention of the text after the video, in the hidden states and KV cache.
-As the official code (Visual-AI/PruneVid @ b12600c), plus per-row segmentation and pruning, and left padding.
-"""
+As the official code (Visual-AI/PruneVid @ b12600c), plus per-row segmentation and pruning, and left padding."""
 
 import copy
 import inspect
@@ -31,6 +30,7 @@ CACHE_ARG = "cache" if "cache" in _GENERATE_INPUTS else "past_key_values"
 if CACHE_ARG not in _GENERATE_INPUTS:
     raise ImportError("PVC-InternVL supports transformers>=4.57,<6: this version names the generation cache neither "
                       "`cache` nor `past_key_values` in GenerationMixin.prepare_inputs_for_generation")
+_MASK_PARAMETERS = frozenset(inspect.signature(create_causal_mask).parameters)  # version dependent, see _causal_mask
 
 
 # Settings: the defaults and checks live in configuration_pvc_internvl.PruneVidConfig.
@@ -39,8 +39,7 @@ STAGE2_SETTINGS = ("selected_layer", "alpha", "enable_stage2")  # what stage 2 a
 
 
 def stage1_min_frames(k: int, temporal_segment_ratio: float) -> int:
-    """Smallest frame count T for which Stage 1 can run: T >= k (the temporal kNN), T >= 2 (the similarity)
-    and int(T * temporal_segment_ratio) >= 1 (one temporal cluster)."""
+    """Smallest frame count T Stage 1 runs on: T >= k (temporal kNN), T >= 2, int(T * temporal_segment_ratio) >= 1."""
     if not 0.0 < temporal_segment_ratio <= 1.0:  # the loop below would not end
         raise ValueError(f"temporal_segment_ratio must lie in (0, 1], got {temporal_segment_ratio}")
     t = max(int(k), 2)
@@ -75,20 +74,10 @@ def cluster_dpc_knn(x: torch.Tensor, num_clusters: int, k: int, noise: torch.Ten
     return idx_cluster, index_down
 
 
-def _runs(values: list[int]) -> list[tuple[int, int, int]]:
+def _runs(values: list) -> list[tuple]:
     """Maximal runs of equal values as (value, start, length)."""
-    runs: list[tuple[int, int, int]] = []
-    for t, v in enumerate(values):
-        if runs and runs[-1][0] == v and runs[-1][1] + runs[-1][2] == t:
-            runs[-1] = (v, runs[-1][1], runs[-1][2] + 1)
-        else:
-            runs.append((v, t, 1))
-    return runs
-
-
-def _lead(values: list) -> int:
-    """Length of the run that starts `values` (0 when empty)."""
-    return next((i for i, v in enumerate(values) if v != values[0]), len(values))
+    starts = [t for t in range(len(values)) if t == 0 or values[t] != values[t - 1]]
+    return [(values[s], s, end - s) for s, end in zip(starts, starts[1:] + [len(values)])]
 
 
 def _refine_row(labels: list[int]) -> list[int]:
@@ -101,14 +90,13 @@ def _refine_row(labels: list[int]) -> list[int]:
     for value, start, length in runs:
         if length > 1 and length == longest[value]:
             out[start : start + length] = [value] * length
-
     for t in range(len(out)):
         if out[t] is not None:  # assigned, or filled as part of an earlier block
             continue
         end = t
         while end < len(out) and out[end] is None:
             end += 1
-        left, right = _lead(out[:t][::-1]), _lead(out[end:])  # run lengths beside the block out[t:end]
+        left, right = _runs(out[:t])[-1][2] if t else 0, _runs(out[end:])[0][2] if end < len(out) else 0
         out[t:end] = [out[t - 1] if left and left >= right else out[end] if right else 0] * (end - t)
     return [int(v) for v in out]
 
@@ -205,9 +193,8 @@ def merge_video_tokens(features: torch.Tensor, *, tau: float, temporal_segment_r
 
 
 def merge_sample(frames: torch.Tensor, settings) -> Stage1Result | None:
-    """Stage 1 on one video sample ``(T, L, D)`` with the ``PruneVidConfig`` settings, or None when it has too few
-    frames. The DPC tie-break noise comes from a generator seeded per sample, so a sample gives the same tokens
-    alone or in any batch (upstream draws unseeded global noise)."""
+    """Stage 1 on one video sample `(T, L, D)` with `PruneVidConfig` settings (None if too few frames); the DPC noise
+    is seeded per sample, so a sample merges alike alone or in any batch (upstream draws unseeded global noise)."""
     if frames.shape[0] < stage1_min_frames(settings.k, settings.temporal_segment_ratio):
         return None
     generator = torch.Generator().manual_seed(0)
@@ -218,12 +205,10 @@ def merge_sample(frames: torch.Tensor, settings) -> Stage1Result | None:
 # ----------------------------------------------------------------------------------------------------- Stage 2
 def text_to_visual_scores(q: torch.Tensor, k: torch.Tensor, visual_mask: torch.Tensor, query_mask: torch.Tensor,
                           key_mask: torch.Tensor | None = None) -> list[torch.Tensor]:
-    """Per-row scores `[V_b]` of the visual tokens: max over heads and query rows of softmax(q k^T / sqrt(D)), from
-    pre-RoPE `q [B, H, S, D]`, `k [B, Hkv, S, D]` and `[B, S]` bool masks, with no causal mask; `key_mask` limits
-    the softmax (leaving out left padding). As upstream, q k^T runs in the model dtype, the softmax in float32
-    cast back (upcasting q and k first changes which tokens bf16 keeps)."""
+    """Per-row scores `[V_b]` of the visual tokens: max over heads and query rows of softmax(q k^T / sqrt(D)), no
+    causal mask, from pre-RoPE `q [B, H, S, D]`, `k [B, Hkv, S, D]`, `[B, S]` bool masks (`key_mask`: the real keys).
+    As upstream, q k^T runs in the model dtype, the softmax in float32 cast back (upcasting changes bf16's picks)."""
     batch, num_heads, _, head_dim = q.shape
-    num_kv = k.shape[1]
     scores: list[torch.Tensor] = []
     for b in range(batch):
         vis = visual_mask[b].nonzero().flatten()
@@ -237,7 +222,7 @@ def text_to_visual_scores(q: torch.Tensor, k: torch.Tensor, visual_mask: torch.T
         if key_mask is not None:
             keys = keys[:, key_mask[b].bool()]
             vis = key_mask[b].bool().long().cumsum(0)[vis] - 1  # visual columns among the kept keys
-        keys = keys.repeat_interleave(num_heads // num_kv, dim=0)  # [H, S', D]
+        keys = keys.repeat_interleave(num_heads // k.shape[1], dim=0)  # [H, S', D]
         logits = q[b][:, rows] @ keys.transpose(1, 2) / math.sqrt(head_dim)  # [H, nq, S'], model dtype
         probs = logits.softmax(dim=-1, dtype=torch.float32).to(q.dtype)
         scores.append(probs.amax(dim=0).amax(dim=0)[vis])
@@ -245,9 +230,8 @@ def text_to_visual_scores(q: torch.Tensor, k: torch.Tensor, visual_mask: torch.T
 
 
 def select_kept_tokens(scores: torch.Tensor, group_sizes: list[int], alpha: float, sort: bool = True) -> torch.Tensor:
-    """Indices (relative to the first visual token) of the int(n * alpha) highest `scores [V]` of every group of
-    consecutive `group_sizes` (summing to V): ascending, or with `sort=False` the official order (by group, then
-    by score)."""
+    """Indices (from the first visual token) of the int(n * alpha) highest `scores [V]` of each group of consecutive
+    `group_sizes` (summing to V): ascending, or with `sort=False` in the official order (by group, then by score)."""
     if sum(group_sizes) != scores.numel():
         raise ValueError(f"group sizes sum to {sum(group_sizes)} but there are {scores.numel()} visual scores")
     kept: list[torch.Tensor] = []
@@ -289,9 +273,7 @@ def _pre_rope_qk(attn: torch.nn.Module, x: torch.Tensor, num_heads: int, num_kv:
     Qwen2) or qkv_proj (Phi3), then the per-head q_norm/k_norm where present (Qwen3)."""
     batch, seq_len, _ = x.shape
     if hasattr(attn, "qkv_proj"):
-        qkv = attn.qkv_proj(x)
-        q = qkv[..., : num_heads * head_dim]
-        k = qkv[..., num_heads * head_dim : (num_heads + num_kv) * head_dim]
+        q, k, _ = attn.qkv_proj(x).split([num_heads * head_dim, num_kv * head_dim, num_kv * head_dim], dim=-1)
     else:
         q, k = attn.q_proj(x), attn.k_proj(x)
     q = _head_norm(attn, "q_norm", q.view(batch, seq_len, num_heads, head_dim), head_dim)
@@ -308,26 +290,13 @@ def _check_sliding_window(config, total_len: int) -> None:
                          f"window {window} < {total_len} tokens")
 
 
-_MASK_PARAMETERS = frozenset(inspect.signature(create_causal_mask).parameters)
-
-
 def _causal_mask(config, embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor):
-    """The native causal mask for a fresh (cache-less) pass over `embeds [B, S, D]`, on any
-    transformers version (v5 names the argument `inputs_embeds`; v4.5x `input_embeds` + `cache_position`)."""
+    """Native causal mask of a cache-less pass over `embeds [B, S, D]` (v4.5x: `input_embeds`, `cache_position`)."""
     kwargs = {"config": config, "attention_mask": attention_mask, "position_ids": position_ids, CACHE_ARG: None}
     kwargs["inputs_embeds" if "inputs_embeds" in _MASK_PARAMETERS else "input_embeds"] = embeds
     if "cache_position" in _MASK_PARAMETERS:
         kwargs["cache_position"] = torch.arange(embeds.shape[1], device=embeds.device)
     return create_causal_mask(**kwargs)
-
-
-def _gather_cache(cache: DynamicCache, layers: int, index: torch.Tensor) -> None:
-    """Gather the KV cache of layers [0, layers) along the sequence axis with `index [B, L]`, in place."""
-    for layer in cache.layers[:layers]:
-        heads, head_dim = layer.keys.shape[1], layer.keys.shape[3]
-        ix = index[:, None, :, None].expand(-1, heads, -1, head_dim).to(layer.keys.device)
-        layer.keys = layer.keys.gather(2, ix)
-        layer.values = layer.values.gather(2, ix)
 
 
 @torch.no_grad()
@@ -346,7 +315,6 @@ def _pruned_prefill(
     hidden = inputs_embeds
     mask = _causal_mask(config, hidden, attention_mask, position_ids)
     pos_emb = model.rotary_emb(hidden, position_ids=position_ids)
-    scores: list[torch.Tensor] = []
     for i, layer in enumerate(model.layers[: selected_layer + 1]):
         if i == selected_layer:
             q, k = _pre_rope_qk(layer.self_attn, layer.input_layernorm(hidden), num_heads, num_kv, head_dim)
@@ -362,7 +330,9 @@ def _pruned_prefill(
     index, pruned_mask = (t.to(hidden.device) for t in left_pad(index_lists, pad_id=0))  # pad slots point at 0
     hidden = hidden.gather(1, index[:, :, None].expand(-1, -1, hidden.shape[-1]))
     pruned_pos = position_ids.gather(1, index)
-    _gather_cache(cache, selected_layer + 1, index)
+    for cached in cache.layers[: selected_layer + 1]:  # keep the same positions of the layers' K/V, in place
+        ix = index[:, None, :, None].expand(-1, cached.keys.shape[1], -1, cached.keys.shape[3]).to(cached.keys.device)
+        cached.keys, cached.values = cached.keys.gather(2, ix), cached.values.gather(2, ix)
 
     mask = _causal_mask(config, hidden, pruned_mask, pruned_pos)
     pos_emb = model.rotary_emb(hidden, position_ids=pruned_pos)
@@ -385,8 +355,7 @@ class _PrunedForward:
         self.lm, self.visual_mask, self.group_sizes = lm, visual_mask, group_sizes
         self.selected_layer, self.alpha = selected_layer, alpha
         self.__wrapped__ = lm.forward  # generate inspects the forward's signature
-        # Set by the prefill, one entry per generate row: the pruned prompt's 2-D mask `[B, L]` (left padded), the
-        # kept positions and the real prompt lengths `[B]`, from which the decode positions continue.
+        # Set by the prefill, per generate row: the pruned prompt's mask `[B, L]`, kept positions, real lengths `[B]`.
         self.expand, self.pruned_mask, self.index_lists, self.full_len = 1, None, [], None
 
     def __call__(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, **kwargs):
@@ -478,10 +447,19 @@ def _generation_options(lm: torch.nn.Module, generation_config, kwargs: dict) ->
     return config, others
 
 
-def _check_stage2_inputs(lm, inputs_embeds, attention_mask, visual_mask, group_sizes, selected_layer, alpha) -> None:
-    """Refuse inputs and language models stage 2 cannot run; it computes input norm -> q/k_proj or qkv_proj ->
-    per-head q_norm/k_norm (if any) -> RoPE by hand and scores with 1/sqrt(head_dim)."""
-    config, num_layers = lm.config, lm.config.num_hidden_layers
+@torch.no_grad()
+def pruned_generate(
+    language_model: torch.nn.Module, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+    visual_mask: torch.Tensor, group_sizes: list[list[int]], selected_layer: int, alpha: float,
+    generation_config: GenerationConfig | None = None, return_stats: bool = True, **kwargs,
+) -> tuple[torch.LongTensor | GenerateDecoderOnlyOutput | GenerateBeamDecoderOnlyOutput, dict]:
+    """`language_model.generate(inputs_embeds=..., ...)` with PruneVid Stage 2; returns `(output, stats)`.
+
+    `inputs_embeds [B, S, D]`, `attention_mask [B, S]` (0 for left padding), `visual_mask [B, S]`, and per row the
+    Stage-1 `group_sizes` in visual-position order; decoding continues at the positions after the unpruned prompt.
+    `generation_config`, `kwargs` go to `generate` (its output's cache is the pruned one: do not continue from it).
+    `stats` (empty unless `return_stats`): per input row the visual tokens in and kept, prefill lengths and FLOPs."""
+    config, num_layers = language_model.config, language_model.config.num_hidden_layers
     batch, seq_len = inputs_embeds.shape[:2]
     if attention_mask.shape != (batch, seq_len) or visual_mask.shape != (batch, seq_len):
         raise ValueError(f"attention_mask {tuple(attention_mask.shape)} and visual_mask {tuple(visual_mask.shape)} "
@@ -495,31 +473,13 @@ def _check_stage2_inputs(lm, inputs_embeds, attention_mask, visual_mask, group_s
     if config.model_type not in PRUNEVID_STAGE2_MODEL_TYPES:
         raise ValueError(f"PruneVid stage 2 supports language models of type {list(PRUNEVID_STAGE2_MODEL_TYPES)}, "
                          f"got {config.model_type!r}; switch stage 2 off (prunevid enable_stage2=False) for it")
-    attn = lm.model.layers[selected_layer].self_attn
+    attn = language_model.model.layers[selected_layer].self_attn
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    scaling = getattr(attn, "scaling", None)
+    scaling = getattr(attn, "scaling", None)  # the scores below use 1/sqrt(head_dim)
     if scaling is not None and not math.isclose(float(scaling), head_dim**-0.5, rel_tol=1e-6):
         raise ValueError(f"PruneVid stage 2 scores with 1/sqrt(head_dim) = {head_dim**-0.5:.6g}, but "
                          f"{type(attn).__name__} scales attention by {scaling}; this backbone is not supported")
     _check_sliding_window(config, int(attention_mask.sum(-1).max()))
-
-
-@torch.no_grad()
-def pruned_generate(
-    language_model: torch.nn.Module, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
-    visual_mask: torch.Tensor, group_sizes: list[list[int]], selected_layer: int, alpha: float,
-    generation_config: GenerationConfig | None = None, return_stats: bool = True, **kwargs,
-) -> tuple[torch.LongTensor | GenerateDecoderOnlyOutput | GenerateBeamDecoderOnlyOutput, dict]:
-    """`language_model.generate(inputs_embeds=..., ...)` with PruneVid Stage 2; returns `(output, stats)`.
-
-    `inputs_embeds [B, S, D]`, `attention_mask [B, S]` (0 for left padding), `visual_mask [B, S]`, and per row the
-    Stage-1 `group_sizes` in visual-position order. After layer `selected_layer` each row keeps its text and the top
-    int(n * alpha) of every group; decoding continues at the positions after the unpruned prompt. `generation_config`
-    and `kwargs` go to `generate` (the output's cache is the pruned one: do not continue from it); options a pruned
-    cache cannot serve raise `ValueError`. `stats` (empty unless `return_stats`): per input row the visual tokens in
-    and kept, the prefill lengths and FLOPs, plus `selected_layer` and `alpha`.
-    """
-    _check_stage2_inputs(language_model, inputs_embeds, attention_mask, visual_mask, group_sizes, selected_layer, alpha)
     generation_config, others = _generation_options(language_model, generation_config, kwargs)
     visual_mask = visual_mask.bool() & attention_mask.bool()
     stage2 = _PrunedForward(language_model, visual_mask, group_sizes, selected_layer, alpha)

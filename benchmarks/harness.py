@@ -212,7 +212,7 @@ def chat_processor(config: PVCInternVLConfig):
 @functools.lru_cache(maxsize=8)
 def text_runs(frames: int) -> tuple[int, ...]:
     """Token counts of the text around the visual runs of the official chat prompt for a ``frames``-frame video
-    and :data:`QUESTION`, as the package's processor writes it (template, system message, ``Frame{i}:`` lines,
+    and :data:`QUESTION`, as the package's processor writes it (template, system message, the per-frame prefixes,
     image tokens): ``frames + 1`` counts, the first before frame 1's visual tokens, the last after frame
     ``frames``'s (tokenized by :func:`tokenizer`; only the counts matter to the LLM cost)."""
     processor = chat_processor(model_config(make_spec(False, "cpu"), pvc=True))

@@ -93,7 +93,7 @@ def prompt_text(prompt: dict) -> str:
     if "prefix_tokens" in prompt:
         return (f"{prompt['prefix_tokens']} tokens before the video (template + system message, assumed), "
                 f"{prompt['suffix_tokens']} after it (question, options, assistant turn) and "
-                f"{prompt['frame_wrapper_tokens']} per frame for `Frame{{i}}: <img>…</img>\\n`")
+                f"{prompt['frame_wrapper_tokens']} per frame for each frame's line and image tokens")
     return (f"the text is the package's chat prompt for a multiple-choice question (`harness.QUESTION`), tokenized by "
             f"the repository's tiny tokenizer: at {prompt['frames']} frames {prompt['before_video_tokens']} tokens "
             f"before the first frame's visual tokens (template, system message, the first frame's line), "

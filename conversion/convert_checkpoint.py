@@ -450,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
                                            "--push-to-hub, the branch to push to")
     parser.add_argument("--dtype", default="auto", choices=["auto", *configs.DTYPES],
                         help="cast floating tensors (auto: keep every tensor's own dtype)")
-    parser.add_argument("--img-context-token-id", type=int, help="id of <IMG_CONTEXT> when the source has no tokenizer")
+    parser.add_argument("--img-context-token-id", type=int, help="id of the image-context token when the source has no tokenizer")
     parser.add_argument("--key-map", help="JSON {regex: target name or null}; these rules take precedence")
     parser.add_argument("--config-map", help='JSON {"[vision_config.]key": "package field" or null} for unknown config keys')
     parser.add_argument("--set", action="append", metavar="KEY=JSON",

@@ -443,7 +443,7 @@ def per_row_stats(stats: Any, input_ids: torch.Tensor, context_id: int) -> list[
     """Split ``generate(..., return_stats=True)``'s lists into one dict per prompt row.
 
     Lists with one entry per row (``prefill_flops``) are indexed by row; lists with one entry per media sample
-    (``visual_tokens``, ``data_flag``, ...) belong to the rows that hold ``<IMG_CONTEXT>`` tokens, in order. A
+    (``visual_tokens``, ``data_flag``, ...) belong to the rows that hold image-context tokens, in order. A
     text-only row has 0 visual tokens and ``data_flag`` 0.
     """
     batch = int(input_ids.shape[0])
