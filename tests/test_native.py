@@ -460,3 +460,24 @@ def test_compiled_static_cache_generation_equals_eager(model, processor, media):
         model.__dict__.pop("_compiled_call", None)
         torch.compiler.reset()
     assert torch.equal(compiled, eager)
+
+
+def test_a_generated_image_context_token_is_an_ordinary_token(model, processor, media):
+    """Only the prompt's slots take visual tokens: when the model itself emits the image-context token (forced here),
+    the decode step embeds it like any token. Reference: one forward over prompt + generated ids with the visual
+    tokens merged into the prompt's slots only."""
+    inputs = processor.apply_chat_template(conversation("image", media, "what"), add_generation_prompt=True,
+                                           tokenize=True, return_dict=True)
+    context = model.config.img_context_token_id
+    out = model.generate(**inputs, max_new_tokens=3, do_sample=False, eos_token_id=None, output_logits=True,
+                         sequence_bias={(context,): 100.0}, return_dict_in_generate=True)
+    prompt_length = inputs["input_ids"].shape[1]
+    assert out.sequences[0, prompt_length:].tolist() == [context] * 3
+    with torch.no_grad():
+        visual = model.extract_feature(inputs["pixel_values"], inputs["data_flag"], inputs["split_sizes"],
+                                       inputs["num_patches_list"])
+        embeds = model.get_input_embeddings()(out.sequences)
+        slots = (out.sequences == context) & (torch.arange(out.sequences.shape[1]) < prompt_length)
+        embeds[slots] = visual.reshape(-1, visual.shape[-1])
+        reference = model.language_model(inputs_embeds=embeds).logits[0, prompt_length - 1 : -1]
+    assert torch.allclose(torch.cat(out.logits), reference, atol=1e-4)
