@@ -161,10 +161,8 @@ class PVCInternVLGenerationMixin:
         context_id = self._require_context_id()
         rows_with_media = media_rows(input_ids == context_id)
         if len(media.layouts) != len(rows_with_media):
-            raise ValueError(
-                f"PruneVid needs one sample per prompt row with media: {len(media.layouts)} samples for "
-                f"{len(rows_with_media)} rows"
-            )
+            raise ValueError(f"PruneVid needs one sample per prompt row with media: {len(media.layouts)} samples for "
+                             f"{len(rows_with_media)} rows")
         rows = [input_ids[row][attention_mask[row].bool()] for row in range(input_ids.shape[0])]
         groups = [[] for _ in rows]
         for index, row in enumerate(rows_with_media):
@@ -183,11 +181,9 @@ class PVCInternVLGenerationMixin:
         if not isinstance(visual_features, EncodedMedia):
             raise ValueError(f"prefill needs the EncodedMedia of encode_media, got {type(visual_features).__name__}")
         if visual_features.pruned and visual_features.prunevid.enable_stage2:
-            raise ValueError(
-                "PruneVid stage 2 keeps the visual tokens each question attends to, so a prefix cache cannot be "
-                "shared; reuse the EncodedMedia alone (stage 1 and the vision encoder), or encode with "
-                "prunevid={'enable_stage2': False}"
-            )
+            raise ValueError("PruneVid stage 2 keeps the visual tokens each question attends to, so a prefix cache "
+                             "cannot be shared; reuse the EncodedMedia alone (stage 1 and the vision encoder), or "
+                             "encode with prunevid={'enable_stage2': False}")
         attention_mask = _checked_prompt(input_ids, attention_mask)
         check_slots(self.config, input_ids, visual_features.layouts, self._require_context_id())
         ids, mask, _ = self._llm_prompt(input_ids, attention_mask, visual_features)
@@ -255,7 +251,7 @@ class PVCInternVLGenerationMixin:
         if slots_only:  # media always come with it; GenerationMixin then returns the new ids only
             embeds, ids = self.merge_visual_tokens(ids, embeds, visual), None
         elif visual is not None:
-            model_kwargs["visual_embeds"] = self._row_visual(ids, visual)
+            model_kwargs.update(visual_embeds=self._row_visual(ids, visual), visual_prompt_length=ids.shape[1])
         if embeds is not None:
             model_kwargs["inputs_embeds"] = embeds
         return GenerationMixin.generate(self, input_ids=ids, attention_mask=mask, generation_config=gen_config,
@@ -274,7 +270,8 @@ class PVCInternVLGenerationMixin:
         stats.prefill_flops = [float(f) for f in stage2["prefill_flops"]]
         return output
 
-    def prepare_inputs_for_generation(self, input_ids, *args, inputs_embeds=None, visual_embeds=None, **kwargs):
+    def prepare_inputs_for_generation(self, input_ids, *args, inputs_embeds=None, visual_embeds=None,
+                                      visual_prompt_length=None, **kwargs):
         """``GenerationMixin``'s inputs, plus ``visual_embeds`` on steps that see the prompt (all without a cache)."""
         inputs = super().prepare_inputs_for_generation(input_ids, *args, inputs_embeds=inputs_embeds, **kwargs)
         if _MARKS_FIRST_ITERATION:
@@ -284,6 +281,11 @@ class PVCInternVLGenerationMixin:
             first = position is None or int(position[0]) == 0 or position.shape[0] > 1
         if visual_embeds is not None and (first or not kwargs.get("use_cache", True)):
             inputs["visual_embeds"] = visual_embeds
+            ids = inputs.get("input_ids")
+            if ids is not None and visual_prompt_length is not None and ids.shape[1] > visual_prompt_length:
+                # no cache: the prompt again plus the new ids, which are not slots (not even an image-context id)
+                after_prompt = torch.arange(ids.shape[1], device=ids.device) >= visual_prompt_length
+                inputs.update(inputs_embeds=self.get_input_embeddings()(ids), input_ids=ids.masked_fill(after_prompt, -1))
         return inputs
 
     def _slot_ids(self, inputs_embeds: torch.Tensor) -> torch.Tensor:

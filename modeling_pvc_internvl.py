@@ -384,8 +384,7 @@ class PVCInternVisionModel(PVCInternVisionPreTrainedModel):
             per_frame = self.time_embedder(torch.arange(clip_len, device=hidden.device), clip_len).to(hidden.dtype)
         chunked = len(spans) > 1
         if chunked and self.training and any(layer.gradient_checkpointing for layer in layers):
-            raise ValueError("chunk_frames (chunked clip encoding) is for inference; gradient checkpointing recomputes "
-                             "the blocks, so train without chunk_frames")
+            raise ValueError("chunk_frames is for inference: gradient checkpointing recomputes the blocks; train without it")
         store = TemporalKV(clip_len) if chunked else None
         snapshot = (lambda h: h.flatten(0, 1).clone()) if chunked else (lambda h: h.flatten(0, 1))  # buffer reused
         states = [snapshot(hidden)] if output_hidden_states else None
@@ -611,9 +610,8 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
         return self.merge_visual_tokens(input_ids, inputs_embeds, visual_embeds[taken.to(visual_embeds.device)])
 
     def _reset_dynamic_rope(self, cache: Any = None) -> None:
-        """A new prompt (no cache, or an empty one) starts from the original dynamic-NTK rotary frequencies
-        (transformers keeps the longest input's). Python attributes are checked first, so a model without grown
-        frequencies never reads the cache length (a compiled forward stays free of data-dependent branches)."""
+        """A new prompt (empty cache) starts from the original dynamic-NTK rotary frequencies; the cache length is
+        read only when some have grown (so a compiled forward has no data-dependent branch)."""
         grown = [
             module for module in self.language_model.modules()
             if hasattr(module, "original_inv_freq") and hasattr(module, "max_seq_len_cached")

@@ -462,15 +462,16 @@ def test_compiled_static_cache_generation_equals_eager(model, processor, media):
     assert torch.equal(compiled, eager)
 
 
-def test_a_generated_image_context_token_is_an_ordinary_token(model, processor, media):
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_a_generated_image_context_token_is_an_ordinary_token(model, processor, media, use_cache):
     """Only the prompt's slots take visual tokens: when the model itself emits the image-context token (forced here),
-    the decode step embeds it like any token. Reference: one forward over prompt + generated ids with the visual
-    tokens merged into the prompt's slots only."""
+    later steps embed it like any token, with a cache or without one (every step re-reads the prompt). Reference:
+    one forward over prompt + generated ids with the visual tokens merged into the prompt's slots only."""
     inputs = processor.apply_chat_template(conversation("image", media, "what"), add_generation_prompt=True,
                                            tokenize=True, return_dict=True)
     context = model.config.img_context_token_id
     out = model.generate(**inputs, max_new_tokens=3, do_sample=False, eos_token_id=None, output_logits=True,
-                         sequence_bias={(context,): 100.0}, return_dict_in_generate=True)
+                         sequence_bias={(context,): 100.0}, return_dict_in_generate=True, use_cache=use_cache)
     prompt_length = inputs["input_ids"].shape[1]
     assert out.sequences[0, prompt_length:].tolist() == [context] * 3
     with torch.no_grad():
