@@ -20,12 +20,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
 
 import torch
 from safetensors.torch import save_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conversion.package import remote_module  # noqa: E402
+
+DEFAULT_TEMPLATE = remote_module("conversation").DEFAULT_TEMPLATE  # the official checkpoints' template
 
 VIT = dict(hidden=1024, layers=24, heads=16, mlp=4096, image=448, patch=14)
 LLM = dict(hidden=2048, heads=16, kv_heads=8, head_dim=128, intermediate=8192, vocab=92553, max_layers=24)
@@ -97,7 +103,7 @@ def config_json(layers: int, dtype: str) -> dict:
                      "AutoModelForCausalLM": "modeling_internvl_chat.InternVLChatModel"},
         "downsample_ratio": 0.5, "dynamic_image_size": True, "force_image_size": 448, "hidden_size": LLM["hidden"],
         "max_dynamic_patch": 12, "min_dynamic_patch": 1, "pad2square": False, "ps_version": "v2", "select_layer": -1,
-        "template": "internlm2-chat", "tie_word_embeddings": False, "torch_dtype": dtype, "use_backbone_lora": 0,
+        "template": DEFAULT_TEMPLATE, "tie_word_embeddings": False, "torch_dtype": dtype, "use_backbone_lora": 0,
         "use_llm_lora": 0, "use_thumbnail": True, "transformers_version": "4.37.2",
         "vision_config": {
             "architectures": ["InternVisionModel"], "model_type": "intern_vit_6b", "hidden_size": c,
