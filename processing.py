@@ -70,7 +70,9 @@ class PVCInternVLProcessor(ProcessorMixin):
     ):
         if tokenizer is None:
             raise ValueError("PVCInternVLProcessor needs a tokenizer, got None")
-        settings = {name: value for name, value in dict(locals()).items() if name in (*MODEL_SETTINGS, "num_segments")}
+        settings = dict(image_size=image_size, min_dynamic_patch=min_dynamic_patch, max_dynamic_patch=max_dynamic_patch,
+                        use_thumbnail=use_thumbnail, template=template, num_image_token=num_image_token,
+                        image_repeat_time=image_repeat_time, video_repeat_time=video_repeat_time, num_segments=num_segments)
         missing = [name for name in MODEL_SETTINGS if settings[name] is None]
         if missing:
             raise ValueError(
