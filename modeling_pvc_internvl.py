@@ -456,6 +456,8 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
         dim = config.llm_config.hidden_size
         self.vision_model = PVCInternVisionModel(config.vision_config)
         self.language_model = AutoModelForCausalLM.from_config(config.llm_config)
+        # the rotary embeddings (usually one), found once: forward checks them at every step
+        self._rotary = [m for m in self.language_model.modules() if hasattr(m, "original_inv_freq")]
         self.mlp1 = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, dim), nn.GELU(), nn.Linear(dim, dim))
         self.post_init()
         # Settable as in InternVL2; the template's default unless the config names one.
@@ -612,11 +614,8 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
     def _reset_dynamic_rope(self, cache: Any = None) -> None:
         """A new prompt (empty cache) starts from the original dynamic-NTK rotary frequencies; the cache length is
         read only when some have grown (so a compiled forward has no data-dependent branch)."""
-        grown = [
-            module for module in self.language_model.modules()
-            if hasattr(module, "original_inv_freq") and hasattr(module, "max_seq_len_cached")
-            and module.max_seq_len_cached != getattr(module, "original_max_seq_len", module.max_seq_len_cached)
-        ]
+        grown = [module for module in self._rotary if hasattr(module, "max_seq_len_cached")
+                 and module.max_seq_len_cached != getattr(module, "original_max_seq_len", module.max_seq_len_cached)]
         if not grown or (cache.get_seq_length() if hasattr(cache, "get_seq_length") else (cache[0][0].shape[-2] if cache else 0)):
             return
         for module in grown:
