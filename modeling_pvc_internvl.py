@@ -1,6 +1,7 @@
 """PVC-InternVL: InternViT (+ PVC temporal attention / AdaLN) -> pixel shuffle -> mlp1 -> native causal LM.
 
-Parameter names are the official InternVL ones (``vision_model.*``, ``mlp1.*``). The PVC temporal modules
+In memory the parts sit in the headless :class:`PVCInternVLModel` (``model.*``) and the head is ``lm_head``, as in
+transformers' InternVL; checkpoints keep the official InternVL names (``CHECKPOINT_RENAMES``). The PVC temporal modules
 start at zero, so a fresh temporal model computes exactly what plain InternViT computes.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from torch import nn
-from transformers import AutoModelForCausalLM, BitsAndBytesConfig, GenerationConfig, GenerationMixin, PreTrainedModel
+from transformers import AutoModel, BitsAndBytesConfig, GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutput, CausalLMOutputWithPast
+from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .chat import PVCInternVLChatMixin
@@ -31,6 +33,35 @@ from .prunevid import CACHE_ARG
 # itself; the model does not use these two (chat.py does).
 from .media import load_image  # noqa: F401
 from .processing import PVCInternVLProcessor  # noqa: F401
+
+
+# Official checkpoint names -> in-memory names (regex prefixes, in order): official InternVL2 / PVC checkpoints keep the
+# head inside the causal LM. from_pretrained renames with them and save_pretrained renames back.
+CHECKPOINT_RENAMES = {
+    "^language_model.lm_head": "lm_head",
+    "^language_model.model": "model.language_model",
+    "^vision_model": "model.vision_model",
+    "^mlp1": "model.mlp1",
+}
+try:  # transformers 5: a registered conversion mapping; 4.x reads the class's _checkpoint_conversion_mapping
+    from transformers.conversion_mapping import register_checkpoint_conversion_mapping
+    from transformers.core_model_loading import WeightRenaming
+except ImportError:
+    register_checkpoint_conversion_mapping = None
+_TRANSFORMERS_5 = hasattr(PreTrainedModel, "get_expanded_tied_weights_keys")
+if _TRANSFORMERS_5 == (register_checkpoint_conversion_mapping is None):
+    raise ImportError("PVC-InternVL supports transformers>=4.57,<6: this version's weight renaming on load and save "
+                      "(conversion_mapping.register_checkpoint_conversion_mapping) is not the one it knows")
+# a tied head (tie_word_embeddings) shares the decoder's input embeddings; transformers 4.x takes the names only
+TIED_WEIGHTS = {"lm_head.weight": "model.language_model.embed_tokens.weight"} if _TRANSFORMERS_5 else ["lm_head.weight"]
+
+
+def checkpoint_name(name: str, renames: dict[str, str] = CHECKPOINT_RENAMES) -> str:
+    """The official checkpoint name of an in-memory parameter name (``model.mlp1.0.weight`` -> ``mlp1.0.weight``)."""
+    for source, target in renames.items():
+        if re.match(re.escape(target) + r"(\.|$)", name):
+            return source.lstrip("^") + name[len(target):]
+    return name
 
 
 def eager_attention_forward(
@@ -412,7 +443,9 @@ class PVCInternVisionModel(PVCInternVisionPreTrainedModel):
 
 class PVCInternVLPreTrainedModel(PreTrainedModel):
     config_class = PVCInternVLConfig
-    base_model_prefix = ""
+    # transformers 4.x renames checkpoint keys only without a prefix (it would read the official names as a base
+    # model's and prepend "model."), as its native InternVL
+    base_model_prefix = "model" if _TRANSFORMERS_5 else ""
     main_input_name = "input_ids"
     _no_split_modules = ["PVCInternVisionLayer", "LlamaDecoderLayer", "Qwen2DecoderLayer", "Phi3DecoderLayer",
                          "MistralDecoderLayer"]
@@ -435,7 +468,8 @@ class PVCInternVLPreTrainedModel(PreTrainedModel):
             raise ValueError(f"the checkpoint {pretrained_model_name_or_path} has an unreadable weights file "
                              f"{_damaged_safetensors(pretrained_model_name_or_path)} ({err}); it is truncated or damaged: "
                              "download or convert it again") from err
-        missing = _untied_missing_keys(model, info.get("missing_keys") or [])
+        renames = getattr(cls, "_checkpoint_conversion_mapping", None) or {}
+        missing = [checkpoint_name(name, renames) for name in _untied_missing_keys(model, info.get("missing_keys") or [])]
         if missing:
             shown = ", ".join(missing[:12]) + (f", ... ({len(missing) - 12} more)" if len(missing) > 12 else "")
             raise ValueError(f"the checkpoint {pretrained_model_name_or_path} lacks {len(missing)} weights of the model: "
@@ -447,24 +481,26 @@ class PVCInternVLPreTrainedModel(PreTrainedModel):
         init_module(module, std=0.02)  # the projector; the vision model and the LLM initialise their own
 
 
-class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVCInternVLPreTrainedModel, GenerationMixin):
-    """InternVL2 / PVC chat model: vision encoder -> pixel shuffle -> ``mlp1`` -> native causal LM."""
+class PVCInternVLModel(PVCInternVLPreTrainedModel):
+    """The headless model: vision encoder -> pixel shuffle -> ``mlp1`` -> the language model's decoder (no head)."""
+
+    _checkpoint_conversion_mapping = {"^language_model.model": "language_model"}  # official names, as the chat model
 
     def __init__(self, config: PVCInternVLConfig):
         super().__init__(config)
         width = config.vision_config.hidden_size * config.pixel_shuffle_scale**2  # ViT channels after pixel shuffle
         dim = config.llm_config.hidden_size
         self.vision_model = PVCInternVisionModel(config.vision_config)
-        self.language_model = AutoModelForCausalLM.from_config(config.llm_config)
-        # the rotary embeddings (usually one), found once: forward checks them at every step
-        self._rotary = [m for m in self.language_model.modules() if hasattr(m, "original_inv_freq")]
+        self.language_model = AutoModel.from_config(config.llm_config)
         self.mlp1 = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, dim), nn.GELU(), nn.Linear(dim, dim))
         self.post_init()
-        # Settable as in InternVL2; the template's default unless the config names one.
-        template = get_template(config.template or DEFAULT_TEMPLATE)
-        self.system_message = config.system_message if config.system_message is not None else template.system_message
-        # Defaults of the language model; from_pretrained replaces them with generation_config.json.
-        self.generation_config = GenerationConfig.from_model_config(config.llm_config)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any):
+        """Also reads the official names (on transformers 5 as a ``key_mapping``, which saving reverses)."""
+        if _TRANSFORMERS_5:
+            kwargs.setdefault("key_mapping", cls._checkpoint_conversion_mapping)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
@@ -472,23 +508,12 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.language_model.set_input_embeddings(value)
 
-    def get_output_embeddings(self) -> nn.Module:
-        return self.language_model.get_output_embeddings()
+    def get_decoder(self) -> nn.Module:
+        return self.language_model
 
-    def set_output_embeddings(self, value: nn.Module) -> None:
-        self.language_model.set_output_embeddings(value)
+    def set_decoder(self, decoder: nn.Module) -> None:
+        self.language_model = decoder
 
-    @property
-    def num_image_token(self) -> int:
-        return self.config.num_image_token
-
-    @property
-    def img_context_token_id(self) -> int | None:
-        return self.config.img_context_token_id
-
-    @img_context_token_id.setter
-    def img_context_token_id(self, value: int) -> None:
-        self.config.img_context_token_id = int(value)
     def pixel_shuffle(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, W, H, C)`` -> ``(N, W / k, H / k, C * k^2)``, k = 1 / downsample_ratio. ``ps_version="v2"``: token
         (i, j) concatenates the k x k block at rows i*k.., columns j*k..; ``"v1"`` leaves the grid transposed."""
@@ -574,6 +599,12 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
                              f"(model.config.img_context_token_id = tokenizer.convert_tokens_to_ids('{IMG_CONTEXT_TOKEN}'))")
         return int(self.config.img_context_token_id)
 
+    def _slot_ids(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        """``(B, T)``: ``IMG_CONTEXT_TOKEN``'s id where ``inputs_embeds`` holds its embedding, -1 elsewhere."""
+        context_id = self._require_context_id()
+        context = self.get_input_embeddings().weight[context_id].to(inputs_embeds.dtype)
+        return torch.where((inputs_embeds == context).all(-1), context_id, -1)
+
     def merge_visual_tokens(self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
         """Put ``visual`` ``(n, D)`` rows at the ``IMG_CONTEXT_TOKEN`` positions of ``inputs_embeds``, in order."""
         mask = input_ids == self._require_context_id()
@@ -614,24 +645,24 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
     def _reset_dynamic_rope(self, cache: Any = None) -> None:
         """A new prompt (empty cache) starts from the original dynamic-NTK rotary frequencies; the cache length is
         read only when some have grown (so a compiled forward has no data-dependent branch)."""
-        grown = [module for module in self._rotary if hasattr(module, "max_seq_len_cached")
-                 and module.max_seq_len_cached != getattr(module, "original_max_seq_len", module.max_seq_len_cached)]
-        if not grown or (cache.get_seq_length() if hasattr(cache, "get_seq_length") else (cache[0][0].shape[-2] if cache else 0)):
+        rotary = getattr(self.language_model, "rotary_emb", None)  # the decoder's (Llama, Qwen2, Phi-3, Mistral)
+        original = getattr(rotary, "original_max_seq_len", None)
+        if original is None or getattr(rotary, "max_seq_len_cached", original) == original:
             return
-        for module in grown:
-            module.register_buffer("inv_freq", module.original_inv_freq.to(module.inv_freq.device), persistent=False)
-            module.max_seq_len_cached = module.original_max_seq_len
+        if cache.get_seq_length() if hasattr(cache, "get_seq_length") else (cache[0][0].shape[-2] if cache else 0):
+            return
+        rotary.register_buffer("inv_freq", rotary.original_inv_freq.to(rotary.inv_freq.device), persistent=False)
+        rotary.max_seq_len_cached = original
 
     def forward(
         self, input_ids: torch.LongTensor | None = None, pixel_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None, position_ids: torch.LongTensor | None = None,
-        image_flags: torch.LongTensor | None = None, past_key_values: Any = None, labels: torch.LongTensor | None = None,
-        use_cache: bool | None = None, output_attentions: bool | None = None, output_hidden_states: bool | None = None,
-        return_dict: bool | None = None, data_flag: Any = None, split_sizes: Any = None,
-        num_patches_list: list | None = None, inputs_embeds: torch.Tensor | None = None,
-        visual_embeds: torch.Tensor | None = None, cache: Any = None, logits_to_keep: int | torch.Tensor = 0, **kwargs,
-    ) -> CausalLMOutputWithPast:
-        """Official-compatible forward: visual tokens replace the ``IMG_CONTEXT_TOKEN`` embeddings, then the LLM.
+        image_flags: torch.LongTensor | None = None, past_key_values: Any = None, use_cache: bool | None = None,
+        output_attentions: bool | None = None, output_hidden_states: bool | None = None, return_dict: bool | None = None,
+        data_flag: Any = None, split_sizes: Any = None, num_patches_list: list | None = None,
+        inputs_embeds: torch.Tensor | None = None, visual_embeds: torch.Tensor | None = None, cache: Any = None, **kwargs,
+    ) -> BaseModelOutputWithPast | tuple:
+        """Visual tokens replace the ``IMG_CONTEXT_TOKEN`` embeddings, then the decoder: hidden states ``(B, T, D)``.
         ``image_flags`` ``(num_tiles, 1)``: tiles flagged 0 are dropped (the official training padding).
         ``visual_embeds`` ``(B, V, D)``: encoded visual tokens, row ``b`` for prompt row ``b`` (from ``generate``).
         The KV cache comes as ``past_key_values`` or (transformers >= 5.24) ``cache``."""
@@ -643,12 +674,109 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
         self._reset_dynamic_rope(cache)
         flags = {"use_cache": use_cache, "output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
         outputs = self.language_model(
-            inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, labels=labels,
-            return_dict=True, logits_to_keep=logits_to_keep, **{CACHE_ARG: cache},
-            **{name: value for name, value in flags.items() if value is not None},  # None: the config decides
-            **kwargs,
-        )
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
+            **{CACHE_ARG: cache}, **{name: value for name, value in flags.items() if value is not None}, **kwargs,
+        )  # a None flag: the config decides
         return outputs.to_tuple() if return_dict is False else outputs
+
+
+class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVCInternVLPreTrainedModel, GenerationMixin):
+    """InternVL2 / PVC chat model: :class:`PVCInternVLModel` and the language model's head ``lm_head``. Checkpoints keep
+    the official names (``language_model.model.*``, ``language_model.lm_head.*``): see ``CHECKPOINT_RENAMES``."""
+
+    _checkpoint_conversion_mapping = CHECKPOINT_RENAMES  # read by transformers 4.x, registered for 5.x below
+    _tied_weights_keys = TIED_WEIGHTS
+    _tp_plan = {"lm_head": "colwise_gather_output" if _TRANSFORMERS_5 else "colwise_rep"}  # as the native causal LMs
+
+    def __init__(self, config: PVCInternVLConfig):
+        super().__init__(config)
+        self.model = PVCInternVLModel(config)
+        self.lm_head = nn.Linear(config.llm_config.hidden_size, config.llm_config.vocab_size, bias=False)
+        self.loss_type = "ForCausalLM"
+        self.post_init()
+        # Settable as in InternVL2; the template's default unless the config names one.
+        template = get_template(config.template or DEFAULT_TEMPLATE)
+        self.system_message = config.system_message if config.system_message is not None else template.system_message
+        # Defaults of the language model; from_pretrained replaces them with generation_config.json.
+        self.generation_config = GenerationConfig.from_model_config(config.llm_config)
+
+    @property
+    def vision_model(self) -> PVCInternVisionModel:
+        return self.model.vision_model
+
+    @property
+    def mlp1(self) -> nn.Sequential:
+        return self.model.mlp1
+
+    @property
+    def language_model(self) -> nn.Module:
+        """The language model's decoder (headless; the head is ``lm_head``)."""
+        return self.model.language_model
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.lm_head = value
+
+    def get_decoder(self) -> nn.Module:
+        return self.model.get_decoder()
+
+    def set_decoder(self, decoder: nn.Module) -> None:
+        self.model.set_decoder(decoder)
+
+    @property
+    def num_image_token(self) -> int:
+        return self.config.num_image_token
+
+    @property
+    def img_context_token_id(self) -> int | None:
+        return self.config.img_context_token_id
+
+    @img_context_token_id.setter
+    def img_context_token_id(self, value: int) -> None:
+        self.config.img_context_token_id = int(value)
+
+    def pixel_shuffle(self, x: torch.Tensor) -> torch.Tensor:
+        """The official name of :meth:`PVCInternVLModel.pixel_shuffle`."""
+        return self.model.pixel_shuffle(x)
+
+    def extract_feature(self, pixel_values: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """The official name of :meth:`PVCInternVLModel.extract_feature`."""
+        return self.model.extract_feature(pixel_values, *args, **kwargs)
+
+    def forward(
+        self, input_ids: torch.LongTensor | None = None, pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None, position_ids: torch.LongTensor | None = None,
+        image_flags: torch.LongTensor | None = None, past_key_values: Any = None, labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None, output_attentions: bool | None = None, output_hidden_states: bool | None = None,
+        return_dict: bool | None = None, data_flag: Any = None, split_sizes: Any = None,
+        num_patches_list: list | None = None, inputs_embeds: torch.Tensor | None = None,
+        visual_embeds: torch.Tensor | None = None, cache: Any = None, logits_to_keep: int | torch.Tensor = 0, **kwargs,
+    ) -> CausalLMOutputWithPast | tuple:
+        """Official-compatible forward (:meth:`PVCInternVLModel.forward`, then ``lm_head`` on the last
+        ``logits_to_keep`` positions, all when 0); ``labels`` ``(B, T)`` give the shifted next-token loss."""
+        outputs = self.model(
+            input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask, position_ids=position_ids,
+            image_flags=image_flags, past_key_values=past_key_values, use_cache=use_cache,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states, data_flag=data_flag,
+            split_sizes=split_sizes, num_patches_list=num_patches_list, inputs_embeds=inputs_embeds,
+            visual_embeds=visual_embeds, cache=cache, **kwargs,
+        )
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(outputs.last_hidden_state[:, keep, :])
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.llm_config.vocab_size, **kwargs)
+        result = CausalLMOutputWithPast(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+                                        attentions=outputs.attentions, **{CACHE_ARG: getattr(outputs, CACHE_ARG)})
+        return result.to_tuple() if return_dict is False else result
 
 
 def _legacy_quantization_flags(kwargs: dict) -> dict:
@@ -696,4 +824,12 @@ def _frames(pixel_values: torch.Tensor, order: list[int]) -> torch.Tensor:
     return pixel_values.index_select(0, torch.tensor(order, device=pixel_values.device))
 
 
-__all__ = ["PVCInternVisionModel", "PVCInternVLChatModel", "PVCInternVLPreTrainedModel", "PVCInternVisionPreTrainedModel"]
+if register_checkpoint_conversion_mapping is not None:  # the chat model's only: nested, the base model's would apply twice
+    register_checkpoint_conversion_mapping(
+        PVCInternVLChatModel.__name__,
+        [WeightRenaming(source_patterns=source, target_patterns=target) for source, target in CHECKPOINT_RENAMES.items()],
+        overwrite=True,  # the module is imported again from each checkpoint's copy
+    )
+
+__all__ = ["PVCInternVisionModel", "PVCInternVLModel", "PVCInternVLChatModel", "PVCInternVLPreTrainedModel",
+           "PVCInternVisionPreTrainedModel", "checkpoint_name"]

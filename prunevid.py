@@ -306,7 +306,7 @@ def _pruned_prefill(
 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor]:
     """Prefill with Stage-2 pruning after layer `selected_layer`, filling `cache` with the pruned K/V. Returns the
     last-position logits `[B, V]` and the pruned prompt's mask, kept positions and lengths (see `_PrunedForward`)."""
-    model, config = lm.model, lm.config
+    model, config = lm.get_decoder(), lm.config.get_text_config()
     num_heads, num_kv = config.num_attention_heads, config.num_key_value_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // num_heads
     real = attention_mask.bool()
@@ -341,12 +341,12 @@ def _pruned_prefill(
         # from position_embeddings, computed from the real (gapped) ids.
         hidden = layer(hidden, attention_mask=mask, position_ids=None, use_cache=True, position_embeddings=pos_emb,
                        **{CACHE_ARG: cache})
-    logits = lm.lm_head(model.norm(hidden[:, -1:]))[:, -1]
+    logits = lm.get_output_embeddings()(model.norm(hidden[:, -1:]))[:, -1]
     return logits, pruned_mask, index_lists, real.sum(dim=-1)
 
 
 class _PrunedForward:
-    """Stands in for `language_model.forward` during one `generate` call (set on a shallow copy of the model): the
+    """Stands in for the causal LM's `forward` during one `generate` call (set on a shallow copy of the model): the
     first call (the prefill) runs `_pruned_prefill` on the (beam-expanded) prompt into generate's cache; later calls
     run the model's own forward on the pruned cache, with positions that continue from the unpruned prompt length."""
 
@@ -383,7 +383,7 @@ class _PrunedForward:
         mask = torch.cat([self.pruned_mask, self.pruned_mask.new_ones(new.shape[0], grown)], dim=-1)
         first = self.full_len[:, None] + (grown - steps)  # [B, 1] position of the first new token
         positions = first + torch.arange(steps, device=first.device)[None]
-        _check_sliding_window(self.lm.config, int(positions.max()) + 1)
+        _check_sliding_window(self.lm.config.get_text_config(), int(positions.max()) + 1)
         if "cache_position" in kwargs:  # transformers 4.x: slots in the (pruned) cache, not positions
             kwargs["cache_position"] = torch.arange(cached, cached + steps, device=new.device)
         return self.__wrapped__(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=mask,
@@ -391,7 +391,7 @@ class _PrunedForward:
 
     def stats(self) -> dict:
         """Per-row token and FLOPs accounting of the pruned prefill (one entry per input row)."""
-        config, layer, expand = self.lm.config, self.selected_layer, self.expand
+        config, layer, expand = self.lm.config.get_text_config(), self.selected_layer, self.expand
         num_layers, hidden, inter = config.num_hidden_layers, config.hidden_size, config.intermediate_size
         n_full = [int(n) for n in self.full_len[::expand].tolist()]
         n_pruned = [int(ix.numel()) for ix in self.index_lists[::expand]]
@@ -453,13 +453,16 @@ def pruned_generate(
     visual_mask: torch.Tensor, group_sizes: list[list[int]], selected_layer: int, alpha: float,
     generation_config: GenerationConfig | None = None, return_stats: bool = True, **kwargs,
 ) -> tuple[torch.LongTensor | GenerateDecoderOnlyOutput | GenerateBeamDecoderOnlyOutput, dict]:
-    """`language_model.generate(inputs_embeds=..., ...)` with PruneVid Stage 2; returns `(output, stats)`.
+    """`GenerationMixin.generate(language_model, inputs_embeds=..., ...)` with PruneVid Stage 2; returns `(output, stats)`.
+    `language_model`: a causal LM (`get_decoder()` with `layers` / `rotary_emb` / `norm`, `get_output_embeddings()`),
+    a native one or the chat model.
 
     `inputs_embeds [B, S, D]`, `attention_mask [B, S]` (0 for left padding), `visual_mask [B, S]`, and per row the
     Stage-1 `group_sizes` in visual-position order; decoding continues at the positions after the unpruned prompt.
     `generation_config`, `kwargs` go to `generate` (its output's cache is the pruned one: do not continue from it).
     `stats` (empty unless `return_stats`): per input row the visual tokens in and kept, prefill lengths and FLOPs."""
-    config, num_layers = language_model.config, language_model.config.num_hidden_layers
+    config = language_model.config.get_text_config()
+    num_layers = config.num_hidden_layers
     batch, seq_len = inputs_embeds.shape[:2]
     if attention_mask.shape != (batch, seq_len) or visual_mask.shape != (batch, seq_len):
         raise ValueError(f"attention_mask {tuple(attention_mask.shape)} and visual_mask {tuple(visual_mask.shape)} "
@@ -473,7 +476,7 @@ def pruned_generate(
     if config.model_type not in PRUNEVID_STAGE2_MODEL_TYPES:
         raise ValueError(f"PruneVid stage 2 supports language models of type {list(PRUNEVID_STAGE2_MODEL_TYPES)}, "
                          f"got {config.model_type!r}; switch stage 2 off (prunevid enable_stage2=False) for it")
-    attn = language_model.model.layers[selected_layer].self_attn
+    attn = language_model.get_decoder().layers[selected_layer].self_attn
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     scaling = getattr(attn, "scaling", None)  # the scores below use 1/sqrt(head_dim)
     if scaling is not None and not math.isclose(float(scaling), head_dim**-0.5, rel_tol=1e-6):
@@ -485,6 +488,6 @@ def pruned_generate(
     stage2 = _PrunedForward(language_model, visual_mask, group_sizes, selected_layer, alpha)
     model = copy.copy(language_model)  # shares every module and parameter; only `forward` differs
     model.forward = stage2
-    output = model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                            generation_config=generation_config, **{CACHE_ARG: DynamicCache()}, **others)
+    output = GenerationMixin.generate(model, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                      generation_config=generation_config, **{CACHE_ARG: DynamicCache()}, **others)
     return output, (stage2.stats() if return_stats else {})

@@ -153,7 +153,7 @@ class OneLayer:
         spec = replace(spec, vision={**spec.vision, "num_hidden_layers": 1}, llm={**spec.llm, "num_hidden_layers": 1})
         self.pvc = harness.build_pvc(spec)
         self.models = {BASE: harness.build_baseline(spec, self.pvc), PVC: self.pvc}
-        self.lm = self.pvc.language_model
+        self.lm = self.pvc  # as a causal LM: the calls below give it embeddings, no media
         self.settings = harness.prunevid_settings()
         self.one_layer_settings = self.settings.merged({"selected_layer": 0}, 1)
         self.samples: list[dict] = []
@@ -176,9 +176,9 @@ class OneLayer:
 
     def dense(self, config: str, layout: harness.PromptLayout, visual: torch.Tensor, repeat: int) -> None:
         """Prefill and decode steps of one LLM layer at the real prompt length, scaled to the real depth."""
-        hidden, depth = self.lm.config.hidden_size, self.depth["llm"]
+        hidden, depth = self.lm.config.llm_config.hidden_size, self.depth["llm"]
         embeds = measure.prompt_embeds(layout, visual, hidden, torch.float32, self.device)
-        with clocking([self.lm.model.layers[0]], self.device) as layer:
+        with clocking([self.lm.get_decoder().layers[0]], self.device) as layer:
             result = measure.time_dense_prefill(self.lm, embeds, self.device)
             prefill_layer = layer.take()[0]
             steps = measure.dense_decode_steps(self.lm, result, layout.length, self.plan.decode_steps, self.device)
@@ -192,10 +192,10 @@ class OneLayer:
         """PruneVid stage 2 with the one layer as its selected layer: layers 0..M run the stage-1 prompt (the one
         measured, M more scaled), the rest the pruned prompt (a dense layer at that length scaled)."""
         layout = harness.video_prompt(stage1.frame_token_counts)
-        hidden, depth, chosen = self.lm.config.hidden_size, self.depth["llm"], self.settings.selected_layer
+        hidden, depth, chosen = self.lm.config.llm_config.hidden_size, self.depth["llm"], self.settings.selected_layer
         embeds = measure.prompt_embeds(layout, stage1.features, hidden, torch.float32, self.device)
         groups, settings = stage1.group_sizes, self.one_layer_settings
-        with clocking([self.lm.model.layers[0]], self.device) as layer:
+        with clocking([self.lm.get_decoder().layers[0]], self.device) as layer:
             result = measure.time_pruned_prefill(self.lm, embeds, layout, groups, settings, self.device)
             first_layer = layer.take()[0]
             kept = result.stats["prefill_len_pruned"][0]
@@ -219,7 +219,7 @@ class OneLayer:
         pixels, _, _ = load_video(self.video, self.plan.frames)
         for config in self.models:
             measure.time_vision(self.models[config], pixels[:1], self.device)
-        measure.time_dense_prefill(self.lm, torch.randn(1, 16, self.lm.config.hidden_size), self.device)
+        measure.time_dense_prefill(self.lm, torch.randn(1, 16, self.lm.config.llm_config.hidden_size), self.device)
         with clocking([self.pvc.vision_model.encoder.layers[0]], self.device) as layer:
             seconds, features = measure.time_vision(self.pvc, pixels, self.device)
         self.check = {"frames": self.plan.frames, "seconds": seconds, "layer_s": sum(layer.take())}
@@ -233,7 +233,7 @@ class OneLayer:
         per_frame = {c: self.models[c].config.num_image_token for c in self.models}
         layouts = {c: harness.video_prompt([per_frame[c]] * self.plan.frames) for c in self.models}
         generator = torch.Generator().manual_seed(0)
-        visual = {BASE: torch.randn(layouts[BASE].visual_tokens, self.lm.config.hidden_size, generator=generator),
+        visual = {BASE: torch.randn(layouts[BASE].visual_tokens, self.lm.config.llm_config.hidden_size, generator=generator),
                   PVC: features}
         self.tokens.update({c: {"visual": layouts[c].visual_tokens, "prompt": layouts[c].length} for c in self.models})
         for repeat in range(self.plan.repeats):
@@ -254,7 +254,7 @@ class OneLayer:
 
     def describe(self) -> dict:
         """The shapes, the real depths they are scaled to, the token counts and the frame-scaling check."""
-        vision, llm = self.pvc.config.vision_config, self.lm.config
+        vision, llm = self.pvc.config.vision_config, self.lm.config.llm_config
         return {"vision": {k: getattr(vision, k) for k in ("hidden_size", "num_attention_heads", "intermediate_size",
                                                            "image_size", "patch_size")},
                 "llm": {k: getattr(llm, k) for k in ("hidden_size", "num_attention_heads", "num_key_value_heads",

@@ -146,14 +146,15 @@ def build_pvc(spec: BenchSpec, seed: int = 0, llm_layers: int | None = None) -> 
 
 def build_baseline(spec: BenchSpec, pvc: PVCInternVLChatModel, seed: int = 0) -> PVCInternVLChatModel:
     """The InternVL2 baseline on the same random weights: the ViT blocks are copied from ``pvc`` and the
-    language model is the very same module (only ``mlp1`` differs in shape)."""
+    language model (decoder and head) are the very same modules (only ``mlp1`` differs in shape)."""
     torch.manual_seed(seed + 2)
     config = model_config(spec, pvc=False, llm_layers=1, vocab_size=16)  # its LLM is replaced by the shared one
     with _constructing_on(spec):
         model = PVCInternVLChatModel(config).eval()
     config.llm_config = copy.deepcopy(pvc.config.llm_config)
     config.img_context_token_id = pvc.config.img_context_token_id
-    model.language_model = pvc.language_model
+    model.model.set_decoder(pvc.get_decoder())
+    model.set_output_embeddings(pvc.get_output_embeddings())
     shared = {k: v for k, v in pvc.vision_model.state_dict().items() if k in model.vision_model.state_dict()}
     model.vision_model.load_state_dict(shared)
     return model.to(device=spec.device, dtype=spec.dtype)

@@ -75,7 +75,7 @@ class Bench:
         self.spec = spec
         self.pvc = harness.build_pvc(spec)
         self.baseline = harness.build_baseline(spec, self.pvc)
-        self.lm = self.pvc.language_model
+        self.lm = self.pvc  # as a causal LM: the calls below give it embeddings, no media
         self.hidden = self.pvc.config.llm_config.hidden_size
         self.settings = harness.prunevid_settings()
         self.samples = Samples()

@@ -48,9 +48,9 @@ def parse_layers(text: str) -> list[int] | None:
 def encode(model: PVCInternVLChatModel, video: torch.Tensor, mode: str) -> torch.Tensor:
     """Encode ``video`` as one clip in ``mode`` (see the module docstring)."""
     if mode == "chunked":
-        return model.encode_clips(video, video.shape[0], chunk_frames=CHUNK_FRAMES)
+        return model.model.encode_clips(video, video.shape[0], chunk_frames=CHUNK_FRAMES)
     if mode == "oneshot":
-        return model.encode_clips(video, video.shape[0])
+        return model.model.encode_clips(video, video.shape[0])
     if mode == "extract_chunked":
         return encode_video(model, video, chunk_frames=CHUNK_FRAMES)
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")

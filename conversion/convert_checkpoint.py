@@ -158,23 +158,25 @@ def resolve_img_context_id(source: Source, cli_value: int | None, config_value: 
 
 
 def expected_tensors(config: Any) -> tuple[dict[str, keymap.Expected], dict[str, str]]:
-    """Target names, shapes and dtype kinds from a ``PVCInternVLChatModel`` built on the meta device (no memory), and
-    its tied weights ``{target: source}``. Non-persistent buffers (rotary ``inv_freq``) are not listed."""
+    """Target names (the official checkpoint names the model saves under), shapes and dtype kinds from a
+    ``PVCInternVLChatModel`` built on the meta device (no memory), and its tied weights ``{target: source}``.
+    Non-persistent buffers (rotary ``inv_freq``) are not listed."""
     import torch
 
     modeling = remote_module("modeling_pvc_internvl")
     with torch.device("meta"):
         model = modeling.PVCInternVLChatModel(config)
-    expected = {name: keymap.Expected(tuple(t.shape), t.is_floating_point()) for name, t in model.state_dict().items()}
-    tied = dict(getattr(model, "all_tied_weights_keys", None) or {})  # transformers 5
+    named = modeling.checkpoint_name
+    expected = {named(name): keymap.Expected(tuple(t.shape), t.is_floating_point()) for name, t in model.state_dict().items()}
+    tied = {named(k): named(v) for k, v in (getattr(model, "all_tied_weights_keys", None) or {}).items()}  # transformers 5
     if not tied:  # transformers 4: tied parameters are one shared object
         model.tie_weights()
         first_name: dict[int, str] = {}
         for name, param in model.named_parameters(remove_duplicate=False):
             if id(param) in first_name:
-                tied[name] = first_name[id(param)]
+                tied[named(name)] = first_name[id(param)]
             else:
-                first_name[id(param)] = name
+                first_name[id(param)] = named(name)
     return expected, tied
 
 

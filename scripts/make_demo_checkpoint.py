@@ -78,6 +78,7 @@ def write_random_weights(config: Any, out_dir: Path, seed: int) -> list[str]:
     _, tied = expected_tensors(config)
     shards = weights.ShardWriter(out_dir, max_bytes=5 * 10**9)
     for name, tensor in model.state_dict().items():
+        name = modeling.checkpoint_name(name)  # the official names, as save_pretrained writes them
         if name in tied:
             continue
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
@@ -129,12 +130,10 @@ def write_video(path: Path) -> None:
 
     width, height = VIDEO_SIZE
     with av.open(str(path), mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=VIDEO_FPS)
+        # lossless (qp 0): the decoded frames are the drawn ones whatever x264 decides, which with its threads
+        # depends on timing, so the demo's answers and PruneVid counts (quoted in the README) are the same each build
+        stream = container.add_stream("libx264", rate=VIDEO_FPS, options={"qp": "0"})
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        # one encoder thread and no lookahead threads: x264's frame threads make the coded frames depend on timing,
-        # so the demo's answers and PruneVid counts (quoted in the README) would change from one build to the next
-        stream.codec_context.thread_count = 1
-        stream.options = {"threads": "1", "lookahead_threads": "1", "sliced_threads": "0"}
         ys, xs = np.mgrid[0:height, 0:width]
         for index in range(VIDEO_FRAMES):
             frame = np.zeros((height, width, 3), dtype=np.uint8)

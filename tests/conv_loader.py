@@ -4,7 +4,7 @@ record what the test asks for.
     python conv_loader.py DST JOB.pt OUT.pt
 
 JOB is a dict (torch.save) with any of:
-  state_dict: True             -> out["state_dict"]: the loaded model's state dict
+  state_dict: True             -> out["state_dict"]: the loaded model's state dict, under the checkpoint names
   config: True                 -> out["config"]: AutoConfig.from_pretrained(...).to_dict()
   lm_logits: [[ids], ...]      -> out["lm_logits"]: language-model logits per prompt, run in this order
   forward: {kwargs}            -> out["forward_logits"]: model(**kwargs).logits
@@ -59,10 +59,11 @@ def main() -> None:
     model = AutoModel.from_pretrained(dst, trust_remote_code=True, dtype=torch.float32).eval()
     out["model_class"] = type(model).__name__
     if job.get("state_dict"):
-        out["state_dict"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        named = sys.modules[type(model).__module__].checkpoint_name  # the official names the checkpoint keeps
+        out["state_dict"] = {named(k): v.detach().clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
         if "lm_logits" in job:
-            out["lm_logits"] = [model.language_model(input_ids=torch.tensor([ids])).logits[0] for ids in job["lm_logits"]]
+            out["lm_logits"] = [model(input_ids=torch.tensor([ids])).logits[0] for ids in job["lm_logits"]]
         if "forward" in job:
             out["forward_logits"] = model(**job["forward"]).logits
     if "golden" in job:

@@ -334,7 +334,7 @@ def test_select_layer_uses_earlier_hidden_state():
     pv = pixels(1)
     with torch.no_grad():
         out = model.vision_model(pv, output_hidden_states=True)
-        expected = model.project_frames(out.hidden_states[-2])
+        expected = model.model.project_frames(out.hidden_states[-2])
         got = model.extract_feature(pv)
     assert torch.allclose(got, expected, atol=1e-6)
 
@@ -353,7 +353,7 @@ def test_output_embeddings_can_be_replaced_and_resized():
     vocab, hidden = model.get_output_embeddings().weight.shape
     head = torch.nn.Linear(hidden, vocab, bias=False)
     model.set_output_embeddings(head)
-    assert model.get_output_embeddings() is head and model.language_model.get_output_embeddings() is head
+    assert model.get_output_embeddings() is head and model.lm_head is head
     model.resize_token_embeddings(vocab + 8)
     assert model.get_input_embeddings().weight.shape[0] == vocab + 8
     assert model.get_output_embeddings().weight.shape[0] == vocab + 8

@@ -144,7 +144,7 @@ def _favour_im_end(model, inputs):
 
     biased = copy.deepcopy(model)
     free = biased.generate(**inputs, max_new_tokens=3, do_sample=False, eos_token_id=None)
-    head = biased.language_model.get_output_embeddings().weight
+    head = biased.get_output_embeddings().weight
     with torch.no_grad():
         head[IM_END_ID] = 1.5 * head[free[0, inputs["input_ids"].shape[1] + 1]]
     return biased
@@ -196,7 +196,7 @@ def test_unknown_generation_option_is_refused(model, processor, media):
 
 def test_unbounded_request_is_refused_before_the_vision_encoder(model, processor, media, monkeypatch):
     inputs = processor("describe", images=media["wide"])
-    monkeypatch.setattr(model, "encode_samples", lambda *a, **k: pytest.fail("the vision encoder ran"))
+    monkeypatch.setattr(model.model, "encode_samples", lambda *a, **k: pytest.fail("the vision encoder ran"))
     with pytest.raises(ValueError, match=r"max_new_tokens=1000000000 .* at most max_new_tokens=\d+ fit"):
         model.generate(**inputs, max_new_tokens=10**9)
 
@@ -376,8 +376,8 @@ def test_encode_media_once_answers_three_questions_like_separate_calls(model, pr
     prompts = [processor(text=f"<video>{q}", videos=media["video8"], num_segments=8) for q in questions]
     separate = [model.generate(**one, prunevid=prunevid, return_stats=True, **GEN) for one in prompts]
     encoder_calls = []
-    encode = model.encode_samples
-    monkeypatch.setattr(model, "encode_samples", lambda *a, **k: encoder_calls.append(1) or encode(*a, **k))
+    encode = model.model.encode_samples
+    monkeypatch.setattr(model.model, "encode_samples", lambda *a, **k: encoder_calls.append(1) or encode(*a, **k))
     encoded = model.encode_media(**processor(videos=media["video8"], num_segments=8), prunevid=prunevid)
     rows = [one["input_ids"][0] for one in prompts]
     prefix = int((rows[0][: len(rows[1])] == rows[1][: len(rows[0])]).long().cumprod(0).sum())  # system + video
@@ -480,5 +480,5 @@ def test_a_generated_image_context_token_is_an_ordinary_token(model, processor, 
         embeds = model.get_input_embeddings()(out.sequences)
         slots = (out.sequences == context) & (torch.arange(out.sequences.shape[1]) < prompt_length)
         embeds[slots] = visual.reshape(-1, visual.shape[-1])
-        reference = model.language_model(inputs_embeds=embeds).logits[0, prompt_length - 1 : -1]
+        reference = model(inputs_embeds=embeds).logits[0, prompt_length - 1 : -1]
     assert torch.allclose(torch.cat(out.logits), reference, atol=1e-4)

@@ -6,6 +6,7 @@ import logging
 
 import pytest
 import torch
+from transformers import GenerationMixin
 
 from pvc_internvl.layout import sample_layouts
 from pvc_internvl.processing import PVCInternVLProcessor
@@ -63,9 +64,9 @@ def test_disabled_is_the_plain_model(model, tokenizer):
     ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
     with torch.no_grad():
         visual = model.extract_feature(video, data_flag=[3])
-        embeds = model.merge_visual_tokens(ids, model.get_input_embeddings()(ids), visual.reshape(-1, visual.shape[-1]))
-        plain = model.language_model.generate(
-            inputs_embeds=embeds, attention_mask=torch.ones_like(ids), eos_token_id=4, pad_token_id=2, **GEN
+        embeds = model.model.merge_visual_tokens(ids, model.get_input_embeddings()(ids), visual.reshape(-1, visual.shape[-1]))
+        plain = GenerationMixin.generate(
+            model, inputs_embeds=embeds, attention_mask=torch.ones_like(ids), eos_token_id=4, pad_token_id=2, **GEN
         )
     assert off == explicit_off == processor.decode_answers(plain)[0]
 

@@ -97,7 +97,7 @@ class Counted:
                                   (lm.model, "prefill", "prefill"), (lm.model, "generate", "generate")):
             monkeypatch.setattr(module, name, self._counting(getattr(module, name), key))
         self.hooks = [lm.model.vision_model.embeddings.register_forward_hook(self._frames),
-                      lm.model.language_model.get_output_embeddings().register_forward_hook(self._next_token)]
+                      lm.model.get_output_embeddings().register_forward_hook(self._next_token)]
 
     def _counting(self, function, key):
         def wrapper(*args, **kwargs):
