@@ -43,7 +43,14 @@ CHECKPOINT_RENAMES = {
     "^vision_model": "model.vision_model",
     "^mlp1": "model.mlp1",
 }
-try:  # transformers 5: a registered conversion mapping; 4.x reads the class's _checkpoint_conversion_mapping
+# The same in two steps, per class: transformers 5 applies each model's renames in its own scope, the base model's
+# under the chat model's (4.x renames in one step, with the class's _checkpoint_conversion_mapping).
+SCOPED_RENAMES = {
+    "PVCInternVLChatModel": {"^language_model.lm_head": "lm_head", "^language_model": "model.language_model",
+                             "^vision_model": "model.vision_model", "^mlp1": "model.mlp1"},
+    "PVCInternVLModel": {"^language_model.model": "language_model"},
+}
+try:  # transformers 5: registered renames (below); 4.x reads the class's _checkpoint_conversion_mapping
     from transformers.conversion_mapping import register_checkpoint_conversion_mapping
     from transformers.core_model_loading import WeightRenaming
 except ImportError:
@@ -484,7 +491,7 @@ class PVCInternVLPreTrainedModel(PreTrainedModel):
 class PVCInternVLModel(PVCInternVLPreTrainedModel):
     """The headless model: vision encoder -> pixel shuffle -> ``mlp1`` -> the language model's decoder (no head)."""
 
-    _checkpoint_conversion_mapping = {"^language_model.model": "language_model"}  # official names, as the chat model
+    _checkpoint_conversion_mapping = SCOPED_RENAMES["PVCInternVLModel"]  # official names (transformers 4.x)
 
     def __init__(self, config: PVCInternVLConfig):
         super().__init__(config)
@@ -494,13 +501,6 @@ class PVCInternVLModel(PVCInternVLPreTrainedModel):
         self.language_model = AutoModel.from_config(config.llm_config)
         self.mlp1 = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, dim), nn.GELU(), nn.Linear(dim, dim))
         self.post_init()
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any):
-        """Also reads the official names (on transformers 5 as a ``key_mapping``, which saving reverses)."""
-        if _TRANSFORMERS_5:
-            kwargs.setdefault("key_mapping", cls._checkpoint_conversion_mapping)
-        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
@@ -684,7 +684,7 @@ class PVCInternVLChatModel(PVCInternVLChatMixin, PVCInternVLGenerationMixin, PVC
     """InternVL2 / PVC chat model: :class:`PVCInternVLModel` and the language model's head ``lm_head``. Checkpoints keep
     the official names (``language_model.model.*``, ``language_model.lm_head.*``): see ``CHECKPOINT_RENAMES``."""
 
-    _checkpoint_conversion_mapping = CHECKPOINT_RENAMES  # read by transformers 4.x, registered for 5.x below
+    _checkpoint_conversion_mapping = CHECKPOINT_RENAMES  # official names (transformers 4.x)
     _tied_weights_keys = TIED_WEIGHTS
     _tp_plan = {"lm_head": "colwise_gather_output" if _TRANSFORMERS_5 else "colwise_rep"}  # as the native causal LMs
 
@@ -824,10 +824,9 @@ def _frames(pixel_values: torch.Tensor, order: list[int]) -> torch.Tensor:
     return pixel_values.index_select(0, torch.tensor(order, device=pixel_values.device))
 
 
-if register_checkpoint_conversion_mapping is not None:  # the chat model's only: nested, the base model's would apply twice
+for _class_name, _renames in SCOPED_RENAMES.items() if register_checkpoint_conversion_mapping is not None else ():
     register_checkpoint_conversion_mapping(
-        PVCInternVLChatModel.__name__,
-        [WeightRenaming(source_patterns=source, target_patterns=target) for source, target in CHECKPOINT_RENAMES.items()],
+        _class_name, [WeightRenaming(source_patterns=k, target_patterns=v) for k, v in _renames.items()],
         overwrite=True,  # the module is imported again from each checkpoint's copy
     )
 

@@ -9,6 +9,7 @@ from safetensors import safe_open
 
 from pvc_internvl.modeling_pvc_internvl import (
     CHECKPOINT_RENAMES,
+    SCOPED_RENAMES,
     PVCInternVLChatModel,
     PVCInternVLModel,
     _TRANSFORMERS_5,
@@ -93,6 +94,13 @@ def test_checkpoint_name_maps_every_in_memory_name():
     assert checkpoint_name("language_model.layers.0.mlp.up_proj.weight",
                            PVCInternVLModel._checkpoint_conversion_mapping) == "language_model.model.layers.0.mlp.up_proj.weight"
     assert list(CHECKPOINT_RENAMES)[0] == "^language_model.lm_head"  # before the decoder's rule (4.x: first match wins)
+    assert set(SCOPED_RENAMES) == {PVCInternVLChatModel.__name__, PVCInternVLModel.__name__}  # registered by name
+
+
+def test_a_fresh_base_model_saves_the_official_names(tmp_path):
+    model = tiny_model()
+    PVCInternVLModel(model.config).save_pretrained(tmp_path)
+    assert _saved_names(tmp_path) == {checkpoint_name(name) for name in model.state_dict()} - {"language_model.lm_head.weight"}
 
 
 def test_the_base_model_loads_official_checkpoints_and_the_head_loads_base_ones(tmp_path):
@@ -101,6 +109,7 @@ def test_the_base_model_loads_official_checkpoints_and_the_head_loads_base_ones(
     base = PVCInternVLModel.from_pretrained(tmp_path / "official")
     assert _same_weights(model.model, base)
     base.save_pretrained(tmp_path / "base")
+    assert _saved_names(tmp_path / "base") == _saved_names(tmp_path / "official") - {"language_model.lm_head.weight"}
     head, info = PVCInternVLChatModel.from_pretrained(tmp_path / "base", output_loading_info=True)
     assert sorted(info["missing_keys"]) == ["lm_head.weight"]  # the base checkpoint has no head
     assert _same_weights(model.model, head.model)
