@@ -28,7 +28,7 @@ class PVCInternVLChatMixin:
             )
         processor = PVCInternVLProcessor.from_model_config(tokenizer, self.config)
         token_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT_TOKEN)
-        if token_id != self.model._require_context_id():
+        if token_id != self.model.require_context_id():
             raise ValueError(
                 f"the tokenizer maps {IMG_CONTEXT_TOKEN} to id {token_id}, but config.img_context_token_id is "
                 f"{self.config.img_context_token_id}"
@@ -50,7 +50,7 @@ class PVCInternVLChatMixin:
         if not isinstance(question, str):
             raise ValueError(f"question must be a string, got {type(question).__name__} (use batch_chat for several)")
         if pixel_values is not None:
-            self.model._check_pixels(pixel_values)
+            self.model.check_pixels(pixel_values)
             if data_flag is None and is_video_prompt(question):
                 logger.warning(
                     "chat() got a video prompt (build_video_prompt) without data_flag, so it answers it as an image "
@@ -93,7 +93,7 @@ class PVCInternVLChatMixin:
                 split_sizes = [sum(p) if isinstance(p, (list, tuple)) else p for p in patches]
             if data_flag is None:  # one image sample per entry of split_sizes
                 data_flag = [int(DataFlag.IMAGE)] * len(split_sizes)
-            self.model._check_pixels(pixel_values)
+            self.model.check_pixels(pixel_values)
         inputs, _ = processor.chat_inputs(
             list(questions), pixel_values, None, data_flag, split_sizes, num_patches_list, self.system_message
         )

@@ -77,11 +77,11 @@ class PVCInternVLGenerationMixin:
     ) -> EncodedMedia:
         """Encode media once for several prompts (vision encoder, then PruneVid stage 1 on the videos when it is on);
         ``model.encode_media(**processor(videos=path))`` works, the prompt checked against the media."""
-        self.model._check_pixels(pixel_values)
+        self.model.check_pixels(pixel_values)
         layouts = sample_layouts(pixel_values.shape[0], data_flag, split_sizes, num_patches_list)
         if input_ids is not None:
             _checked_prompt(input_ids, attention_mask)
-            check_slots(self.config, input_ids, layouts, self.model._require_context_id())
+            check_slots(self.config, input_ids, layouts, self.model.require_context_id())
         return self._encode(pixel_values, layouts, self._prunevid_settings(prunevid))
 
     def _encode(self, pixel_values: torch.Tensor, layouts: list[SampleLayout], settings: PruneVidConfig) -> EncodedMedia:
@@ -121,9 +121,9 @@ class PVCInternVLGenerationMixin:
         if pixel_values is not None and visual_features is not None:
             raise ValueError("give pixel_values or precomputed visual_features, not both")
         if pixel_values is not None:
-            self.model._check_pixels(pixel_values)
+            self.model.check_pixels(pixel_values)
             layouts = sample_layouts(pixel_values.shape[0], *layout)
-            check_slots(self.config, input_ids, layouts, self.model._require_context_id())
+            check_slots(self.config, input_ids, layouts, self.model.require_context_id())
         elif any(value is not None for value in layout):
             raise ValueError("data_flag / split_sizes / num_patches_list were given without pixel_values")
         if isinstance(visual_features, EncodedMedia):
@@ -135,7 +135,7 @@ class PVCInternVLGenerationMixin:
                     f"the media were encoded with PruneVid {base.settings()}; prunevid={prunevid} changes {changed}, "
                     f"which stage 1 used: pass them to encode_media (per call, only {list(STAGE2_SETTINGS)} may change)"
                 )
-            check_slots(self.config, input_ids, visual_features.layouts, self.model._require_context_id())
+            check_slots(self.config, input_ids, visual_features.layouts, self.model.require_context_id())
             return dataclasses.replace(visual_features, prunevid=settings, stats=copy.deepcopy(visual_features.stats))
         settings = self._prunevid_settings(prunevid)
         if visual_features is not None:  # (blocks, L, D) for the prompt's slots, without a layout: no PruneVid
@@ -158,7 +158,7 @@ class PVCInternVLGenerationMixin:
         stage-2 token groups of every row (empty for rows PruneVid does not prune)."""
         if media is None or not media.pruned:
             return input_ids, attention_mask, [[] for _ in range(input_ids.shape[0])]
-        context_id = self.model._require_context_id()
+        context_id = self.model.require_context_id()
         rows_with_media = media_rows(input_ids == context_id)
         if len(media.layouts) != len(rows_with_media):
             raise ValueError(f"PruneVid needs one sample per prompt row with media: {len(media.layouts)} samples for "
@@ -185,9 +185,9 @@ class PVCInternVLGenerationMixin:
                              "cannot be shared; reuse the EncodedMedia alone (stage 1 and the vision encoder), or "
                              "encode with prunevid={'enable_stage2': False}")
         attention_mask = _checked_prompt(input_ids, attention_mask)
-        check_slots(self.config, input_ids, visual_features.layouts, self.model._require_context_id())
+        check_slots(self.config, input_ids, visual_features.layouts, self.model.require_context_id())
         ids, mask, _ = self._llm_prompt(input_ids, attention_mask, visual_features)
-        self.model._reset_dynamic_rope()
+        self.model.reset_dynamic_rope()
         out = self(input_ids=ids, attention_mask=mask, visual_embeds=self._row_visual(ids, visual_features.tokens()),
                    use_cache=True, logits_to_keep=1)  # only the cache is wanted
         return getattr(out, CACHE_ARG)
@@ -219,7 +219,7 @@ class PVCInternVLGenerationMixin:
                                               generation_config=gen_config, **model_kwargs)
             return (output, CallStats()) if return_stats else output
         slots_only = input_ids is None  # media with embeddings alone: the slots hold the IMG_CONTEXT_TOKEN embedding
-        input_ids = self.model._slot_ids(embeds) if slots_only else input_ids
+        input_ids = self.model.slot_ids(embeds) if slots_only else input_ids
         attention_mask = _checked_prompt(input_ids, attention_mask)
         media = self._call_media(input_ids, pixel_values, visual_features, (data_flag, split_sizes, num_patches_list),
                                  prunevid, gen_config)
@@ -231,10 +231,10 @@ class PVCInternVLGenerationMixin:
             check_budget(self.config, ids.shape[1], gen_config)
         stats = media.stats if media is not None else CallStats()
         visual = media.tokens() if media is not None else None
-        self.model._reset_dynamic_rope()
+        self.model.reset_dynamic_rope()
         if pruned and media.prunevid.enable_stage2 and any(groups):
             embeds = self.model.merge_visual_tokens(ids, self.get_input_embeddings()(ids), visual)
-            output = self._generate_stage2(embeds, mask, ids == self.model._require_context_id(), groups, media.prunevid,
+            output = self._generate_stage2(embeds, mask, ids == self.model.require_context_id(), groups, media.prunevid,
                                            gen_config, model_kwargs, stats)
             output = _after_prompt(output, input_ids)
         else:
@@ -291,7 +291,7 @@ class PVCInternVLGenerationMixin:
     def _row_visual(self, input_ids: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
         """Visual tokens ``(n, D)`` in slot order -> ``(B, V, D)``, row ``b`` holding its slots' tokens last (zero
         padded in front): ``GenerationMixin`` repeats rows for beams, and a step after a prefix cache takes the last."""
-        counts = (input_ids == self.model._require_context_id()).sum(dim=1).tolist()
+        counts = (input_ids == self.model.require_context_id()).sum(dim=1).tolist()
         if sum(counts) != visual.shape[0]:
             raise ValueError(
                 f"the prompt has {sum(counts)} {IMG_CONTEXT_TOKEN} tokens but the visual features give {visual.shape[0]} "

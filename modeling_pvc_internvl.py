@@ -542,7 +542,8 @@ class PVCInternVLModel(PVCInternVLPreTrainedModel):
         spans = frame_spans(clip_len, chunk_frames)
         return over_spans(spans, lambda s, e: self.project_frames(hidden[:, s:e].flatten(0, 1)).unflatten(0, (n_clips, -1)))
 
-    def _check_pixels(self, pixel_values: Any) -> None:
+    def check_pixels(self, pixel_values: Any) -> None:
+        """``ValueError`` unless ``pixel_values`` is a finite float ``(N, 3, image_size, image_size)`` tensor."""
         check_pixel_values(pixel_values, self.config.image_size)
 
     def _clip_plan(self, layout: SampleLayout) -> list[tuple[list[int], int]]:
@@ -590,24 +591,25 @@ class PVCInternVLModel(PVCInternVLPreTrainedModel):
     ) -> torch.Tensor:
         """Visual tokens for the ``IMG_CONTEXT_TOKEN`` positions, in order: ``(blocks, L, D)``; a block is a tile
         (InternVL2, ``L`` = 256 at 448 px) or an encoded frame (PVC, ``L`` = 64)."""
-        self._check_pixels(pixel_values)
+        self.check_pixels(pixel_values)
         layouts = sample_layouts(pixel_values.shape[0], data_flag, split_sizes, num_patches_list)
         return torch.cat(self.encode_samples(pixel_values, layouts, chunk_frames), dim=0)
-    def _require_context_id(self) -> int:
+    def require_context_id(self) -> int:
+        """``config.img_context_token_id`` (a ``ValueError`` when it is not set)."""
         if self.config.img_context_token_id is None:
             raise ValueError(f"config.img_context_token_id is not set; set it to the tokenizer's id of {IMG_CONTEXT_TOKEN} "
                              f"(model.config.img_context_token_id = tokenizer.convert_tokens_to_ids('{IMG_CONTEXT_TOKEN}'))")
         return int(self.config.img_context_token_id)
 
-    def _slot_ids(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
+    def slot_ids(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
         """``(B, T)``: ``IMG_CONTEXT_TOKEN``'s id where ``inputs_embeds`` holds its embedding, -1 elsewhere."""
-        context_id = self._require_context_id()
+        context_id = self.require_context_id()
         context = self.get_input_embeddings().weight[context_id].to(inputs_embeds.dtype)
         return torch.where((inputs_embeds == context).all(-1), context_id, -1)
 
     def merge_visual_tokens(self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
         """Put ``visual`` ``(n, D)`` rows at the ``IMG_CONTEXT_TOKEN`` positions of ``inputs_embeds``, in order."""
-        mask = input_ids == self._require_context_id()
+        mask = input_ids == self.require_context_id()
         num_slots = int(mask.sum())
         if num_slots != visual.shape[0]:
             raise ValueError(f"the prompt has {num_slots} {IMG_CONTEXT_TOKEN} tokens but the images give "
@@ -623,7 +625,7 @@ class PVCInternVLModel(PVCInternVLPreTrainedModel):
             inputs_embeds = self.get_input_embeddings()(input_ids)
         if pixel_values is not None:
             if input_ids is None:  # the slots hold the IMG_CONTEXT_TOKEN embedding
-                input_ids = self._slot_ids(inputs_embeds)
+                input_ids = self.slot_ids(inputs_embeds)
             if image_flags is not None:
                 pixel_values = pixel_values[(image_flags.reshape(-1) == 1).to(pixel_values.device)]
             visual = self.extract_feature(pixel_values, *layout)
@@ -632,7 +634,7 @@ class PVCInternVLModel(PVCInternVLPreTrainedModel):
             return inputs_embeds
         # row-aligned visual_embeds (B, V, D), row b's tokens last: a prompt's slots take all of its row, the end
         # of a prompt after a prefix cache its last ones, a decode step none
-        counts = (input_ids == self._require_context_id()).sum(dim=1)
+        counts = (input_ids == self.require_context_id()).sum(dim=1)
         if not bool(counts.any()):
             return inputs_embeds
         if visual_embeds.shape[0] != input_ids.shape[0] or int(counts.max()) > visual_embeds.shape[1]:
@@ -642,7 +644,7 @@ class PVCInternVLModel(PVCInternVLPreTrainedModel):
         taken = slot >= visual_embeds.shape[1] - counts[:, None]
         return self.merge_visual_tokens(input_ids, inputs_embeds, visual_embeds[taken.to(visual_embeds.device)])
 
-    def _reset_dynamic_rope(self, cache: Any = None) -> None:
+    def reset_dynamic_rope(self, cache: Any = None) -> None:
         """A new prompt (empty cache) starts from the original dynamic-NTK rotary frequencies; the cache length is
         read only when some have grown (so a compiled forward has no data-dependent branch)."""
         rotary = getattr(self.language_model, "rotary_emb", None)  # the decoder's (Llama, Qwen2, Phi-3, Mistral)
@@ -671,7 +673,7 @@ class PVCInternVLModel(PVCInternVLPreTrainedModel):
         if cache is not None and past_key_values is not None:
             raise ValueError("give the KV cache as cache or as past_key_values, not both")
         cache = cache if cache is not None else past_key_values
-        self._reset_dynamic_rope(cache)
+        self.reset_dynamic_rope(cache)
         flags = {"use_cache": use_cache, "output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
         outputs = self.language_model(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
