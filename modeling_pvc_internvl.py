@@ -327,7 +327,7 @@ class PVCInternVisionPreTrainedModel(PreTrainedModel):
 
 @torch.no_grad()
 def init_module(module: nn.Module, std: float, layer_scale: float = 1.0) -> None:
-    """Initialise one module of the vision model or the projector (``zero_init`` linears stay at zero)."""
+    """Initialise one module of the vision model, the projector or the head (``zero_init`` linears stay at zero)."""
     if isinstance(module, (nn.Linear, nn.Conv2d)):
         if getattr(module, "zero_init", False):  # PVC parts start as the identity
             nn.init.zeros_(module.weight)
@@ -485,7 +485,7 @@ class PVCInternVLPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        init_module(module, std=0.02)  # the projector; the vision model and the LLM initialise their own
+        init_module(module, std=0.02)  # the projector and lm_head; the vision model and the decoder initialise their own
 
 
 class PVCInternVLModel(PVCInternVLPreTrainedModel):
